@@ -1,0 +1,34 @@
+# Two commands for a newcomer:  `make demo` (set up + run the pipeline)  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup ui clean
+
+demo: setup  ## install everything, then run the whole pipeline on the embedded synthetic faces
+	$(BIN)/dvc repro
+	@echo
+	@$(BIN)/geogan compare --params params.yaml || true
+	@echo
+	@echo "Done. Open the MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000"
+
+test: setup  ## the test suite (what CI runs)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+setup: $(STAMP)
+
+# Pinned, reproducible install. torch 2.14.1 + torchvision 0.29.1 are the CUDA builds
+# (they also run on a CPU); see README "Install" for other platforms.
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+ui:  ## the MLflow UI on the local store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000
+
+clean:  ## remove pipeline outputs and local runs (not the venv)
+	rm -rf data/prepared data/landmarks data/splits models metrics plots registry runs mlflow

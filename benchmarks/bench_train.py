@@ -1,0 +1,177 @@
+"""Benchmark the real GeoGAN training step on a GPU: images/s, FLOPs per step, MFU against the measured bf16 peak.
+
+Runs `geogan.training.steps.train_step` (the exact step training runs) on random data
+for several resolutions and batch sizes, baseline (fp32 + TF32, eager, as the reference
+ran) beside optimised (bf16 autocast, channels_last, fused Adam, torch.compile), and
+prints a table last. Writes JSON to --out.
+
+    python benchmarks/bench_train.py --out $OUT/train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from geogan.data.dataset import Batch  # noqa: E402
+from geogan.nets import build_nets  # noqa: E402
+from geogan.training.steps import StepContext, build_training, train_step  # noqa: E402
+
+WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
+
+
+def bf16_peak_tflops(n: int = 8192, reps: int = 20) -> float:
+    """Measured bf16 matmul rate (TFLOP/s) on random data: the MFU denominator."""
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        a @ b
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / 1e3)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def random_batch(batch: int, size: int, device: torch.device, seed: int) -> Batch:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.rand(2, batch, 3, size, size, generator=g) * 2 - 1
+    lm = torch.rand(2, batch, 68, 2, generator=g) * 1.6 - 0.8
+    return Batch(x_a=x[0].to(device), x_b=x[1].to(device), lm_a=lm[0].to(device), lm_b=lm[1].to(device))
+
+
+def make_state(size: int, optimised: bool, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int):
+    torch.manual_seed(0)
+    nets = build_nets(ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3, flow_scale=0.1, flow_inputs="rgb")
+    dev = torch.device("cuda")
+    state = build_training(nets.generator, nets.discriminator, dev, 1e-4, 1e-4, (0.9, 0.999),
+                           channels_last=optimised, compile=False, distributed=False)
+    if optimised and compile_mode:
+        state.gen_fwd = torch.compile(state.gen, mode=compile_mode)
+        state.disc_fwd = torch.compile(state.disc, mode=compile_mode)
+        state.disc_frozen = state.disc_fwd
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if optimised else contextlib.nullcontext
+    ctx = StepContext(size=size, weights=WEIGHTS, refine_weight=0.1, autocast=autocast, channels_last=optimised)
+    return state, ctx
+
+
+def count_flops(size: int, batch: int, ngf: int, ndf: int, n_blocks: int) -> float:
+    """Model FLOPs of one full step (forward + backward of G and D), counted in fp32 eager."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    state, ctx = make_state(size, False, None, ngf, ndf, n_blocks)
+    b = random_batch(batch, size, torch.device("cuda"), 0)
+    with FlopCounterMode(display=False) as fc:
+        train_step(state, b, ctx)
+    return float(fc.get_total_flops())
+
+
+def time_steps(size: int, batch: int, optimised: bool, compile_mode: str | None, steps: int, warmup: int,
+               ngf: int, ndf: int, n_blocks: int) -> dict:
+    state, ctx = make_state(size, optimised, compile_mode, ngf, ndf, n_blocks)
+    batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
+    t0 = time.perf_counter()
+    for i in range(warmup):
+        train_step(state, batches[i % 4], ctx)
+    torch.cuda.synchronize()
+    warm_s = time.perf_counter() - t0
+    torch.cuda.reset_peak_memory_stats()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for i in range(steps):
+        train_step(state, batches[i % 4], ctx)
+    e.record()
+    e.synchronize()
+    step_s = s.elapsed_time(e) / 1e3 / steps
+    return {"step_ms": step_s * 1e3, "pairs_per_s": batch / step_s, "warmup_s": warm_s,
+            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def profile_top_kernels(size: int, batch: int, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int, top: int = 15) -> list[dict]:
+    """The step's most expensive CUDA kernels (optimised config)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    state, ctx = make_state(size, True, compile_mode, ngf, ndf, n_blocks)
+    b = random_batch(batch, size, torch.device("cuda"), 0)
+    for _ in range(5):
+        train_step(state, b, ctx)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            train_step(state, b, ctx)
+        torch.cuda.synchronize()
+    rows = []
+    events = [ev for ev in prof.key_averages() if ev.device_time_total > 0]
+    total = sum(ev.device_time_total for ev in events)
+    for ev in sorted(events, key=lambda ev: -ev.device_time_total)[:top]:
+        rows.append({"kernel": ev.key[:90], "share": ev.device_time_total / total, "ms_per_step": ev.device_time_total / 5 / 1e3})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--batches", type=int, nargs="+", default=[16, 24, 32, 64])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode for the optimised runs; 'none' = eager")
+    p.add_argument("--ngf", type=int, default=16)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--n-blocks", type=int, default=3)
+    p.add_argument("--baseline", action="store_true", help="also time the fp32 eager baseline")
+    p.add_argument("--profile", action="store_true", help="profile the optimised step at 256 px, batch 24")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True  # the reference's fp32 ran with TF32 convolutions
+    torch.backends.cudnn.allow_tf32 = True
+    compile_mode = None if args.compile_mode == "none" else args.compile_mode
+
+    peak = bf16_peak_tflops()
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  measured bf16 peak {peak:.0f} TFLOP/s", flush=True)
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "bf16_peak_tflops": peak, "rows": []}
+    for size in args.sizes:
+        for batch in args.batches:
+            flops = count_flops(size, batch, args.ngf, args.ndf, args.n_blocks)
+            variants = ([("baseline fp32", False, None)] if args.baseline else []) + [("bf16+cl+fused" + ("+compile" if compile_mode else ""), True, compile_mode)]
+            for name, optimised, mode in variants:
+                try:
+                    r = time_steps(size, batch, optimised, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks)
+                except torch.OutOfMemoryError:
+                    print(f"{size} px batch {batch} {name}: out of memory", flush=True)
+                    torch.cuda.empty_cache()
+                    continue
+                r.update({"size": size, "batch": batch, "variant": name, "tflop_per_step": flops / 1e12,
+                          "mfu": flops / (r["step_ms"] / 1e3) / (peak * 1e12)})
+                results["rows"].append(r)
+                print(json.dumps(r), flush=True)
+                torch.cuda.empty_cache()
+    if args.profile:
+        results["profile_256_b24"] = profile_top_kernels(256, 24, compile_mode, args.ngf, args.ndf, args.n_blocks)
+        print("\ntop kernels, optimised step, 256 px batch 24:")
+        for row in results["profile_256_b24"]:
+            print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  {row['kernel']}")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    print(f"\n{'size':>4} {'batch':>5} {'variant':<26} {'step ms':>8} {'pairs/s':>8} {'TFLOP/step':>10} {'MFU':>6} {'mem GB':>7} {'warmup s':>8}")
+    for r in results["rows"]:
+        print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<26} {r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f} "
+              f"{r['tflop_per_step']:>10.2f} {r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>7.1f} {r['warmup_s']:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m geogan <command>`."""
+
+from geogan.cli import main
+
+main()

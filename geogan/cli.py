@@ -1,0 +1,43 @@
+"""`geogan <command>`: one entry point over the stage CLIs (each is also `python -m geogan.stages.<name>`)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+COMMANDS = {
+    "ingest": "prepare a dataset (synthetic, CelebA folder, folder + CSV, or S3)",
+    "landmarks": "68-point landmarks for the prepared dataset",
+    "split": "unpaired A/B split of one attribute",
+    "train_classifier": "the attribute classifier that judges transfers",
+    "train": "train GeoGAN for one attribute (resumable; torchrun for several GPUs)",
+    "evaluate": "FID, transfer success, landmark error, synthetic ground truth",
+    "register": "log the generator to MLflow and register it with alias 'candidate'",
+    "promote": "move alias 'champion' to the candidate if it passes the gate",
+    "compare": "table of the latest runs per attribute",
+    "transfer": "transfer an attribute from a reference image onto a source image",
+    "remove": "remove the attribute from an image",
+    "pipeline": "compile or submit the Kubeflow pipeline",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help"}:
+        width = max(map(len, COMMANDS))
+        print("usage: geogan <command> [--params params.yaml] [...]\n\ncommands:")
+        for name, text in COMMANDS.items():
+            print(f"  {name:<{width}}  {text}")
+        return
+    name = args[0].replace("-", "_")
+    if name not in COMMANDS:
+        import difflib
+
+        hint = difflib.get_close_matches(name, COMMANDS, n=1)
+        sys.exit(f"geogan: unknown command '{args[0]}'" + (f"; did you mean '{hint[0]}'?" if hint else ""))
+    importlib.import_module(f"geogan.stages.{name}").main(args[1:])
+
+
+if __name__ == "__main__":
+    main()

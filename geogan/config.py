@@ -1,0 +1,303 @@
+"""One typed, frozen config mirroring params.yaml, loaded and validated in one place.
+
+Every section of params.yaml maps to a frozen dataclass below. Loading is strict: an
+unknown key, a missing key or a value of the wrong type is a `ConfigError` naming the
+key (with a suggestion for a typo), so a stage never runs on a half-understood config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file that does not match the config schema."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where faces come from and how they are prepared (the `ingest` stage)."""
+
+    source: str = "synthetic"  # "synthetic", a folder (CelebA format or images + CSV), or s3://bucket/prefix
+    format: Literal["auto", "synthetic", "celeba", "csv"] = "auto"
+    resolution: int = 64  # prepared images are square, this many pixels
+    synthetic_identities: int = 300  # synthetic source: number of distinct people
+    synthetic_images_per_identity: int = 3  # ... and images of each (pose/expression vary)
+    csv_file: str = "attributes.csv"  # csv source: attribute table inside the folder
+    image_column: str = "image"  # csv source: column holding the file name
+    identity_column: str = ""  # csv source: column holding the person id ("" = unknown)
+    min_image_size: int = 64  # smaller source images are skipped and counted
+    workers: int = 2  # parallel decode processes
+    license_ack: bool = False  # real CelebA/CelebA-HQ: non-commercial research only
+
+
+@dataclass(frozen=True)
+class LandmarksConfig:
+    """68-point landmark extraction (the `landmarks` stage)."""
+
+    backend: Literal["exact", "dlib", "fan", "precomputed"] = "exact"
+    device: str = "auto"  # "auto" picks cuda when available
+    batch_size: int = 32
+    fan_weights: str = ""  # local 2DFAN4 checkpoint; "" = torch hub cache
+    precomputed_file: str = ""  # precomputed backend: .npy (N, 68, 2) or CSV aligned with the manifest
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Unpaired A (without) / B (with) splits per attribute (the `split` stage)."""
+
+    test_fraction: float = 0.2
+    max_per_domain: int = 0  # cap on A and on B per partition; 0 = no cap
+    use_source_partition: bool = True  # use the source's train/test partition when it has one
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network sizes; the reference uses ngf 16, ndf 64, 3 ResNet blocks, 3 D scales."""
+
+    ngf: int = 16
+    ndf: int = 64
+    n_blocks: int = 3
+    n_scales: int = 3
+    flow_inputs: Literal["rgb", "rgb+landmarks"] = "rgb"
+    flow_scale: float = 0.1  # flow head output is multiplied by this (reference: / 10)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights; names match the logged metrics (`loss/g/<name>`)."""
+
+    lambda_adv: float = 1.0
+    lambda_cls: float = 0.2
+    lambda_rec: float = 5.0
+    lambda_landmark: float = 10.0
+    lambda_tv: float = 1.0
+    lambda_mask: float = 0.1
+    refine_weight: float = 0.1  # w in residual = 2 tanh(r) w m
+    refine_start_step: int = 0  # refinement is off before this step (reference: 10 epochs)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop (the `train` stage)."""
+
+    steps: int = 300
+    batch_size: int = 8  # global batch of (a, b) pairs, split across ranks
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_every: int = 0  # steps between decays; 0 = constant
+    lr_decay_g: float = 0.4
+    lr_decay_d: float = 0.2
+    augment_flip: bool = True  # horizontal flip, applied to landmarks too
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on cuda
+    channels_last: bool = True  # only takes effect on cuda
+    compile: bool = False
+    checkpoint_every: int = 100
+    log_every: int = 10
+    image_every: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Evaluation of a trained model (the `evaluate` stage)."""
+
+    num_images: int = 64  # test pairs evaluated
+    batch_size: int = 16
+    fid: Literal["auto", "require", "off"] = "auto"  # require = fail without Inception weights
+    fid_fallback_classifier: bool = True  # without Inception weights, report fid_clf instead
+    inception_weights: str = ""  # path to pt_inception-2015-12-05-6726825d.pth; "" = torch hub cache
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The attribute classifier that judges transfer (the `train_classifier` stage)."""
+
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    weights: str = ""  # optional pretrained ResNet-18 weights
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """The gate a candidate must pass to become `champion`."""
+
+    min_transfer_success: float = 0.5
+    max_fid: float = 1.0e9
+    max_landmark_error: float = 1.0
+    allow_worse_than_champion: bool = False
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Tracking defaults; the MLFLOW_TRACKING_URI environment variable overrides the URI."""
+
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    artifact_root: str = "mlflow/artifacts"
+    experiment_prefix: str = "geogan"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of params.yaml."""
+
+    attributes: tuple[str, ...] = ("Mustache", "Eyeglasses")
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load and validate params.yaml.
+
+    Args:
+        path: the params file.
+        overrides: dotted keys to replace after loading, e.g. {"train.steps": 10}.
+    Returns:
+        The validated, frozen `Config`.
+    Raises:
+        ConfigError: naming the file and key that is unknown, missing or mistyped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, path)
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: Mapping[str, Any], source: str = "params") -> Config:
+    """Build a `Config` from a nested mapping with every key present (strict)."""
+    return _build(Config, raw, prefix="", source=source)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as a nested dict of plain values (tuples as lists), as in params.yaml."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Dotted key -> value, for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}")
+        else:
+            out[prefix] = node
+
+    for k, v in config_to_dict(cfg).items():
+        walk(v, f"{k}." if isinstance(v, dict) else k)
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def check_attribute(cfg: Config, attribute: str) -> str:
+    """Return `attribute` if params.yaml lists it, else raise a ConfigError naming it."""
+    if attribute in cfg.attributes:
+        return attribute
+    hint = difflib.get_close_matches(attribute, cfg.attributes, n=1)
+    suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+    raise ConfigError(f"attribute '{attribute}' is not in params.yaml attributes {list(cfg.attributes)}{suggestion}")
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), fields, n=1)
+            suggestion = f"; did you mean '{prefix}{hint[0]}'?" if hint else ""
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{suggestion}")
+    values = {}
+    for name in fields:
+        if name not in raw:
+            raise ConfigError(f"{source}: missing key '{prefix}{name}'")
+        values[name] = _coerce(hints[name], raw[name], f"{prefix}{name}", source)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, prefix=f"{key}.", source=source)
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        options = typing.get_args(tp)
+        if value not in options:
+            raise ConfigError(f"{source}: '{key}' must be one of {list(options)}, got {value!r}")
+        return value
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {type(value).__name__}")
+        items = tuple(_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{source}: '{key}' has duplicates: {list(items)}")
+        return items
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{source}: '{key}': union types are not supported in the schema")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: '{key}': unsupported type {tp}")
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any, path: Path) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"{path}: override '{dotted}': '{part}' is not a section")
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,1 @@
+"""Datasets: synthetic faces, ingestion, splits and the training dataset."""

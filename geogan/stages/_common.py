@@ -1,0 +1,55 @@
+"""What every stage CLI shares: --params parsing, config loading, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from geogan.config import Config, ConfigError, check_attribute, load_config
+
+
+class StageError(RuntimeError):
+    """A failure with a message meant for the user, printed as one line."""
+
+
+def parser(description: str, attribute: bool = False) -> argparse.ArgumentParser:
+    """An argparse parser with --params (and --attribute where the stage runs per attribute)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    if attribute:
+        p.add_argument("--attribute", required=True, help="attribute name, one of params.yaml's attributes")
+    return p
+
+
+def load(args: argparse.Namespace) -> Config:
+    """Load the config and check --attribute against it."""
+    cfg = load_config(args.params)
+    if getattr(args, "attribute", None) is not None:
+        check_attribute(cfg, args.attribute)
+    return cfg
+
+
+def run_main(name: str, body: Callable[[], Any]) -> int:
+    """Run a stage body; known failures become one line on stderr and exit code 2."""
+    try:
+        summary = body()
+    except (ConfigError, StageError, FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"geogan {name}: error: {msg}", file=sys.stderr)
+        if "GEOGAN_DEBUG" in __import__("os").environ:
+            traceback.print_exc()
+        return 2
+    if summary is not None:
+        print(f"geogan {name}: " + json.dumps(summary, sort_keys=True, default=str))
+    return 0
+
+
+def exit_with(code: int) -> None:
+    if code:
+        sys.exit(code)
+
+

@@ -1,0 +1,154 @@
+"""Stage `train`: GeoGAN for one attribute; resumable; rank 0 logs to MLflow and writes models/<attr>.
+
+Runs alone (`python -m geogan.stages.train ...`) or under `torchrun --nproc-per-node N`
+with the same arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from geogan.config import Config, config_to_dict, flatten
+from geogan.data.dataset import DomainTensors, UnpairedSampler, load_prepared
+from geogan.data.split import split_fingerprint
+from geogan.io import atomic_path, atomic_write_json, read_json
+from geogan.model import save_generator
+from geogan.stages._common import StageError, exit_with, load, parser, run_main
+from geogan.tracking import NullTracker
+from geogan.training import checkpoint as ckpt
+from geogan.training.distributed import init_from_env, shutdown
+from geogan.training.loop import Interrupted, NonFiniteLossError, train
+
+# Train settings that do not change what is learnt: a checkpoint made under other values resumes.
+_NOT_IN_RESUME_KEY = {"steps", "log_every", "image_every", "checkpoint_every", "device", "compile"}
+
+
+def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), landmarks: Path = Path("data/landmarks"),
+        split: Path | None = None, out: Path | None = None, work: Path | None = None, progress: bool = True) -> dict:
+    """Train, then write out/generator.pt and out/meta.json (rank 0). Returns a summary."""
+    split = Path(split or f"data/splits/{attribute}.json")
+    out = Path(out or f"models/{attribute}")
+    work = Path(work or f"runs/{attribute}")
+    env = init_from_env(cfg.train.device)
+    try:
+        data = load_prepared(prepared, landmarks)
+        split_dict = read_json(split)
+        train_a, train_b = split_dict["train"]["A"], split_dict["train"]["B"]
+        if not train_a or not train_b:
+            raise StageError(f"{split}: the training partition has an empty domain (A={len(train_a)}, B={len(train_b)})")
+        sampler = UnpairedSampler(DomainTensors(data, train_a, env.device), DomainTensors(data, train_b, env.device),
+                                  batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=env.rank,
+                                  world_size=env.world_size, augment_flip=cfg.train.augment_flip)
+        data_version = split_fingerprint(split)
+        key = ckpt.resume_key({
+            "model": config_to_dict(cfg)["model"], "loss": config_to_dict(cfg)["loss"],
+            "train": {k: v for k, v in config_to_dict(cfg)["train"].items() if k not in _NOT_IN_RESUME_KEY},
+            "split": data_version, "landmarks": _md5(Path(landmarks) / "landmarks.npy"),
+            "manifest": _md5(Path(prepared) / "manifest.csv"), "world_size": env.world_size,
+        })
+        tracker = _open_tracker(cfg, attribute, work, key, data_version) if env.is_main else NullTracker()
+        try:
+            result = train(cfg, sampler, env, work, key, tracker=tracker, progress=progress)
+        except NonFiniteLossError as e:
+            _finish(tracker, "FAILED")
+            raise StageError(str(e)) from e
+        except Interrupted:
+            _finish(tracker, "KILLED")
+            raise
+        if env.is_main:
+            meta = {"attribute": attribute, "resolution": data.resolution, "step": result.step,
+                    "mlflow_run_id": getattr(tracker, "run_id", None), "data_version": data_version,
+                    "resume_key": key, "config": config_to_dict(cfg)}
+            with atomic_path(out) as tmp:
+                tmp.mkdir()
+                save_generator(tmp / "generator.pt", _generator_from_state(cfg, result.generator_state), meta)
+                atomic_write_json(tmp / "meta.json", meta)
+                atomic_write_json(tmp / "train_history.json", result.history)
+            grids = sorted((work / "grids").glob("*.png"))
+            if grids:
+                tracker.log_artifact(grids[-1], "grids")
+            _finish(tracker, "FINISHED")
+        return {"attribute": attribute, "steps": result.step, "resumed_from": result.resumed_from,
+                "images_per_second": round(result.images_per_second, 2), "out": str(out), **result.last_losses}
+    finally:
+        shutdown(env)
+
+
+def _generator_from_state(cfg: Config, state: dict):
+    from geogan.nets import build_nets
+
+    m = cfg.model
+    gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
+                     flow_inputs=m.flow_inputs).generator
+    gen.load_state_dict(state)
+    return gen
+
+
+def _open_tracker(cfg: Config, attribute: str, work: Path, key: str, data_version: str):
+    """Continue the MLflow run of the checkpoint being resumed, else start one (NullTracker without MLflow)."""
+    try:
+        from geogan.tracking import open_tracker
+        import mlflow  # noqa: F401 - only to see whether it is installed
+    except ImportError:
+        print("MLflow is not installed: training without tracking (metrics still go to models/<attr>/train_history.json)")
+        return NullTracker()
+    run_file = work / "mlflow_run.json"
+    previous = read_json(run_file) if run_file.is_file() else {}
+    run_id = previous.get("run_id") if previous.get("resume_key") == key else None
+    tracker = open_tracker(cfg.mlflow, attribute, run_id=run_id, run_name=f"{attribute}-train",
+                           tags={"stage": "train", "data_version": data_version, "git_commit": git_commit()})
+    if run_id is None:
+        tracker.log_params({**flatten(cfg), "attribute": attribute})
+    atomic_write_json(run_file, {"run_id": tracker.run_id, "resume_key": key})
+    return tracker
+
+
+def _finish(tracker, status: str) -> None:
+    if hasattr(tracker, "finish"):
+        tracker.finish(status)
+
+
+def git_commit() -> str:
+    """The current commit (with '-dirty' if the tree has changes), or 'unknown' outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _md5(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, attribute=True)
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--landmarks", type=Path, default=Path("data/landmarks"))
+    p.add_argument("--split", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        code = run_main("train", lambda: run(load(args), args.attribute, args.prepared, args.landmarks, args.split,
+                                             args.out, args.work, progress=not args.no_progress))
+    except Interrupted as e:
+        print(f"geogan train: {e}", file=sys.stderr)
+        code = 143  # 128 + SIGTERM: the run did not finish, but nothing was lost
+    exit_with(code)
+
+
+if __name__ == "__main__":
+    main()

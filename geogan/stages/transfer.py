@@ -1,0 +1,94 @@
+"""`geogan transfer`: put the reference's attribute instance onto the source face.
+
+    geogan transfer --model models:/geogan-Mustache@champion --source a.jpg --reference b.jpg --out out.png
+
+`--model` is a registered-model URI (models:/name@alias or models:/name/version), a run
+artifact URI, or a local folder/file holding generator.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from geogan.stages._common import StageError, exit_with, run_main
+
+
+def resolve_generator_file(model: str) -> Path:
+    """A local generator.pt for a path or an MLflow URI (downloaded through MLflow)."""
+    local = Path(model)
+    if local.is_file():
+        return local
+    if local.is_dir():
+        found = sorted(local.rglob("generator.pt"))
+        if found:
+            return found[0]
+        raise StageError(f"{local}: no generator.pt inside")
+    if "://" in model or model.startswith("models:/"):
+        import mlflow
+
+        from geogan.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri("sqlite:///mlflow/mlflow.db"))
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        found = sorted(folder.rglob("generator.pt"))
+        if not found:
+            raise StageError(f"{model}: the model has no generator.pt artifact")
+        return found[0]
+    raise StageError(f"{model}: no such file, folder or model URI")
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """Read an image as uint8 RGB, centre-cropped to a square and resized to `size`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            side = min(im.size)
+            left, top = (im.width - side) // 2, (im.height - side) // 2
+            im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+            return np.asarray(im)
+    except (OSError, UnidentifiedImageError) as e:
+        raise StageError(f"{path}: cannot read image ({e})") from e
+
+
+def run_transfer(model: str, source: Path, reference: Path, out: Path, grid: bool = False) -> dict:
+    """Transfer and write the result (or, with grid, source | reference | warped | mask | result)."""
+    import torch
+
+    from geogan.model import load_generator, to_tensor, to_uint8, transfer
+    from geogan.visualize import save_png
+
+    generator, meta = load_generator(resolve_generator_file(model))
+    size = int(meta["resolution"])
+    x_a = to_tensor(load_image(source, size))
+    x_b = to_tensor(load_image(reference, size))
+    refine_w = float(meta.get("config", {}).get("loss", {}).get("refine_weight", 0.0))
+    with torch.no_grad():
+        o = transfer(generator, x_a, x_b, refine_w)
+    if grid:
+        tiles = [x_a, x_b, o.x_warp, o.mask.expand(-1, 3, -1, -1) * 2 - 1, o.x_out]
+        image = np.concatenate([to_uint8(t)[0] for t in tiles], axis=1)
+    else:
+        image = to_uint8(o.x_out)[0]
+    save_png(out, image)
+    return {"out": str(out), "attribute": meta.get("attribute"), "resolution": size}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--source", type=Path, required=True, help="face without the attribute")
+    p.add_argument("--reference", type=Path, required=True, help="face with the attribute instance to transfer")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--grid", action="store_true", help="write source | reference | warped | mask | result")
+    args = p.parse_args(argv)
+    exit_with(run_main("transfer", lambda: run_transfer(args.model, args.source, args.reference, args.out, args.grid)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The training loop: one code path for 1 CPU process, 1 GPU and N GPUs under torchrun.
+
+Each step runs the generator's whole cycle once, then the discriminator phase (fakes
+detached) and the generator phase (D frozen). Nothing in the step waits on the host:
+losses stay on the device and are read only every `log_every` steps, together with a
+device-side finiteness flag that guards every checkpoint, so a NaN never reaches disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from geogan.config import Config, config_to_dict
+from geogan.data.dataset import Batch, UnpairedSampler
+from geogan.nets import build_nets
+from geogan.tracking import NullTracker, Tracker
+from geogan.training import checkpoint as ckpt
+from geogan.training.distributed import DistEnv, any_flag, params_in_sync
+from geogan.training.schedule import lr_at, refine_weight_at
+from geogan.training.steps import (LossGuard, NonFiniteLossError, StepContext, TrainingState, build_training,  # noqa: F401
+                                   generator_forward, train_step, visual_rows)
+from geogan.visualize import image_grid, save_png
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM/SIGINT arrived; a checkpoint was saved before leaving."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-and-finished) run produced."""
+
+    step: int
+    generator_state: dict[str, torch.Tensor]
+    last_losses: dict[str, float]
+    images_per_second: float
+    checkpoint: Path | None
+    resumed_from: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train(
+    cfg: Config,
+    sampler: UnpairedSampler,
+    env: DistEnv,
+    work_dir: Path,
+    key: str,
+    tracker: Tracker | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train GeoGAN for cfg.train.steps steps, resuming from work_dir/checkpoints if it can.
+
+    Args:
+        cfg: the whole config (model, loss and train sections are used).
+        sampler: unpaired batches for this rank.
+        env: the distributed environment (from `init_from_env`).
+        work_dir: run folder (checkpoints, image grids); written by rank 0 only.
+        key: resume key; checkpoints with another key are not resumed.
+        tracker: where metrics and grids go (rank 0); None logs nothing.
+        progress: show a tqdm bar on rank 0.
+        stop_after: stop (with a checkpoint) after this many steps of this call: for tests.
+    Returns:
+        A TrainResult holding the final generator weights (on CPU).
+    Raises:
+        NonFiniteLossError: a loss became NaN/Inf (names the loss and step).
+        Interrupted: SIGTERM/SIGINT; a checkpoint was written first.
+    """
+    t, m = cfg.train, cfg.model
+    tracker = tracker if (tracker is not None and env.is_main) else NullTracker()
+    ckpt_dir = Path(work_dir) / "checkpoints"
+    size = sampler.a.size
+    device = env.device
+    cuda = device.type == "cuda"
+
+    torch.manual_seed(t.seed)  # identical initial weights on every rank
+    nets = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales,
+                      flow_scale=m.flow_scale, flow_inputs=m.flow_inputs)
+    start = 0
+    state = ckpt.load_latest(ckpt_dir, key, map_location="cpu")
+    if state is not None:
+        nets.generator.load_state_dict(state["generator"])
+        nets.discriminator.load_state_dict(state["discriminator"])
+    ts = build_training(nets.generator, nets.discriminator, device, t.lr_g, t.lr_d, (t.beta1, t.beta2),
+                        channels_last=t.channels_last, compile=t.compile, distributed=env.distributed)
+    gen, disc, opt_g, opt_d = ts.gen, ts.disc, ts.opt_g, ts.opt_d
+    if state is not None:
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        ckpt.set_rng_state(state["rng"])
+        start = int(state["step"])
+        if env.is_main:
+            print(f"resuming from {ckpt_dir} at step {start}")
+        del state
+
+    use_bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+    weights = {k: getattr(cfg.loss, k) for k in ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask")}
+    guard = LossGuard(device)
+    vis_batch = sampler.batch(0)  # a fixed batch, so grids compare across steps
+
+    stop = {"signal": None}
+    old_handlers = _install_signal_handlers(stop)
+    bar = _progress_bar(progress and env.is_main, start, t.steps)
+    history: list[dict[str, float]] = []
+    last: dict[str, float] = {}
+    saved: Path | None = None
+    t0, n0 = time.perf_counter(), start
+    ips = 0.0
+    step = start
+    try:
+        while step < t.steps:
+            for g in opt_g.param_groups:
+                g["lr"] = lr_at(step, t.lr_g, t.lr_decay_every, t.lr_decay_g)
+            for g in opt_d.param_groups:
+                g["lr"] = lr_at(step, t.lr_d, t.lr_decay_every, t.lr_decay_d)
+            ctx = StepContext(size=size, weights=weights, refine_weight=refine_weight_at(step, cfg.loss.refine_weight, cfg.loss.refine_start_step),
+                              autocast=autocast, channels_last=cuda and t.channels_last)
+            losses = train_step(ts, sampler.batch(step), ctx)
+            guard.update(losses, step)
+            step += 1
+
+            at_log = step % t.log_every == 0 or step == t.steps
+            at_ckpt = step % t.checkpoint_every == 0 or step == t.steps
+            # Alone, the signal flag is a Python bool (free); under DDP ranks agree at log steps only.
+            if env.distributed:
+                interrupted = any_flag(env, stop["signal"] is not None) if at_log else False
+            else:
+                interrupted = stop["signal"] is not None
+            stopping = stop_after is not None and step - start >= stop_after
+            if at_log or at_ckpt or interrupted or stopping:
+                guard.check()  # one host sync: raises NonFiniteLossError before anything is saved
+                last = guard.read(losses)
+                dt = time.perf_counter() - t0
+                ips = (step - n0) * t.batch_size / max(dt, 1e-9)
+                t0, n0 = time.perf_counter(), step
+                history.append({"step": step, **last, "images_per_second": ips})
+                tracker.log_metrics({**{f"loss/{k}": v for k, v in last.items()}, "perf/images_per_second": ips,
+                                     "lr/g": opt_g.param_groups[0]["lr"], "lr/d": opt_d.param_groups[0]["lr"]}, step)
+                if bar is not None:
+                    bar.set_postfix({"g": f"{last.get('g/total', 0):.3f}", "d": f"{last.get('d/total', 0):.3f}", "img/s": f"{ips:.1f}"})
+            if env.is_main and (step % t.image_every == 0 or step == t.steps):
+                _log_grid(ts, vis_batch, ctx, work_dir, step, tracker)
+            if at_ckpt or interrupted or stopping:
+                saved = _save(env, gen, disc, opt_g, opt_d, ckpt_dir, step, key, cfg)
+            if bar is not None:
+                bar.update(1)
+            if interrupted:
+                raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint {saved}")
+            if stopping:
+                break
+    finally:
+        _restore_signal_handlers(old_handlers)
+        if bar is not None:
+            bar.close()
+    gen_state = {k: v.detach().cpu().clone() for k, v in gen.state_dict().items()}
+    return TrainResult(step=step, generator_state=gen_state, last_losses=last, images_per_second=ips,
+                       checkpoint=saved, resumed_from=start, history=history)
+
+
+@torch.no_grad()
+def _log_grid(ts: TrainingState, batch: Batch, ctx: StepContext, work_dir: Path, step: int, tracker: Tracker) -> None:
+    plain = TrainingState(**{**ts.__dict__, "gen_fwd": ts.gen})  # no DDP/compile for a side forward
+    ts.gen.eval()
+    out = generator_forward(plain, batch, ctx)
+    ts.gen.train()
+    grid = image_grid(visual_rows(batch, out))
+    save_png(Path(work_dir) / "grids" / f"step-{step:08d}.png", grid)
+    tracker.log_image(grid, f"grids/step-{step:08d}.png")
+
+
+def _save(env: DistEnv, gen, disc, opt_g, opt_d, ckpt_dir: Path, step: int, key: str, cfg: Config) -> Path | None:
+    if not params_in_sync(env, gen):
+        raise RuntimeError(f"step {step}: generator weights differ across ranks; not saving a checkpoint")
+    if not env.is_main:
+        return None
+    state = {"generator": gen.state_dict(), "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
+             "opt_d": opt_d.state_dict(), "rng": ckpt.rng_state(), "resume_key": key, "config": config_to_dict(cfg)}
+    return ckpt.save_checkpoint(ckpt_dir, step, state)
+
+
+def _install_signal_handlers(stop: dict) -> dict:
+    # SIGTERM is what Kubernetes sends before killing a pod: finish the step, save, leave.
+    old = {}
+
+    def handler(signum, frame):  # noqa: ARG001
+        stop["signal"] = signum
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. inside a KFP local runner thread)
+            pass
+    return old
+
+
+def _restore_signal_handlers(old: dict) -> None:
+    for sig, h in old.items():
+        signal.signal(sig, h)
+
+
+def _progress_bar(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)

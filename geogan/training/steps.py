@@ -1,0 +1,178 @@
+"""One training step in two phases: D on detached fakes, then G through a frozen D.
+
+Kept apart from the loop so the benchmark times exactly the step that training runs.
+Losses stay on the device; `LossGuard` accumulates a finiteness flag without syncing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from geogan.data.dataset import Batch
+from geogan.losses import discriminator_losses, generator_losses
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Per-step constants: image size, loss weights, refinement weight, precision."""
+
+    size: int
+    weights: dict[str, float]
+    refine_weight: float
+    autocast: Callable[[], Any] = contextlib.nullcontext
+    channels_last: bool = False
+
+
+@dataclass
+class TrainingState:
+    """Networks, their (possibly DDP-wrapped / compiled) forwards, and optimisers."""
+
+    gen: torch.nn.Module  # the plain modules: what checkpoints hold
+    disc: torch.nn.Module
+    gen_fwd: Callable[..., Any]  # DDP and/or torch.compile wrappers used in the step
+    disc_fwd: Callable[..., Any]
+    disc_frozen: Callable[..., Any]  # D for the G phase: no DDP (D gets no gradients there)
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    landmark_heatmaps: bool = False  # the flow net also takes landmark heatmaps
+
+
+def build_training(gen: torch.nn.Module, disc: torch.nn.Module, device: torch.device, lr_g: float, lr_d: float,
+                   betas: tuple[float, float], channels_last: bool, compile: bool, distributed: bool) -> TrainingState:
+    """Move nets to the device and wrap them for the step: layout, DDP, compile, fused Adam.
+
+    Load checkpoint weights into `gen`/`disc` before calling this under DDP (DDP
+    broadcasts rank 0's weights at construction).
+    """
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    cuda = device.type == "cuda"
+    gen, disc = gen.to(device), disc.to(device)
+    if cuda and channels_last:
+        gen, disc = gen.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
+    # Fused Adam: one kernel for all parameters on CUDA; foreach (a few kernels) on CPU.
+    opt_kw: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr_g, betas=betas, **opt_kw)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr_d, betas=betas, **opt_kw)
+    ids = [device.index] if cuda else None
+    gen_fwd: Callable[..., Any] = DDP(gen, device_ids=ids) if distributed else gen
+    disc_fwd: Callable[..., Any] = DDP(disc, device_ids=ids) if distributed else disc
+    disc_frozen: Callable[..., Any] = disc
+    if compile:
+        gen_fwd, disc_fwd, disc_frozen = torch.compile(gen_fwd), torch.compile(disc_fwd), torch.compile(disc_frozen)
+    heat = getattr(gen, "hparams", {}).get("flow_extra_in", 0) > 0
+    return TrainingState(gen, disc, gen_fwd, disc_fwd, disc_frozen, opt_g, opt_d, landmark_heatmaps=heat)
+
+
+def train_step(state: TrainingState, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
+    """One full GeoGAN step (G cycle forward, D update, G update); returns detached losses."""
+    out = generator_forward(state, batch, ctx)
+    logs_d = discriminator_phase(state.disc, state.disc_fwd, state.opt_d, batch, out, ctx)
+    logs_g = generator_phase(state.disc, state.disc_frozen, state.opt_g, batch, out, ctx)
+    return {**logs_d, **logs_g}
+
+
+def generator_forward(state: TrainingState, batch: Batch, ctx: StepContext) -> Any:
+    """The generator's whole cycle for a batch (heatmaps from landmarks when configured)."""
+    heat_a = heat_b = None
+    if state.landmark_heatmaps:
+        from geogan.nets.flow import landmark_heatmaps
+
+        heat_a, heat_b = landmark_heatmaps(batch.lm_a, ctx.size), landmark_heatmaps(batch.lm_b, ctx.size)
+    with ctx.autocast():
+        return state.gen_fwd(_layout(batch.x_a, ctx), _layout(batch.x_b, ctx), ctx.refine_weight, heat_a, heat_b)
+
+
+def fakes_of(out: Any) -> list[torch.Tensor]:
+    """The four generated images of the cycle, each with its target domain."""
+    return [out.x_out, out.x_removed, out.x_rec_b, out.x_rec_a]
+
+
+def discriminator_phase(disc: torch.nn.Module, disc_fwd: Callable[..., Any], opt_d: torch.optim.Optimizer,
+                        batch: Batch, out: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
+    """Update D on real a, real b and the detached fakes; returns detached loss tensors."""
+    disc.requires_grad_(True)
+    reals = torch.cat([batch.x_a, batch.x_b])
+    fakes = torch.cat([f.detach() for f in fakes_of(out)])
+    n = batch.x_a.shape[0]
+    with ctx.autocast():
+        # One forward over reals and fakes: one DDP all-reduce, fewer launches.
+        d_all = disc_fwd(_layout(torch.cat([reals, fakes]), ctx))
+        total, logs = discriminator_losses(d_all, n_real_a=n, n_real_b=n, n_fake=4 * n, weights=ctx.weights)
+    opt_d.zero_grad(set_to_none=True)
+    total.backward()
+    opt_d.step()
+    return logs
+
+
+def generator_phase(disc: torch.nn.Module, disc_frozen: Callable[..., Any], opt_g: torch.optim.Optimizer,
+                    batch: Batch, out: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
+    """Update G through D with D's parameters frozen (no D gradients computed)."""
+    disc.requires_grad_(False)
+    n = batch.x_a.shape[0]
+    with ctx.autocast():
+        d_fake = disc_frozen(_layout(torch.cat(fakes_of(out)), ctx))
+        total, logs = generator_losses(out, d_fake, n=n, lm_a=batch.lm_a, lm_b=batch.lm_b, size=ctx.size, weights=ctx.weights)
+    opt_g.zero_grad(set_to_none=True)
+    total.backward()
+    opt_g.step()
+    disc.requires_grad_(True)
+    return logs
+
+
+def _layout(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if ctx.channels_last else x
+
+
+class LossGuard:
+    """Remembers, on the device, whether any loss was non-finite and when it first was.
+
+    `update` costs a few tiny kernels and no host sync; `check` syncs once and raises
+    naming the first bad loss and its step, before anything is written.
+    """
+
+    def __init__(self, device: torch.device):
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_names = None  # (L,) bool over loss names, set at the first update
+        self.names: list[str] = []
+
+    def update(self, losses: dict[str, torch.Tensor], step: int) -> None:
+        if not self.names:
+            self.names = list(losses)
+            self.bad_names = torch.zeros(len(self.names), dtype=torch.bool, device=self.first_bad_step.device)
+        values = torch.stack([losses[k].detach().float() for k in self.names])
+        bad = ~torch.isfinite(values)
+        fresh = bad.any() & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(fresh, torch.full_like(self.first_bad_step, step + 1), self.first_bad_step)
+        self.bad_names = torch.where(fresh, bad, self.bad_names)
+
+    def check(self) -> None:
+        step = int(self.first_bad_step)
+        if step >= 0:
+            names = [n for n, b in zip(self.names, self.bad_names.tolist()) if b]
+            raise NonFiniteLossError(f"loss {', '.join(names)} became non-finite (NaN/Inf) at step {step}; "
+                                     "stopped without saving; the last good checkpoint is kept")
+
+    @staticmethod
+    def read(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Losses as floats: one host transfer for all of them."""
+        names = list(losses)
+        values = torch.stack([losses[k].detach().float() for k in names]).tolist()
+        return dict(zip(names, values))
+
+
+def visual_rows(batch: Batch, out: Any, n: int = 8) -> list[tuple[str, torch.Tensor]]:
+    """The image-grid rows: a, b, warped b', mask, blend, refined a*, F(b), flow."""
+    from geogan.visualize import flow_to_rgb
+
+    return [("source a", batch.x_a[:n]), ("ref b", batch.x_b[:n]), ("warped b'", out.x_warp[:n]),
+            ("mask m", out.mask[:n] * 2 - 1), ("blend", out.x_blend[:n]), ("a* refined", out.x_out[:n]),
+            ("F(b)", out.x_removed[:n]), ("flow", flow_to_rgb(out.flow_ab[:n]))]

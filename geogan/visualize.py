@@ -1,0 +1,74 @@
+"""Pictures a person can judge: image grids of what the model does, and flow fields as colour."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from geogan.io import atomic_path
+
+
+def flow_to_rgb(flow: torch.Tensor, max_norm: float | None = None) -> torch.Tensor:
+    """Colour-wheel picture of a flow: hue = direction, saturation = magnitude.
+
+    Args:
+        flow: (B, 2, H, W) in grid units.
+        max_norm: magnitude shown fully saturated (default: the batch's largest).
+    Returns:
+        (B, 3, H, W) in [-1, 1], like the images it is shown beside.
+    """
+    flow = flow.detach().float()
+    mag = flow.norm(dim=1)  # (B, H, W)
+    scale = max_norm if max_norm is not None else float(mag.max().clamp_min(1e-6))
+    hue = (torch.atan2(flow[:, 1], flow[:, 0]) / (2 * math.pi)) % 1.0
+    sat = (mag / scale).clamp(0, 1)
+    # HSV (value 1) -> RGB, vectorised.
+    k = torch.stack([(5 + hue * 6) % 6, (3 + hue * 6) % 6, (1 + hue * 6) % 6], dim=1)
+    rgb = 1 - sat.unsqueeze(1) * (k.clamp(0, 1).minimum(4 - k).clamp(0, 1))
+    return rgb * 2 - 1
+
+
+def image_grid(rows: Sequence[tuple[str, torch.Tensor]], max_columns: int = 8, label_width: int = 72) -> np.ndarray:
+    """Stack named rows of images into one labelled grid.
+
+    Args:
+        rows: (name, (B, C, H, W) tensor in [-1, 1]); C = 1 (masks) or 3.
+        max_columns: at most this many samples per row.
+    Returns:
+        (H_total, W_total, 3) uint8.
+    """
+    tiles = []
+    for name, x in rows:
+        x = x.detach().float()[:max_columns].cpu()
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        row = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        line = np.concatenate(list(row), axis=1)
+        label = Image.new("RGB", (label_width, line.shape[0]), (255, 255, 255))
+        ImageDraw.Draw(label).text((4, line.shape[0] // 2 - 6), name, fill=(0, 0, 0))
+        tiles.append(np.concatenate([np.asarray(label), line], axis=1))
+    width = max(t.shape[1] for t in tiles)
+    tiles = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
+    return np.concatenate(tiles, axis=0)
+
+
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write a uint8 HWC image as PNG atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return Path(path)
+
+
+def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, color: tuple[int, int, int] = (0, 255, 0)) -> np.ndarray:
+    """Return a copy of a uint8 HWC image with (68, 2) pixel landmarks drawn as dots."""
+    img = Image.fromarray(image.copy())
+    draw = ImageDraw.Draw(img)
+    for x, y in landmarks:
+        if np.isfinite(x) and np.isfinite(y):
+            draw.ellipse([x - 1, y - 1, x + 1, y + 1], fill=color)
+    return np.asarray(img)

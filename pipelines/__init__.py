@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of the project (compiled with `geogan pipeline compile`)."""

@@ -1,0 +1,180 @@
+"""Shared helpers for the trainer and end-to-end tests: a tiny prepared dataset, stage commands, weight checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from geogan.config import Config, config_from_dict
+from tests.conftest import ROOT, tiny_params_dict
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class TinyData:
+    """A prepared synthetic dataset with its exact landmarks and per-attribute splits."""
+
+    prepared: Path
+    landmarks: Path
+    splits: dict[str, Path]
+
+
+def tiny_config(**overrides) -> Config:
+    """The tiny test config (tests/conftest.py) with dotted overrides, as a `Config`."""
+    return config_from_dict(tiny_params_dict(**overrides), source="tiny params")
+
+
+def make_tiny_data(root: Path, attributes: Sequence[str] = ("Mustache",), identities: int = 24,
+                   images_per_identity: int = 2, resolution: int = 64, seed: int = 0) -> TinyData:
+    """Render synthetic faces, copy their exact landmarks and split each attribute, all under `root`.
+
+    Uses the library directly (no ingest/landmarks stage processes), so it takes about a second.
+    """
+    from geogan.data.synthetic import write_synthetic_dataset
+    from geogan.io import atomic_write_json
+    from geogan.stages import split as split_stage
+
+    root = Path(root)
+    prepared, landmarks = root / "prepared", root / "landmarks"
+    write_synthetic_dataset(prepared, identities, images_per_identity, resolution, seed, progress=False)
+    landmarks.mkdir(parents=True)
+    shutil.copyfile(prepared / "landmarks_exact.npy", landmarks / "landmarks.npy")
+    atomic_write_json(landmarks / "report.json", {"backend": "exact", "images": identities * images_per_identity})
+    cfg = tiny_config(seed=seed)
+    splits = {}
+    for attribute in attributes:
+        splits[attribute] = root / "splits" / f"{attribute}.json"
+        split_stage.run(cfg, attribute, prepared, landmarks, splits[attribute])
+    return TinyData(prepared=prepared, landmarks=landmarks, splits=splits)
+
+
+def stage_env(tmp: Path, threads: int | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a stage subprocess: MLflow in a SQLite file under `tmp`, the repo importable.
+
+    `threads` (OMP_NUM_THREADS) defaults to this process's setting (tests/conftest.py).
+    """
+    env = dict(os.environ)
+    env.update({
+        "MLFLOW_TRACKING_URI": f"sqlite:///{Path(tmp).resolve() / 'mlflow.db'}",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PATH": os.pathsep.join([str(VENV_BIN), env.get("PATH", "")]),
+        "OMP_NUM_THREADS": str(threads or env.get("OMP_NUM_THREADS", "2")),
+        "PYTHONUNBUFFERED": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+    })
+    env.update(extra)
+    return env
+
+
+def train_args(params: Path, attribute: str, data: TinyData, out: Path, work: Path) -> list[str]:
+    """Arguments of `python -m geogan.stages.train` (without the interpreter)."""
+    return ["--params", str(params), "--attribute", attribute, "--prepared", str(data.prepared),
+            "--landmarks", str(data.landmarks), "--split", str(data.splits[attribute]),
+            "--out", str(out), "--work", str(work), "--no-progress"]
+
+
+def train_cmd(params: Path, attribute: str, data: TinyData, out: Path, work: Path) -> list[str]:
+    return [sys.executable, "-m", "geogan.stages.train", *train_args(params, attribute, data, out, work)]
+
+
+def run_stage(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a stage to completion, capturing its output (text)."""
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def checkpoint_steps(work: Path) -> list[int]:
+    """Steps of the checkpoints in work/checkpoints, ascending."""
+    folder = Path(work) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("ckpt-*.pt"))
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float, poll: float = 0.02) -> bool:
+    """Poll `condition` until it holds (True), the process exits or `timeout` passes (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return condition()
+        time.sleep(poll)
+    return False
+
+
+def generator_state(model_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict of models/<attr>/generator.pt, loaded through the library's own loader."""
+    from geogan.model import load_generator
+
+    gen, _ = load_generator(Path(model_dir) / "generator.pt")
+    return {k: v.detach().clone() for k, v in gen.state_dict().items()}
+
+
+def assert_states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Every tensor bit-identical (same keys, torch.equal)."""
+    assert a.keys() == b.keys(), f"different tensors: {sorted(set(a) ^ set(b))}"
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)}/{len(a)} tensors differ, e.g. {differ[:3]}; max |diff| {max_abs_diff(a, b):.3g}"
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a)
+
+
+def states_differ(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def all_finite(obj) -> bool:
+    """True if every floating tensor inside a (nested) checkpoint is finite."""
+    if isinstance(obj, torch.Tensor):
+        return not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return all(all_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(all_finite(v) for v in obj)
+    if isinstance(obj, float):
+        return bool(np.isfinite(obj))
+    return True
+
+
+def library_sampler(cfg: Config, data: TinyData, attribute: str, rank: int = 0, world_size: int = 1):
+    """The UnpairedSampler the train stage builds, on CPU."""
+    from geogan.data.dataset import DomainTensors, UnpairedSampler, load_prepared
+
+    prepared = load_prepared(data.prepared, data.landmarks)
+    split = json.loads(data.splits[attribute].read_text())
+    cpu = torch.device("cpu")
+    return UnpairedSampler(DomainTensors(prepared, split["train"]["A"], cpu), DomainTensors(prepared, split["train"]["B"], cpu),
+                           batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world_size,
+                           augment_flip=cfg.train.augment_flip)
+
+
+def cpu_env():
+    from geogan.training.distributed import DistEnv
+
+    return DistEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+
+
+def copy_tree_of_repo(dest: Path) -> list[str]:
+    """Copy what a fresh clone holds (tracked + untracked-but-not-ignored files) into `dest`."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = [f for f in files if f and (ROOT / f).is_file()]
+    for f in files:
+        target = Path(dest) / f
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, target)
+    return files

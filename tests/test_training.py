@@ -1,0 +1,246 @@
+"""The trainer loses nothing: kill/resume is bit-exact, SIGTERM saves, NaN stops cleanly, DDP matches 1 process, it learns."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from geogan.data.dataset import UnpairedSampler
+from geogan.training.checkpoint import list_checkpoints
+from geogan.training.loop import train
+from geogan.training.steps import NonFiniteLossError
+from tests.conftest import write_params
+from tests.helpers_train import (VENV_BIN, all_finite, assert_states_equal, checkpoint_steps, cpu_env,
+                                 generator_state, library_sampler, make_tiny_data, max_abs_diff, run_stage,
+                                 stage_env, states_differ, tiny_config, train_args, train_cmd, wait_for)
+
+ATTR = "Mustache"
+# Grids and logs rarely (they cost time and do not change what is learnt), and the smallest
+# nets: these tests check the trainer's bookkeeping, not the model (about 0.2 s a step).
+QUIET = {"train.log_every": 1000, "train.image_every": 1000, "model.ngf": 4, "model.ndf": 4, "model.n_scales": 1}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("data"), attributes=(ATTR,))
+
+
+@pytest.fixture(scope="module")
+def mlflow_home(tmp_path_factory) -> Path:
+    """One SQLite MLflow store (and cwd for its default artifact folder) shared by the stage runs here."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+# ---------------------------------------------------------------- library level (fast, in-process)
+
+def test_stop_and_resume_in_process_is_bit_exact(tmp_path, data):
+    cfg = tiny_config(**{**QUIET, "train.steps": 4, "train.checkpoint_every": 100})
+    full = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "full", key="k", progress=False)
+    part = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, stop_after=2)
+    assert part.step == 2 and checkpoint_steps(tmp_path / "part") == [2]
+    rest = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False)
+    assert rest.resumed_from == 2 and rest.step == 4
+    assert states_differ(part.generator_state, rest.generator_state), "the resumed run did not train"
+    assert_states_equal(full.generator_state, rest.generator_state)
+    # A checkpoint made under another resume key (other settings or data) is not resumed.
+    other = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="other", progress=False,
+                  stop_after=1)
+    assert other.resumed_from == 0 and other.step == 1
+
+
+class _PoisonedSampler(UnpairedSampler):
+    """Real batches, except that the sources of `bad_step` (0-based) hold NaN pixels."""
+
+    def __init__(self, inner: UnpairedSampler, bad_step: int):
+        self.__dict__.update(inner.__dict__)
+        self.bad_step = bad_step
+
+    def batch(self, step: int):
+        b = super().batch(step)
+        if step == self.bad_step:
+            b.x_a = torch.full_like(b.x_a, math.nan)
+        return b
+
+
+def test_nan_batch_stops_before_saving_in_process(tmp_path, data):
+    cfg = tiny_config(**{**QUIET, "train.steps": 10, "train.checkpoint_every": 2, "train.log_every": 2})
+    sampler = _PoisonedSampler(library_sampler(cfg, data, ATTR), bad_step=2)  # the 3rd step
+    with pytest.raises(NonFiniteLossError, match=r"loss .+ became non-finite .*at step 3\b") as exc:
+        train(cfg, sampler, cpu_env(), tmp_path, key="k", progress=False)
+    assert "\n" not in str(exc.value)
+    assert checkpoint_steps(tmp_path) == [2], "a checkpoint was written after the bad step"
+    for path in list_checkpoints(tmp_path / "checkpoints"):
+        state = torch.load(path, weights_only=True)
+        assert all_finite({k: state[k] for k in ("generator", "discriminator", "opt_g", "opt_d")}), path
+
+
+# ---------------------------------------------------------------- the train stage as a process
+
+def _start(params: Path, data, out: Path, work: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(train_cmd(params, ATTR, data, out, work), env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_then_rerun_reaches_the_uninterrupted_weights(tmp_path, data, mlflow_home):
+    steps = 16
+    params = write_params(tmp_path / "params.yaml", **{"train.steps": steps, "train.checkpoint_every": 2, **QUIET})
+    env = stage_env(mlflow_home)
+    out1, work1 = tmp_path / "out1", tmp_path / "work1"
+
+    proc = _start(params, data, out1, work1, env, mlflow_home)
+    try:
+        found = wait_for(lambda: any(2 <= s < steps for s in checkpoint_steps(work1)), proc, timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert found, f"no checkpoint before the end of the run (rc {proc.returncode}): {stderr[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed (rc {proc.returncode})"
+    killed_at = checkpoint_steps(work1)[-1]
+    assert killed_at < steps and not (out1 / "generator.pt").exists()
+
+    rerun = run_stage(train_cmd(params, ATTR, data, out1, work1), env, mlflow_home)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert re.search(rf"resuming from .* at step {killed_at}\b", rerun.stdout), rerun.stdout
+
+    out2, work2 = tmp_path / "out2", tmp_path / "work2"
+    straight = run_stage(train_cmd(params, ATTR, data, out2, work2), env, mlflow_home)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert "resuming" not in straight.stdout
+    assert_states_equal(generator_state(out1), generator_state(out2))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data, mlflow_home):
+    first = 5
+    params = write_params(tmp_path / "params.yaml", **{"train.steps": 100_000, "train.checkpoint_every": first, **QUIET})
+    env = stage_env(mlflow_home)
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = _start(params, data, out, work, env, mlflow_home)
+    try:
+        found = wait_for(lambda: first in checkpoint_steps(work), proc, timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert found, stderr[-2000:]
+    assert proc.returncode == 143, f"rc {proc.returncode}: {stderr[-2000:]}"
+    m = re.search(r"stopped by signal 15 at step (\d+); checkpoint (\S+)", stderr)
+    assert m, stderr[-2000:]
+    stopped_at = int(m.group(1))
+    assert stopped_at > first and checkpoint_steps(work)[-1] == stopped_at
+    assert Path(m.group(2)).name == f"ckpt-{stopped_at:08d}.pt"
+    assert torch.load(m.group(2), weights_only=True)["step"] == stopped_at
+    assert not out.exists(), "an interrupted run must not write the model output"
+
+    # `train.steps` is not part of the resume key: a shorter run picks up where this one stopped.
+    params2 = write_params(tmp_path / "params2.yaml", **{"train.steps": stopped_at + 2, "train.checkpoint_every": first, **QUIET})
+    rerun = run_stage(train_cmd(params2, ATTR, data, out, work), env, mlflow_home)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert re.search(rf"resuming from .* at step {stopped_at}\b", rerun.stdout), rerun.stdout
+    assert (out / "generator.pt").is_file()
+
+
+def test_non_finite_loss_exits_2_and_keeps_the_last_good_checkpoint(tmp_path, data, mlflow_home):
+    # Normal learning rates for 3 steps, then x1e34: the 4th update blows the weights up, the 5th step's losses overflow.
+    params = write_params(tmp_path / "params.yaml", **{
+        **QUIET, "train.steps": 12, "train.checkpoint_every": 2, "train.log_every": 1,
+        "train.lr_decay_every": 3, "train.lr_decay_g": 1e34, "train.lr_decay_d": 1e34})
+    work = tmp_path / "work"
+    res = run_stage(train_cmd(params, ATTR, data, tmp_path / "out", work), stage_env(mlflow_home), mlflow_home)
+    assert res.returncode == 2, f"rc {res.returncode}\n{res.stdout[-1500:]}\n{res.stderr[-3000:]}"
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("geogan train: error:")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    m = re.search(r"loss (\S.*?) became non-finite .*at step (\d+)", errors[0])
+    assert m, errors[0]
+    bad_step = int(m.group(2))
+    assert all(s < bad_step for s in checkpoint_steps(work)), (checkpoint_steps(work), bad_step)
+    assert checkpoint_steps(work), "the good checkpoints before the bad step are gone"
+    for path in list_checkpoints(work / "checkpoints"):
+        state = torch.load(path, weights_only=True)
+        assert all_finite({k: state[k] for k in ("generator", "discriminator", "opt_g", "opt_d")}), path
+    assert not (tmp_path / "out").exists()
+
+
+def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home):
+    overrides = {"train.steps": 4, "train.batch_size": 4, "train.checkpoint_every": 1000, **QUIET}
+    params = write_params(tmp_path / "params.yaml", **overrides)
+    one = run_stage(train_cmd(params, ATTR, data, tmp_path / "out1", tmp_path / "work1"),
+                    stage_env(mlflow_home, threads=1), mlflow_home)
+    assert one.returncode == 0, one.stderr[-3000:]
+    cmd = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "geogan.stages.train",
+           *train_args(params, ATTR, data, tmp_path / "out2", tmp_path / "work2")]
+    two = run_stage(cmd, stage_env(mlflow_home, threads=1), mlflow_home)
+    assert two.returncode == 0, two.stderr[-4000:]
+    a, b = generator_state(tmp_path / "out1"), generator_state(tmp_path / "out2")
+    diff = max_abs_diff(a, b)
+    print(f"DDP 2 x batch 2 vs 1 x batch 4 after {overrides['train.steps']} steps: max |diff| = {diff:.3g}")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    untrained = _initial_generator_state(overrides)
+    assert states_differ(untrained, a), "training did not change the weights"
+
+
+def _initial_generator_state(overrides: dict) -> dict[str, torch.Tensor]:
+    cfg = tiny_config(**overrides)
+    m = cfg.model
+    from geogan.nets import build_nets
+
+    torch.manual_seed(cfg.train.seed)
+    gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
+                     flow_inputs=m.flow_inputs).generator
+    return {k: v.detach().clone() for k, v in gen.state_dict().items()}
+
+
+# ---------------------------------------------------------------- it learns
+
+@pytest.mark.slow
+def test_training_halves_the_landmark_error_and_improves_the_ground_truth_score(tmp_path):
+    from geogan import evaluation as ev
+    from geogan.data.dataset import load_prepared
+    from geogan.data.synthetic import load_synthetic
+    from geogan.nets import build_nets
+
+    big = make_tiny_data(tmp_path / "data", attributes=(ATTR,), identities=150, images_per_identity=2)
+    cfg = tiny_config(**LEARN)
+    result = train(cfg, library_sampler(cfg, big, ATTR), cpu_env(), tmp_path / "work", key="learn", progress=False)
+
+    prepared = load_prepared(big.prepared, big.landmarks)
+    faces, _ = load_synthetic(big.prepared / "synthetic.json")
+    split = __import__("json").loads(big.splits[ATTR].read_text())
+    pairs = ev.test_pairs(split["test"]["A"], split["test"]["B"], n=48, seed=0)
+    m = cfg.model
+
+    def evaluate(state):
+        gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
+                         flow_inputs=m.flow_inputs).generator
+        if state is not None:
+            gen.load_state_dict(state)
+        t = ev.run_transfers(gen, prepared.images, prepared.landmarks, pairs, 16, torch.device("cpu"),
+                             cfg.loss.refine_weight)
+        return {**ev.geometry_metrics(t), **ev.synthetic_ground_truth(t, faces, pairs, ATTR, prepared.resolution)}
+
+    torch.manual_seed(cfg.train.seed)  # the same initial weights the trainer starts from
+    before = evaluate(None)
+    after = evaluate(result.generator_state)
+    print(f"\nlearning ({cfg.train.steps} steps): before {before}\nafter {after}\nlast losses {result.last_losses}")
+    assert after["landmark_err"] <= 0.5 * before["landmark_err"], (before["landmark_err"], after["landmark_err"])
+    assert after["gt_l1_region"] < before["gt_l1_region"], (before["gt_l1_region"], after["gt_l1_region"])
+    assert after["gt_psnr"] > before["gt_psnr"], (before["gt_psnr"], after["gt_psnr"])
+
+
+# Sized to run in about a minute on a 2-core CPU.
+LEARN = {"train.steps": 300, "train.batch_size": 8, "train.lr_g": 2e-4, "train.lr_d": 2e-4,
+         "train.checkpoint_every": 100_000, "train.log_every": 50, "train.image_every": 100_000,
+         "model.ngf": 8, "model.ndf": 8, "model.n_blocks": 1, "model.n_scales": 1,
+         "loss.refine_start_step": 150}
