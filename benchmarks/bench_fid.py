@@ -30,12 +30,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 try:
-    import pytorch_fid  # noqa: F401
+    import pytorch_fid
 except ImportError:
     sys.exit("bench_fid: pytorch-fid is not importable: `pip install pytorch-fid==0.3.0` "
              "or put its wheel on PYTHONPATH (PYTHONPATH=.whl/pytorch_fid-0.3.0-py3-none-any.whl)")
 
-from geogan.metrics.fid import (  # noqa: E402
+from geogan.metrics.fid import (
     extract_features,
     feature_stats,
     frechet_distance,

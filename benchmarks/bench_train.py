@@ -118,7 +118,7 @@ def profile_top_kernels(size: int, batch: int, compile_mode: str | None, ngf: in
     events = [ev for ev in prof.key_averages() if ev.device_time_total > 0]
     total = sum(ev.device_time_total for ev in events)
     for ev in sorted(events, key=lambda ev: -ev.device_time_total)[:top]:
-        rows.append({"kernel": ev.key[:90], "share": ev.device_time_total / total, "ms_per_step": ev.device_time_total / 5 / 1e3})
+        rows.append({"kernel": ev.key[:160], "share": ev.device_time_total / total, "ms_per_step": ev.device_time_total / 5 / 1e3})
     return rows
 
 

@@ -45,6 +45,7 @@ def run_transfers(generator: torch.nn.Module, images: np.ndarray, landmarks: np.
                   batch_size: int, device: torch.device, refine_weight: float) -> dict[str, torch.Tensor]:
     """Transfer every pair; returns CPU tensors x_a, x_b, x_warp, mask, x_out, x_removed, flow, lm_a, lm_b."""
     from geogan.model import remove, to_tensor, transfer
+    from geogan.nets.flow import landmark_heatmaps, warp
 
     generator = generator.to(device).eval()
     size = images.shape[1]
@@ -52,8 +53,14 @@ def run_transfers(generator: torch.nn.Module, images: np.ndarray, landmarks: np.
     for s in _batches(len(pairs.idx_a), batch_size):
         x_a = to_tensor(images[pairs.idx_a[s]]).to(device)
         x_b = to_tensor(images[pairs.idx_b[s]]).to(device)
-        out = transfer(generator, x_a, x_b, refine_weight)
-        x_removed = remove(generator, x_b)
+        lm_a = to_model_landmarks(torch.from_numpy(landmarks[pairs.idx_a[s]]), size)
+        lm_b = to_model_landmarks(torch.from_numpy(landmarks[pairs.idx_b[s]]), size)
+        heat_a = heat_b = None
+        if generator.hparams.get("flow_extra_in", 0):
+            heat_a, heat_b = landmark_heatmaps(lm_a.to(device), size), landmark_heatmaps(lm_b.to(device), size)
+        out = transfer(generator, x_a, x_b, refine_weight, heat_a, heat_b)
+        # F(b) with the mask carried back into b's frame, as in training
+        x_removed = remove(generator, x_b, warp(out.mask, -out.flow_ab))
         keep["x_a"].append(x_a.cpu())
         keep["x_b"].append(x_b.cpu())
         keep["x_warp"].append(out.x_warp.float().cpu())
@@ -61,8 +68,8 @@ def run_transfers(generator: torch.nn.Module, images: np.ndarray, landmarks: np.
         keep["x_out"].append(out.x_out.float().cpu())
         keep["x_removed"].append(x_removed.float().cpu())
         keep["flow"].append(out.flow_ab.float().cpu())
-        keep["lm_a"].append(to_model_landmarks(torch.from_numpy(landmarks[pairs.idx_a[s]]), size))
-        keep["lm_b"].append(to_model_landmarks(torch.from_numpy(landmarks[pairs.idx_b[s]]), size))
+        keep["lm_a"].append(lm_a)
+        keep["lm_b"].append(lm_b)
     return {k: torch.cat(v) for k, v in keep.items()}
 
 

@@ -58,10 +58,9 @@ def transfer(generator: Generator, x_a: torch.Tensor, x_b: torch.Tensor, refine_
 def remove(generator: Generator, x_b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Remove the attribute from faces that have it: F(x_b, mask) (no gradients, eval mode).
 
-    Without a mask (no reference to transfer from, so no blend mask), a mask of ones is
-    given: "the attribute may be anywhere". In training F saw blend masks carried into
-    b's frame, which are sparse, so a full mask is outside what it was trained on; pass
-    the mask of a transfer when there is one.
+    Without a mask, the mask net is asked where the attribute is by transferring b onto
+    itself (G(b, b)); in training F saw blend masks carried into b's frame, which this
+    resembles. Pass the mask of a transfer when there is one.
 
     Args:
         generator: a trained Generator.
@@ -71,7 +70,9 @@ def remove(generator: Generator, x_b: torch.Tensor, mask: torch.Tensor | None = 
         (B, 3, H, W) in [-1, 1].
     """
     if mask is None:
-        mask = torch.ones_like(x_b[:, :1])
+        # The mask net's verdict on b transferred onto itself (an identity-like warp): the
+        # attribute region in b's own frame, the kind of mask F saw in training.
+        mask = _eval_no_grad(generator, generator.transfer, x_b, x_b, 0.0).mask
     return _eval_no_grad(generator, generator.remove, x_b, mask)
 
 
@@ -116,7 +117,7 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
         raise FileNotFoundError(f"{p}: generator file not found")
     try:
         blob = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not our file"
+    except Exception as e:  # any unpickling failure means "not our file"
         raise ValueError(f"{p}: cannot read the generator file ({e})") from e
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{p}: not a GeoGAN generator file (expected format {FORMAT!r})")

@@ -90,11 +90,13 @@ def _example_images(size: int) -> tuple[Any, Any]:
 
 def _ensure_run(client: Any, run_id: str | None, attribute: str, experiment_prefix: str) -> str:
     """The given run if the store knows it, else a new run in the attribute's experiment."""
+    from mlflow.exceptions import MlflowException
+
     if run_id:
         try:
             client.get_run(run_id)
             return run_id
-        except Exception:  # noqa: BLE001 - a run id from another store: fall through
+        except MlflowException:  # a run id from another store (e.g. trained elsewhere)
             pass
     name = f"{experiment_prefix}-{attribute}"
     exp = client.get_experiment_by_name(name)

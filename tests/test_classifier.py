@@ -42,8 +42,14 @@ def _faces_with_attributes(n: int, size: int = 64, seed: int = 0) -> tuple[np.nd
 @pytest.fixture(scope="module")
 def trained():
     images, labels = _faces_with_attributes(160)
-    model, metrics = train_classifier(images, labels, np.arange(128), np.arange(128, 160), steps=40, batch_size=16,
-                                      lr=2e-3, device="cpu", seed=0, progress=False, attributes=ATTRIBUTES, width=16)
+    # One intra-op thread: on a shared 2-core machine, 2 spinning threads can run 5x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, metrics = train_classifier(images, labels, np.arange(128), np.arange(128, 160), steps=40, batch_size=16,
+                                          lr=2e-3, device="cpu", seed=0, progress=False, attributes=ATTRIBUTES, width=16)
+    finally:
+        torch.set_num_threads(before)
     return model, metrics, images, labels
 
 
@@ -89,7 +95,7 @@ def test_width_64_is_torchvision_resnet18(tmp_path):
     torchvision = pytest.importorskip("torchvision")
     reference = torchvision.models.resnet18(weights=None)
     ours = build_classifier(3, width=64)
-    shapes = lambda sd: {k: tuple(v.shape) for k, v in sd.items() if not k.startswith("fc.")}  # noqa: E731
+    shapes = lambda sd: {k: tuple(v.shape) for k, v in sd.items() if not k.startswith("fc.")}
     assert shapes(ours.state_dict()) == shapes(reference.state_dict())
     path = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), path)

@@ -39,6 +39,16 @@ def test_frechet_distance_equals_pytorch_fid():
         F.frechet_distance(s_a[0], s_a[1], s_a[0], np.full_like(s_a[1], np.nan))
 
 
+def test_sample_space_frechet_distance_is_the_same_number():
+    fa, fb = _realistic_features(60, 512, 0.0, 3), _realistic_features(45, 512, 0.01, 4)
+    expected = F.frechet_distance(*F.feature_stats(fa), *F.feature_stats(fb))
+    # rel 1e-6: the (D, D) route adds sqrt(round-off) for each of its ~2000 null eigenvalues.
+    assert F.frechet_distance_features(fa, fb) == pytest.approx(expected, rel=1e-6)
+    rng = np.random.default_rng(5)
+    fa, fb = rng.normal(size=(300, 20)), rng.normal(size=(200, 20)) + 0.3  # more samples than dimensions
+    assert F.frechet_distance_features(fa, fb) == pytest.approx(F.frechet_distance(*F.feature_stats(fa), *F.feature_stats(fb)))
+
+
 def test_kid_is_unbiased_mmd_with_the_cubic_kernel():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(60, 16)), rng.normal(size=(50, 16))
@@ -46,7 +56,7 @@ def test_kid_is_unbiased_mmd_with_the_cubic_kernel():
     # The same subsets, the textbook estimator written out.
     pick = np.random.default_rng(3)
     x, y = a[pick.choice(60, 50, replace=False)], b[pick.choice(50, 50, replace=False)]
-    k = lambda p, q: (p @ q.T / 16 + 1) ** 3  # noqa: E731
+    k = lambda p, q: (p @ q.T / 16 + 1) ** 3
     m = 50
     expected = ((k(x, x).sum() - np.trace(k(x, x))) + (k(y, y).sum() - np.trace(k(y, y)))) / (m * (m - 1)) - 2 * k(x, y).mean()
     assert mean == pytest.approx(expected) and std == 0.0
@@ -70,7 +80,7 @@ def test_no_fid_without_the_inception_weights(tmp_path, monkeypatch, caplog):
         F.compute_fid_metrics(real, fake, extractor=None, require=True)
     assert F.compute_fid_metrics(real, fake, extractor=None, allow_fallback=False) == {}
 
-    pooled = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)  # noqa: E731  (B, 12)
+    pooled = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
     out = F.compute_fid_metrics(real, fake, extractor=None, fallback_extractor=pooled, allow_fallback=True, kid_subsets=5)
     assert "fid" not in out and "kid" not in out and out["fid_clf"] > 0 and "kid_clf" in out
     assert "12-d" in out["fid_clf_features"]
@@ -102,8 +112,17 @@ def _faces(n: int) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 spinning threads per process can run 5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @needs_fid_helper
-def test_mapped_weights_reproduce_torchscript_and_pytorch_fid(tmp_path, monkeypatch):
+def test_mapped_weights_reproduce_torchscript_and_pytorch_fid(tmp_path, monkeypatch, one_thread):
     """fid-helper's weights on our network = its TorchScript module = pytorch-fid's own InceptionV3."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-pth-here"))
     extractor = F.load_inception()

@@ -138,7 +138,7 @@ def test_refine_weight_zero_still_gives_every_parameter_a_gradient():
 
 
 def test_discriminator_losses_on_detached_fakes():
-    nets, out, n, size, _, _ = _step_inputs(0.1)
+    nets, out, n, _, _, _ = _step_inputs(0.1)
     fakes = torch.cat([f.detach() for f in (out.x_out, out.x_removed, out.x_rec_b, out.x_rec_a)])
     d_all = nets.discriminator(torch.cat([out.x_a, out.x_b, fakes]))
     total, logs = discriminator_losses(d_all, n_real_a=n, n_real_b=n, n_fake=4 * n, weights=WEIGHTS)
@@ -149,7 +149,7 @@ def test_discriminator_losses_on_detached_fakes():
 
 
 def test_missing_weight_is_named():
-    nets, out, n, size, _, _ = _step_inputs(0.1)
+    nets, out, n, _, _, _ = _step_inputs(0.1)
     d_all = nets.discriminator(torch.cat([out.x_a, out.x_b]))
     with pytest.raises(KeyError, match="lambda_cls"):
         discriminator_losses(d_all, n_real_a=n, n_real_b=n, n_fake=0, weights={"lambda_adv": 1.0})
@@ -161,5 +161,5 @@ def test_losses_are_fp32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = nets.generator(x, x.flip(0), 0.1)
         d_fake = nets.discriminator(torch.cat([out.x_out, out.x_removed, out.x_rec_b, out.x_rec_a]))
-        total, logs = generator_losses(out, d_fake, n=n, lm_a=lm_a, lm_b=lm_b, size=size, weights=WEIGHTS)
+        total, _ = generator_losses(out, d_fake, n=n, lm_a=lm_a, lm_b=lm_b, size=size, weights=WEIGHTS)
     assert total.dtype == torch.float32 and torch.isfinite(total)

@@ -11,8 +11,8 @@ import torch
 
 pytest.importorskip("mlflow")
 
-from geogan.config import PromoteConfig  # noqa: E402
-from geogan.registry import (  # noqa: E402
+from geogan.config import PromoteConfig
+from geogan.registry import (
     PromotionRefused,
     compare_runs,
     format_table,
@@ -20,7 +20,7 @@ from geogan.registry import (  # noqa: E402
     log_and_register,
     promote,
 )
-from tests.mlflow_server import mlflow_server  # noqa: E402
+from tests.mlflow_server import mlflow_server
 
 GATE = PromoteConfig(min_transfer_success=0.5, max_fid=100.0, max_landmark_error=0.5, allow_worse_than_champion=False)
 GOOD = {"transfer_success": 0.8, "fid": 40.0, "landmark_err": 0.1, "removal_success": 0.7}

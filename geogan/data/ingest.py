@@ -390,7 +390,7 @@ def _ingest_synthetic(cfg: DataConfig, attributes: Sequence[str], out_dir: Path,
 
     match_attributes(attributes, list(SYNTHETIC_ATTRIBUTES), "the synthetic generator's attributes")
     report = write_synthetic_dataset(out_dir, cfg.synthetic_identities, cfg.synthetic_images_per_identity,
-                                     cfg.resolution, seed, progress=progress)
+                                     cfg.resolution, seed, progress=progress, workers=max(1, cfg.workers))
     print(f"ingest: rendered {report.get('images')} synthetic images at {cfg.resolution} px")
     return report
 

@@ -19,6 +19,7 @@ from geogan.metrics.fid import (
     extract_features,
     feature_stats,
     frechet_distance,
+    frechet_distance_features,
     inception_missing_message,
     kid,
     load_inception,
@@ -26,7 +27,7 @@ from geogan.metrics.fid import (
 
 __all__ = [
     "AttributeClassifier", "FeatureExtractor", "InceptionWeightsMissing", "as_feature_extractor", "build_classifier",
-    "compute_fid_metrics", "extract_features", "feature_stats", "frechet_distance", "inception_missing_message", "kid",
+    "compute_fid_metrics", "extract_features", "feature_stats", "frechet_distance", "frechet_distance_features", "inception_missing_message", "kid",
     "load_classifier", "load_inception", "penultimate_features", "predict_proba", "removal_success", "save_classifier",
     "train_classifier", "transfer_success",
 ]

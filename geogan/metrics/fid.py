@@ -110,6 +110,32 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
+def frechet_distance_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """`frechet_distance` of the two feature sets' statistics, computed in sample space.
+
+    With centred features A (n_a, D) and B (n_b, D), Tr((S_a S_b)^1/2) is the nuclear norm
+    of A B^T divided by sqrt((n_a - 1)(n_b - 1)), so an SVD of an (n_a, n_b) matrix replaces
+    two (D, D) eigendecompositions: the same number, far cheaper when n < D (64 test
+    images against 2048-d pool3 features: milliseconds instead of seconds).
+
+    Args:
+        features_a, features_b: (N, D) and (M, D), N, M >= 2.
+    Returns:
+        The Fréchet distance, equal to `frechet_distance(*feature_stats(a), *feature_stats(b))`.
+    """
+    fa, fb = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    if fa.ndim != 2 or fb.ndim != 2 or fa.shape[1] != fb.shape[1] or min(len(fa), len(fb)) < 2:
+        raise ValueError(f"features must be (N >= 2, D) and (M >= 2, D), got {fa.shape} and {fb.shape}")
+    if not (np.all(np.isfinite(fa)) and np.all(np.isfinite(fb))):
+        raise ValueError("features hold NaN or inf")
+    mu_a, mu_b = fa.mean(0), fb.mean(0)
+    a, b = fa - mu_a, fb - mu_b
+    na, nb = len(fa) - 1, len(fb) - 1
+    nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    diff = mu_a - mu_b
+    return float(diff @ diff + (a * a).sum() / na + (b * b).sum() / nb - 2.0 * nuclear / np.sqrt(na * nb))
+
+
 def kid(
     features_a: np.ndarray, features_b: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
@@ -430,7 +456,10 @@ def compute_fid_metrics(
         return {}
     f_real = extract_features(feats_from, real, batch_size)
     f_fake = extract_features(feats_from, fake, batch_size)
-    fid_value = frechet_distance(*feature_stats(f_real), *feature_stats(f_fake))
+    if max(len(f_real), len(f_fake)) < feats_from.dim:  # fewer images than dimensions: sample space is cheaper
+        fid_value = frechet_distance_features(f_real, f_fake)
+    else:
+        fid_value = frechet_distance(*feature_stats(f_real), *feature_stats(f_fake))
     kid_mean, kid_std = kid(f_real, f_fake, kid_subsets, kid_subset_size, seed)
     kid_key = "kid" if prefix == "fid" else "kid_clf"
     return {

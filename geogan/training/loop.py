@@ -145,6 +145,9 @@ def train(
                                      "lr/g": opt_g.param_groups[0]["lr"], "lr/d": opt_d.param_groups[0]["lr"]}, step)
                 if bar is not None:
                     bar.set_postfix({"g": f"{last.get('g/total', 0):.3f}", "d": f"{last.get('d/total', 0):.3f}", "img/s": f"{ips:.1f}"})
+                elif env.is_main:  # no bar (logs of a pod or a batch job): one line per log interval
+                    print(f"step {step}/{t.steps}  g {last.get('g/total', 0):.3f}  d {last.get('d/total', 0):.3f}  "
+                          f"landmark {last.get('g/landmark', 0):.4f}  {ips:.1f} img/s", flush=True)
             if env.is_main and (step % t.image_every == 0 or step == t.steps):
                 _log_grid(ts, vis_batch, ctx, work_dir, step, tracker)
             if at_ckpt or interrupted or stopping:

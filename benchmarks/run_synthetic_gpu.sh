@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The pipeline's stages on a GPU machine without MLflow/DVC (torch alone): synthetic faces at 128 px.
+#   bash benchmarks/run_synthetic_gpu.sh [PARAMS] [WORKDIR]
+set -euo pipefail
+P=${1:-benchmarks/params-synthetic128-gpu.yaml}
+W=${2:-/tmp/geogan-gpu}
+PY=${PYTHON:-python3}
+mkdir -p "$W"
+$PY -m geogan.stages.ingest --params "$P" --out "$W/prepared"
+$PY -m geogan.stages.landmarks --params "$P" --prepared "$W/prepared" --out "$W/landmarks"
+for A in $($PY -c "from geogan.config import load_config; print(' '.join(load_config('$P').attributes))"); do
+  $PY -m geogan.stages.split --params "$P" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" --out "$W/splits/$A.json"
+  $PY -m geogan.stages.train --params "$P" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" \
+      --split "$W/splits/$A.json" --out "$W/models/$A" --work "$W/runs/$A" --no-progress
+done
+$PY -m geogan.stages.train_classifier --params "$P" --prepared "$W/prepared" --out "$W/models/classifier"
+for A in $($PY -c "from geogan.config import load_config; print(' '.join(load_config('$P').attributes))"); do
+  $PY -m geogan.stages.evaluate --params "$P" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" \
+      --split "$W/splits/$A.json" --model "$W/models/$A" --classifier "$W/models/classifier" \
+      --out "$W/metrics/$A.json" --plots "$W/plots/$A"
+done
