@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import sys
 import time
@@ -29,9 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-try:
-    import pytorch_fid
-except ImportError:
+if importlib.util.find_spec("pytorch_fid") is None:
     sys.exit("bench_fid: pytorch-fid is not importable: `pip install pytorch-fid==0.3.0` "
              "or put its wheel on PYTHONPATH (PYTHONPATH=.whl/pytorch_fid-0.3.0-py3-none-any.whl)")
 

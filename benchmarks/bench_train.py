@@ -54,18 +54,23 @@ def random_batch(batch: int, size: int, device: torch.device, seed: int) -> Batc
     return Batch(x_a=x[0].to(device), x_b=x[1].to(device), lm_a=lm[0].to(device), lm_b=lm[1].to(device))
 
 
-def make_state(size: int, optimised: bool, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int):
+# name -> (bf16 autocast, channels_last)
+VARIANTS = {"fp32": (False, False), "bf16": (True, False), "bf16_cl": (True, True)}
+
+
+def make_state(size: int, variant: str, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int):
     torch.manual_seed(0)
     nets = build_nets(ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3, flow_scale=0.1, flow_inputs="rgb")
     dev = torch.device("cuda")
+    bf16, channels_last = VARIANTS[variant]
     state = build_training(nets.generator, nets.discriminator, dev, 1e-4, 1e-4, (0.9, 0.999),
-                           channels_last=optimised, compile=False, distributed=False)
-    if optimised and compile_mode:
+                           channels_last=channels_last, compile=False, distributed=False)
+    if compile_mode:
         state.gen_fwd = torch.compile(state.gen, mode=compile_mode)
         state.disc_fwd = torch.compile(state.disc, mode=compile_mode)
         state.disc_frozen = state.disc_fwd
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if optimised else contextlib.nullcontext
-    ctx = StepContext(size=size, weights=WEIGHTS, refine_weight=0.1, autocast=autocast, channels_last=optimised)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    ctx = StepContext(size=size, weights=WEIGHTS, refine_weight=0.1, autocast=autocast, channels_last=channels_last)
     return state, ctx
 
 
@@ -73,16 +78,16 @@ def count_flops(size: int, batch: int, ngf: int, ndf: int, n_blocks: int) -> flo
     """Model FLOPs of one full step (forward + backward of G and D), counted in fp32 eager."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    state, ctx = make_state(size, False, None, ngf, ndf, n_blocks)
+    state, ctx = make_state(size, "fp32", None, ngf, ndf, n_blocks)
     b = random_batch(batch, size, torch.device("cuda"), 0)
     with FlopCounterMode(display=False) as fc:
         train_step(state, b, ctx)
     return float(fc.get_total_flops())
 
 
-def time_steps(size: int, batch: int, optimised: bool, compile_mode: str | None, steps: int, warmup: int,
+def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, steps: int, warmup: int,
                ngf: int, ndf: int, n_blocks: int) -> dict:
-    state, ctx = make_state(size, optimised, compile_mode, ngf, ndf, n_blocks)
+    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks)
     batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
     t0 = time.perf_counter()
     for i in range(warmup):
@@ -101,11 +106,12 @@ def time_steps(size: int, batch: int, optimised: bool, compile_mode: str | None,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
 
 
-def profile_top_kernels(size: int, batch: int, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int, top: int = 15) -> list[dict]:
-    """The step's most expensive CUDA kernels (optimised config)."""
+def profile_top_kernels(size: int, batch: int, variant: str, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int,
+                        top: int = 15) -> list[dict]:
+    """The step's most expensive CUDA kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    state, ctx = make_state(size, True, compile_mode, ngf, ndf, n_blocks)
+    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks)
     b = random_batch(batch, size, torch.device("cuda"), 0)
     for _ in range(5):
         train_step(state, b, ctx)
@@ -128,11 +134,12 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[16, 24, 32, 64])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--compile-mode", default="default", help="torch.compile mode for the optimised runs; 'none' = eager")
+    p.add_argument("--variants", nargs="+", default=["fp32", "bf16_cl"], choices=sorted(VARIANTS),
+                   help="fp32 = the baseline (TF32 convs, eager); bf16 = autocast; _cl = channels_last")
+    p.add_argument("--compile-mode", default="none", help="torch.compile mode for the non-fp32 variants; 'none' = eager")
     p.add_argument("--ngf", type=int, default=16)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--n-blocks", type=int, default=3)
-    p.add_argument("--baseline", action="store_true", help="also time the fp32 eager baseline")
     p.add_argument("--profile", action="store_true", help="profile the optimised step at 256 px, batch 24")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -147,10 +154,11 @@ def main() -> None:
     for size in args.sizes:
         for batch in args.batches:
             flops = count_flops(size, batch, args.ngf, args.ndf, args.n_blocks)
-            variants = ([("baseline fp32", False, None)] if args.baseline else []) + [("bf16+cl+fused" + ("+compile" if compile_mode else ""), True, compile_mode)]
-            for name, optimised, mode in variants:
+            for variant in args.variants:
+                mode = None if variant == "fp32" else compile_mode
+                name = variant + ("+compile" if mode else "")
                 try:
-                    r = time_steps(size, batch, optimised, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks)
+                    r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks)
                 except torch.OutOfMemoryError:
                     print(f"{size} px batch {batch} {name}: out of memory", flush=True)
                     torch.cuda.empty_cache()
@@ -161,8 +169,9 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
                 torch.cuda.empty_cache()
     if args.profile:
-        results["profile_256_b24"] = profile_top_kernels(256, 24, compile_mode, args.ngf, args.ndf, args.n_blocks)
-        print("\ntop kernels, optimised step, 256 px batch 24:")
+        variant = args.variants[-1]
+        results["profile_256_b24"] = profile_top_kernels(256, 24, variant, compile_mode, args.ngf, args.ndf, args.n_blocks)
+        print(f"\ntop kernels, {variant} step, 256 px batch 24:")
         for row in results["profile_256_b24"]:
             print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  {row['kernel']}")
     if args.out:

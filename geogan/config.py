@@ -107,6 +107,7 @@ class TrainConfig:
     log_every: int = 10
     image_every: int = 100
     seed: int = 0
+    init_from: str = ""  # a generator.pt to start G from (e.g. pretrained on synthetic faces); "" = random
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,13 @@ def remove(generator: Generator, x_b: torch.Tensor, mask: torch.Tensor | None = 
     return _eval_no_grad(generator, generator.remove, x_b, mask)
 
 
+def inference_refine_weight(meta: dict[str, Any]) -> float:
+    """The refinement weight a saved generator was trained with at its last step (0 before refinement started)."""
+    loss = meta.get("config", {}).get("loss", {})
+    weight = float(loss.get("refine_weight", 0.0))
+    return weight if int(meta.get("step", 0)) >= int(loss.get("refine_start_step", 0)) else 0.0
+
+
 def save_generator(path: str | os.PathLike, generator: Generator, meta: dict[str, Any]) -> Path:
     """Write the generator's plain state_dict and metadata atomically (torch.save format).
 

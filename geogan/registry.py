@@ -151,7 +151,8 @@ def log_and_register(
         client.log_batch(run_id, metrics=new)
 
     source, reference = _example_images(int(meta.get("resolution", 64)))
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "pandas", f"mlflow=={mlflow.__version__}"]
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "pandas",
+                    f"mlflow=={mlflow.__version__}"]
     name = registered_name(attribute)
     with _using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
@@ -195,7 +196,9 @@ def _gate_value(gate: Any, key: str) -> Any:
     return gate[key] if isinstance(gate, Mapping) else getattr(gate, key)
 
 
-def gate_checks(candidate: Mapping[str, float], gate: Any, champion: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+def gate_checks(
+    candidate: Mapping[str, float], gate: Any, champion: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
     """Each gate condition on the candidate's metrics, with its figures and verdict.
 
     Args:
@@ -281,7 +284,8 @@ def compare_runs(tracking_uri: str, experiment_prefix: str, attributes: Sequence
     for attribute in attributes:
         row: dict[str, Any] = {"attribute": attribute}
         exp = client.get_experiment_by_name(f"{experiment_prefix}-{attribute}")
-        runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50) if exp else []
+        runs = (client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50)
+                if exp else [])
         # The newest run that was evaluated; an unevaluated (e.g. crashed) newer run is skipped.
         run = next((r for r in runs if any(k.startswith("eval/") for k in r.data.metrics)), runs[0] if runs else None)
         if run is not None:

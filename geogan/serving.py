@@ -18,6 +18,8 @@ import io
 from typing import Any
 
 import mlflow.pyfunc
+
+from geogan.model import inference_refine_weight  # noqa: F401 - part of this module's API
 import numpy as np
 
 GENERATOR_ARTIFACT = "generator"
@@ -53,13 +55,6 @@ def decode_image(data: str | bytes, size: int | None = None) -> np.ndarray:
         raise ValueError(f"not a base64-encoded image: {e}") from e
 
 
-def inference_refine_weight(meta: dict[str, Any]) -> float:
-    """The refinement weight evaluation uses: the trained one, or 0 before refinement started."""
-    loss = meta.get("config", {}).get("loss", {})
-    weight = float(loss.get("refine_weight", 0.0))
-    return weight if int(meta.get("step", 0)) >= int(loss.get("refine_start_step", 0)) else 0.0
-
-
 def model_signature(refine_weight: float) -> Any:
     """Two string columns in, one out, plus an optional `refine_weight` parameter."""
     from mlflow.models import ModelSignature
@@ -93,7 +88,8 @@ class GeoGANPyfunc(mlflow.pyfunc.PythonModel):
         generator, meta = load_generator(context.artifacts[GENERATOR_ARTIFACT], map_location="cpu")
         flow_inputs = meta.get("config", {}).get("model", {}).get("flow_inputs", "rgb")
         if flow_inputs != "rgb" or meta.get("net", {}).get("flow_extra_in", 0):
-            raise ValueError(f"this generator needs landmark inputs (model.flow_inputs={flow_inputs}); serving takes RGB only")
+            raise ValueError(f"this generator needs landmark inputs (model.flow_inputs={flow_inputs}); "
+                             "serving takes RGB only")
         self.generator = generator.to(self.device).eval()
         self.meta = meta
         self.resolution = int(meta["resolution"]) if "resolution" in meta else None

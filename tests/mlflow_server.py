@@ -55,7 +55,8 @@ def mlflow_server(folder: Path, startup_timeout: float = 180.0) -> Iterator[str]
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not healthy after {startup_timeout:.0f} s: {_tail(folder / 'server.log')}")
+                log_tail = _tail(folder / "server.log")
+                raise RuntimeError(f"mlflow server not healthy after {startup_timeout:.0f} s: {log_tail}")
             time.sleep(0.2)
         yield uri
     finally:

@@ -46,7 +46,8 @@ def test_sample_space_frechet_distance_is_the_same_number():
     assert F.frechet_distance_features(fa, fb) == pytest.approx(expected, rel=1e-6)
     rng = np.random.default_rng(5)
     fa, fb = rng.normal(size=(300, 20)), rng.normal(size=(200, 20)) + 0.3  # more samples than dimensions
-    assert F.frechet_distance_features(fa, fb) == pytest.approx(F.frechet_distance(*F.feature_stats(fa), *F.feature_stats(fb)))
+    expected = F.frechet_distance(*F.feature_stats(fa), *F.feature_stats(fb))
+    assert F.frechet_distance_features(fa, fb) == pytest.approx(expected)
 
 
 def test_kid_is_unbiased_mmd_with_the_cubic_kernel():
@@ -58,7 +59,8 @@ def test_kid_is_unbiased_mmd_with_the_cubic_kernel():
     x, y = a[pick.choice(60, 50, replace=False)], b[pick.choice(50, 50, replace=False)]
     k = lambda p, q: (p @ q.T / 16 + 1) ** 3
     m = 50
-    expected = ((k(x, x).sum() - np.trace(k(x, x))) + (k(y, y).sum() - np.trace(k(y, y)))) / (m * (m - 1)) - 2 * k(x, y).mean()
+    within = (k(x, x).sum() - np.trace(k(x, x))) + (k(y, y).sum() - np.trace(k(y, y)))
+    expected = within / (m * (m - 1)) - 2 * k(x, y).mean()
     assert mean == pytest.approx(expected) and std == 0.0
     same, _ = F.kid(a, rng.normal(size=(60, 16)), subsets=20, subset_size=40)
     shifted, _ = F.kid(a, rng.normal(size=(60, 16)) + 1.0, subsets=20, subset_size=40)
@@ -126,7 +128,7 @@ def test_mapped_weights_reproduce_torchscript_and_pytorch_fid(tmp_path, monkeypa
     """fid-helper's weights on our network = its TorchScript module = pytorch-fid's own InceptionV3."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-pth-here"))
     extractor = F.load_inception()
-    assert extractor is not None and extractor.kind == "inception" and extractor.name == "default_1.pt"
+    assert extractor is not None and extractor.kind == "inception" and extractor.name == F.TS_LABEL
     images = _faces(3)  # CelebA-HQ (non-commercial research use only) when ../shared is present
     ours = F.extract_features(extractor, images)  # (3, 2048)
 
@@ -153,4 +155,4 @@ def test_mapped_weights_reproduce_torchscript_and_pytorch_fid(tmp_path, monkeypa
     np.testing.assert_allclose(ours, reference, atol=1e-4)
 
     out = F.compute_fid_metrics(images[:2], images[1:], extractor, kid_subsets=2)
-    assert out["fid_weights"] == "default_1.pt" and out["fid"] > 0 and "fid_clf" not in out
+    assert out["fid_weights"] == F.TS_LABEL and out["fid"] > 0 and "fid_clf" not in out

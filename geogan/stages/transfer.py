@@ -60,14 +60,14 @@ def run_transfer(model: str, source: Path, reference: Path, out: Path, grid: boo
     """Transfer and write the result (or, with grid, source | reference | warped | mask | result)."""
     import torch
 
-    from geogan.model import load_generator, to_tensor, to_uint8, transfer
+    from geogan.model import inference_refine_weight, load_generator, to_tensor, to_uint8, transfer
     from geogan.visualize import save_png
 
     generator, meta = load_generator(resolve_generator_file(model))
     size = int(meta["resolution"])
     x_a = to_tensor(load_image(source, size))
     x_b = to_tensor(load_image(reference, size))
-    refine_w = float(meta.get("config", {}).get("loss", {}).get("refine_weight", 0.0))
+    refine_w = inference_refine_weight(meta)
     with torch.no_grad():
         o = transfer(generator, x_a, x_b, refine_w)
     if grid:

@@ -84,6 +84,8 @@ def train(
                       flow_scale=m.flow_scale, flow_inputs=m.flow_inputs)
     start = 0
     state = ckpt.load_latest(ckpt_dir, key, map_location="cpu")
+    if state is None and t.init_from:
+        _init_generator(nets.generator, Path(t.init_from), env)
     if state is not None:
         nets.generator.load_state_dict(state["generator"])
         nets.discriminator.load_state_dict(state["discriminator"])
@@ -165,6 +167,20 @@ def train(
     gen_state = {k: v.detach().cpu().clone() for k, v in gen.state_dict().items()}
     return TrainResult(step=step, generator_state=gen_state, last_losses=last, images_per_second=ips,
                        checkpoint=saved, resumed_from=start, history=history)
+
+
+def _init_generator(gen: torch.nn.Module, path: Path, env: DistEnv) -> None:
+    """Start G from a saved generator (networks are resolution-free, so 128 px weights fit 256 px)."""
+    from geogan.model import load_generator
+
+    if not path.is_file():
+        raise FileNotFoundError(f"train.init_from: {path}: not found")
+    pretrained, meta = load_generator(path)
+    if pretrained.hparams != getattr(gen, "hparams", None):
+        raise ValueError(f"train.init_from: {path} has networks {pretrained.hparams}, the config builds {gen.hparams}")
+    gen.load_state_dict(pretrained.state_dict())
+    if env.is_main:
+        print(f"generator initialised from {path} ({meta.get('attribute')}, {meta.get('resolution')} px, step {meta.get('step')})")
 
 
 @torch.no_grad()
