@@ -26,7 +26,7 @@ DOutputs = Sequence[tuple[torch.Tensor, torch.Tensor]]
 LOSS_NAMES_G = ("adv", "cls", "rec", "landmark", "tv", "mask")
 LOSS_NAMES_D = ("adv", "cls")
 N_FAKE_ROLES = 4  # x_out, x_removed, x_rec_b, x_rec_a, concatenated in this order
-FAKE_DOMAINS = (1.0, 0.0, 1.0, 0.0)  # their target domains: 1 = has the attribute
+FAKE_DOMAINS = (1.0, 0.0, 1.0, 0.0)  # their target domains: 1 = has the attribute (built on the device below)
 
 
 def adv_loss_d(patches_real: Sequence[torch.Tensor], patches_fake: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -143,7 +143,10 @@ def generator_losses(out: CycleOutputs, d_fake: DOutputs, n: int, lm_a: torch.Te
     """
     patches = [p for p, _ in d_fake]
     logits = [c for _, c in d_fake]
-    domains = torch.tensor(FAKE_DOMAINS, device=logits[0].device).repeat_interleave(n)  # (4n,)
+    # Built on the device from the pattern (1, 0, 1, 0): a torch.tensor(...) here would be a
+    # host-to-device copy, which waits for the device, in every step.
+    roles = torch.arange(N_FAKE_ROLES * n, device=logits[0].device) // n
+    domains = (roles % 2 == 0).float()  # (4n,) target domains of x_out, x_removed, x_rec_b, x_rec_a
     losses = {
         "adv": N_FAKE_ROLES * adv_loss_g(patches),
         "cls": N_FAKE_ROLES * cls_loss(logits, domains),

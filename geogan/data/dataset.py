@@ -92,6 +92,9 @@ class DomainTensors:
         self.size = data.resolution
         self.images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).permute(0, 3, 1, 2).contiguous().to(device)
         self.landmarks = to_model_landmarks(torch.from_numpy(lm), self.size).to(device)
+        # Built once: a Python list or a new tensor in the step would be a host-to-device copy (a sync).
+        self._flip_index = torch.tensor(FLIP_68, device=device)
+        self._mirror_x = torch.tensor([-1.0, 1.0], device=device)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -107,7 +110,7 @@ class DomainTensors:
         lm = self.landmarks.index_select(0, idx)
         f = flip.view(-1, 1, 1, 1)
         x = torch.where(f, x.flip(3), x)
-        lm_flipped = lm[:, list(FLIP_68)] * torch.tensor([-1.0, 1.0], device=lm.device)
+        lm_flipped = lm.index_select(1, self._flip_index) * self._mirror_x
         lm = torch.where(flip.view(-1, 1, 1), lm_flipped, lm)
         return x, lm
 
@@ -141,8 +144,10 @@ class UnpairedSampler:
         if not self.augment_flip:
             flips[:] = False
         dev = self.a.images.device
-        x_a, lm_a = self.a.gather(idx_a.to(dev), flips[0, lo:hi].to(dev))
-        x_b, lm_b = self.b.gather(idx_b.to(dev), flips[1, lo:hi].to(dev))
+        if dev.type == "cuda":  # pinned + non_blocking: the copy queues behind the step instead of waiting for it
+            flips = flips.pin_memory().to(dev, non_blocking=True)
+        x_a, lm_a = self.a.gather(idx_a, flips[0, lo:hi])
+        x_b, lm_b = self.b.gather(idx_b, flips[1, lo:hi])
         return Batch(x_a=x_a, x_b=x_b, lm_a=lm_a, lm_b=lm_b)
 
     def _positions(self, n: int, step: int, stream: int) -> torch.Tensor:
@@ -164,7 +169,8 @@ class UnpairedSampler:
             if len(self._perms) > 8:  # only the current and next epoch of each stream are needed
                 self._perms.clear()
             g = torch.Generator().manual_seed(_mix(self.seed, epoch, stream))
-            self._perms[key] = torch.randperm(n, generator=g)
+            # Drawn on the CPU (the same on every device), kept on the training device: one copy per epoch.
+            self._perms[key] = torch.randperm(n, generator=g).to(self.a.images.device)
         return self._perms[key]
 
 
