@@ -8,9 +8,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ def train_cmd(params: Path, attribute: str, data: TinyData, out: Path, work: Pat
 
 def run_stage(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a stage to completion, capturing its output (text)."""
-    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, check=False, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def checkpoint_steps(work: Path) -> list[int]:

@@ -40,7 +40,7 @@ def _clone(dest: Path, **overrides) -> Path:
 
 
 def _dvc(repo: Path, env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True,
+    return subprocess.run([str(VENV_BIN / "dvc"), *args], check=False, cwd=repo, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

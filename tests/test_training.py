@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +18,24 @@ from geogan.training.checkpoint import list_checkpoints
 from geogan.training.loop import train
 from geogan.training.steps import NonFiniteLossError
 from tests.conftest import write_params
-from tests.helpers_train import (VENV_BIN, all_finite, assert_states_equal, checkpoint_steps, cpu_env,
-                                 generator_state, library_sampler, make_tiny_data, max_abs_diff, run_stage,
-                                 stage_env, states_differ, tiny_config, train_args, train_cmd, wait_for)
+from tests.helpers_train import (
+    VENV_BIN,
+    all_finite,
+    assert_states_equal,
+    checkpoint_steps,
+    cpu_env,
+    generator_state,
+    library_sampler,
+    make_tiny_data,
+    max_abs_diff,
+    run_stage,
+    stage_env,
+    states_differ,
+    tiny_config,
+    train_args,
+    train_cmd,
+    wait_for,
+)
 
 ATTR = "Mustache"
 # Grids and logs rarely (they cost time and do not change what is learnt), and the smallest
@@ -130,7 +143,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data, mlflow_home):
     try:
         found = wait_for(lambda: first in checkpoint_steps(work), proc, timeout=120)
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
+        _stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
