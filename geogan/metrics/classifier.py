@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geogan.io import atomic_path
+from geogan.training.distributed import resolve_device
 from geogan.metrics.fid import FeatureExtractor, images_to_float
 
 FORMAT = "geogan-attribute-classifier/1"
@@ -103,12 +104,6 @@ def build_classifier(num_attributes: int, weights: str = "", width: int = 32, in
     return model
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _batch(images: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
     # Sorted indices read memory-mapped arrays sequentially.
     order = np.argsort(idx)
@@ -158,7 +153,7 @@ def train_classifier(
         raise ValueError(f"labels {labels.shape} must be (N={len(images)}, A={len(attributes)})")
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise ValueError(f"empty partition: {len(train_idx)} train, {len(test_idx)} test images")
-    dev = _resolve_device(device)
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_classifier(len(attributes), weights, width, input_size)

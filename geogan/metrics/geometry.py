@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from geogan.nets.flow import sample_at
 
 LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)
 
@@ -11,12 +12,6 @@ LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)
 def interocular(lm_px: torch.Tensor) -> torch.Tensor:
     """Distance between the eye centres, (B, 68, 2) -> (B,), in the landmarks' own units."""
     return (lm_px[:, LEFT_EYE].mean(1) - lm_px[:, RIGHT_EYE].mean(1)).norm(dim=-1)
-
-
-def flow_at(flow: torch.Tensor, points_norm: torch.Tensor) -> torch.Tensor:
-    """Bilinear sample of a (B, 2, H, W) flow at (B, P, 2) points in [-1, 1] -> (B, P, 2)."""
-    grid = points_norm.float().unsqueeze(2)  # (B, P, 1, 2)
-    return F.grid_sample(flow.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)[..., 0].transpose(1, 2)
 
 
 def warped_landmark_error(flow_ab: torch.Tensor, lm_a: torch.Tensor, lm_b: torch.Tensor) -> torch.Tensor:
@@ -33,7 +28,7 @@ def warped_landmark_error(flow_ab: torch.Tensor, lm_a: torch.Tensor, lm_b: torch
     Returns:
         (B,) normalised mean error; 0 is a perfect geometric alignment.
     """
-    carried = lm_a + flow_at(flow_ab, lm_a)
+    carried = lm_a + sample_at(flow_ab, lm_a)
     err = (carried - lm_b).norm(dim=-1).mean(1)
     return err / interocular(lm_a).clamp_min(1e-6)
 
