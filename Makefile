@@ -6,15 +6,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test setup ui clean
 
+# dvc.yaml's commands say `python -m geogan.stages...`: the venv must come first on PATH.
+RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
+
 demo: setup  ## install everything, then run the whole pipeline on the embedded synthetic faces
-	$(BIN)/dvc repro
+	$(RUN) dvc repro
 	@echo
-	@$(BIN)/geogan compare --params params.yaml || true
+	@$(RUN) geogan compare --params params.yaml || true
 	@echo
 	@echo "Done. Open the MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000"
 
 test: setup  ## the test suite (what CI runs)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(RUN) python -m pytest -q -p no:cacheprovider
 
 setup: $(STAMP)
 
