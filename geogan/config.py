@@ -83,6 +83,7 @@ class LossConfig:
     lambda_mask: float = 0.1
     refine_weight: float = 0.1  # w in residual = 2 tanh(r) w m
     refine_start_step: int = 0  # refinement is off before this step (reference: 10 epochs)
+    mask_warmup_steps: int = 0  # lambda_mask ramps linearly from 0 over these steps (0 = full from the start)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class TrainConfig:
     lr_decay_g: float = 0.4
     lr_decay_d: float = 0.2
     augment_flip: bool = True  # horizontal flip, applied to landmarks too
+    # DiffAugment on everything D sees (reals and fakes, both updates): for small real sets
+    d_augment: tuple[Literal["color", "translation", "cutout"], ...] = ()
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on cuda
     channels_last: bool = True  # only takes effect on cuda
@@ -119,6 +122,7 @@ class EvaluateConfig:
     fid: Literal["auto", "require", "off"] = "auto"  # require = fail without Inception weights
     fid_fallback_classifier: bool = True  # without Inception weights, report fid_clf instead
     inception_weights: str = ""  # path to pt_inception-2015-12-05-6726825d.pth; "" = torch hub cache
+    identity: Literal["auto", "require", "off"] = "auto"  # dlib face-embedding distance; auto = real faces, when dlib is installed
     device: str = "auto"
 
 

@@ -56,8 +56,11 @@ def mlflow_home(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- library level (fast, in-process)
 
-def test_stop_and_resume_in_process_is_bit_exact(tmp_path, data):
-    cfg = tiny_config(**{**QUIET, "train.steps": 4, "train.checkpoint_every": 100})
+@pytest.mark.parametrize("extra", [{}, {"train.d_augment": ["color", "translation", "cutout"], "loss.mask_warmup_steps": 3}],
+                         ids=["plain", "diffaugment+mask-warmup"])
+def test_stop_and_resume_in_process_is_bit_exact(tmp_path, data, extra):
+    # DiffAugment draws from torch's RNG every step: resuming restores it, so the runs still agree bit for bit.
+    cfg = tiny_config(**{**QUIET, "train.steps": 4, "train.checkpoint_every": 100, **extra})
     full = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "full", key="k", progress=False)
     part = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, stop_after=2)
     assert part.step == 2 and checkpoint_steps(tmp_path / "part") == [2]

@@ -22,7 +22,7 @@ from geogan.nets import build_nets
 from geogan.tracking import NullTracker, Tracker
 from geogan.training import checkpoint as ckpt
 from geogan.training.distributed import DistEnv, any_flag, params_in_sync
-from geogan.training.schedule import lr_at, refine_weight_at
+from geogan.training.schedule import lr_at, mask_weight_at, refine_weight_at
 from geogan.training.steps import (LossGuard, NonFiniteLossError, StepContext, TrainingState, build_training,  # noqa: F401
                                    generator_forward, train_step, visual_rows)
 from geogan.visualize import image_grid, save_png
@@ -101,6 +101,9 @@ def train(
             print(f"resuming from {ckpt_dir} at step {start}")
         del state
 
+    if cuda:
+        # Shapes never change during a run: let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
     use_bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
     weights = {k: getattr(cfg.loss, k) for k in ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask")}
@@ -122,8 +125,10 @@ def train(
                 g["lr"] = lr_at(step, t.lr_g, t.lr_decay_every, t.lr_decay_g)
             for g in opt_d.param_groups:
                 g["lr"] = lr_at(step, t.lr_d, t.lr_decay_every, t.lr_decay_d)
-            ctx = StepContext(size=size, weights=weights, refine_weight=refine_weight_at(step, cfg.loss.refine_weight, cfg.loss.refine_start_step),
-                              autocast=autocast, channels_last=cuda and t.channels_last)
+            step_weights = {**weights, "lambda_mask": mask_weight_at(step, cfg.loss.lambda_mask, cfg.loss.mask_warmup_steps)}
+            ctx = StepContext(size=size, weights=step_weights,
+                              refine_weight=refine_weight_at(step, cfg.loss.refine_weight, cfg.loss.refine_start_step),
+                              autocast=autocast, channels_last=cuda and t.channels_last, d_augment=t.d_augment)
             losses = train_step(ts, sampler.batch(step), ctx)
             guard.update(losses, step)
             step += 1

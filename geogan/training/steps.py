@@ -29,6 +29,7 @@ class StepContext:
     refine_weight: float
     autocast: Callable[[], Any] = contextlib.nullcontext
     channels_last: bool = False
+    d_augment: tuple[str, ...] = ()  # DiffAugment policies applied to every D input
 
 
 @dataclass
@@ -105,7 +106,7 @@ def discriminator_phase(disc: torch.nn.Module, disc_fwd: Callable[..., Any], opt
     n = batch.x_a.shape[0]
     with ctx.autocast():
         # One forward over reals and fakes: one DDP all-reduce, fewer launches.
-        d_all = disc_fwd(_layout(torch.cat([reals, fakes]), ctx))
+        d_all = disc_fwd(_d_input(torch.cat([reals, fakes]), ctx))
         total, logs = discriminator_losses(d_all, n_real_a=n, n_real_b=n, n_fake=4 * n, weights=ctx.weights)
     opt_d.zero_grad(set_to_none=True)
     total.backward()
@@ -119,13 +120,22 @@ def generator_phase(disc: torch.nn.Module, disc_frozen: Callable[..., Any], opt_
     disc.requires_grad_(False)
     n = batch.x_a.shape[0]
     with ctx.autocast():
-        d_fake = disc_frozen(_layout(torch.cat(fakes_of(out)), ctx))
+        d_fake = disc_frozen(_d_input(torch.cat(fakes_of(out)), ctx))
         total, logs = generator_losses(out, d_fake, n=n, lm_a=batch.lm_a, lm_b=batch.lm_b, size=ctx.size, weights=ctx.weights)
     opt_g.zero_grad(set_to_none=True)
     total.backward()
     opt_g.step()
     disc.requires_grad_(True)
     return logs
+
+
+def _d_input(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    """What D sees: DiffAugment (if configured; differentiable, so G's gradients pass) in D's layout."""
+    if ctx.d_augment:
+        from geogan.training.augment import diff_augment
+
+        x = diff_augment(x, ctx.d_augment)
+    return _layout(x, ctx)
 
 
 def _layout(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
