@@ -77,9 +77,13 @@ def geometry_metrics(t: dict[str, torch.Tensor]) -> dict[str, float]:
     """Landmark error of b' against a (and without flow, for scale) and background preservation."""
     err = geometry.warped_landmark_error(t["flow"], t["lm_a"], t["lm_b"])
     base = geometry.unwarped_landmark_error(t["lm_a"], t["lm_b"])
+    # The quarter of pairs with the largest pose/shape gap (by the no-flow error): where the flow matters most.
+    large_gap = base >= torch.quantile(base, 0.75)
     return {
         "landmark_err": float(err.mean()),
         "landmark_err_no_flow": float(base.mean()),
+        "landmark_err_large_gap": float(err[large_gap].mean()),
+        "landmark_err_no_flow_large_gap": float(base[large_gap].mean()),
         "background_l1": float(geometry.background_l1(t["x_a"], t["x_out"], t["mask"]).mean()),
         "mask_area": float(t["mask"].mean()),
     }
@@ -118,6 +122,17 @@ def judge_metrics(t: dict[str, torch.Tensor], predict: Callable[[torch.Tensor], 
     }
 
 
+def identity_metrics_of(t: dict[str, torch.Tensor], embedder: Any) -> dict[str, float]:
+    """Identity preservation of the transfers in `t` (see `geogan.metrics.identity`)."""
+    from geogan.data.dataset import to_pixel_landmarks
+    from geogan.metrics.identity import identity_metrics
+    from geogan.model import to_uint8
+
+    size = t["x_a"].shape[-1]
+    return identity_metrics(embedder, to_uint8(t["x_a"]), to_uint8(t["x_out"]), to_uint8(t["x_b"]),
+                            to_pixel_landmarks(t["lm_a"], size).numpy(), to_pixel_landmarks(t["lm_b"], size).numpy())
+
+
 def results_grid_rows(t: dict[str, torch.Tensor], n: int = 8) -> list[tuple[str, torch.Tensor]]:
     """Rows for the results grid of test transfers."""
     from geogan.visualize import flow_to_rgb
@@ -125,6 +140,43 @@ def results_grid_rows(t: dict[str, torch.Tensor], n: int = 8) -> list[tuple[str,
     return [("source a", t["x_a"][:n]), ("ref b", t["x_b"][:n]), ("warped b'", t["x_warp"][:n]),
             ("mask m", t["mask"][:n] * 2 - 1), ("a*", t["x_out"][:n]), ("F(b)", t["x_removed"][:n]),
             ("flow", flow_to_rgb(t["flow"][:n]))]
+
+
+def cross_pairs(sources: Sequence[int], references: Sequence[int]) -> EvalPairs:
+    """Every source with every reference, source-major: pair k = (sources[k // R], references[k % R])."""
+    a = np.repeat(np.asarray(sources), len(references))
+    b = np.tile(np.asarray(references), len(sources))
+    return EvalPairs(idx_a=a, idx_b=b)
+
+
+def cross_grid_rows(t: dict[str, torch.Tensor], n_sources: int, n_references: int, cell: int = 128,
+                    ) -> list[tuple[str, torch.Tensor]]:
+    """Rows for a sources x references figure from `run_transfers` on `cross_pairs`.
+
+    Layout: the references b and their removals F(b) on top; then for every source a, the row
+    [a, a* with each reference], and under it the warped references b' and the masks m.
+    Cells are resized to `cell` pixels so the figure stays small.
+    """
+    import torch.nn.functional as F
+
+    def shrink(x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return F.interpolate(x, size=(cell, cell), mode="area") if x.shape[-1] != cell else x
+
+    def grid_of(key: str) -> torch.Tensor:  # (S, R, C, H, W)
+        x = shrink(t[key])
+        return x.view(n_sources, n_references, *x.shape[1:])
+
+    blank = torch.ones(1, 3, cell, cell)
+    out, warp, mask = grid_of("x_out"), grid_of("x_warp"), grid_of("mask").expand(-1, -1, 3, -1, -1) * 2 - 1
+    rows = [("reference b", torch.cat([blank, grid_of("x_b")[0]])),
+            ("removal F(b)", torch.cat([blank, grid_of("x_removed")[0]]))]
+    sources = grid_of("x_a")[:, 0]
+    for i in range(n_sources):
+        rows.append((f"a{i + 1} -> a*", torch.cat([sources[i:i + 1], out[i]])))
+        rows.append(("warped b'", torch.cat([blank, warp[i]])))
+        rows.append(("mask m", torch.cat([blank, mask[i]])))
+    return rows
 
 
 def history_for_plots(history_file: Path) -> list[dict[str, float]]:

@@ -44,6 +44,7 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
 
         faces = [face_from_dict(d) for d in read_json(synthetic_file)["faces"]]
         metrics.update(ev.synthetic_ground_truth(t, faces, pairs, attribute, data.resolution))
+    metrics.update(_identity(cfg.evaluate.identity, t, real_faces=not synthetic_file.is_file()))
     metrics.update(_judge_and_fid(cfg, attribute, classifier, data, split_dict, t, device))
 
     history = ev.history_for_plots(model / "train_history.json")
@@ -55,6 +56,23 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     atomic_write_json(out, metrics)
     _log_to_mlflow(cfg, attribute, meta, metrics, plots)
     return metrics
+
+
+def _identity(mode: str, t: dict, real_faces: bool) -> dict:
+    """dlib face-embedding distance source vs output; `auto` runs it on real faces when dlib is installed."""
+    from geogan.evaluation import identity_metrics_of
+    from geogan.metrics.identity import FaceEmbedder, IdentityModelMissing
+
+    if mode == "off" or (mode == "auto" and not real_faces):
+        return {}
+    try:
+        embedder = FaceEmbedder()
+    except IdentityModelMissing as e:
+        if mode == "require":
+            raise StageError(f"evaluate.identity is 'require' but {e}") from e
+        print(f"note: identity metric skipped: {e}")
+        return {}
+    return identity_metrics_of(t, embedder)
 
 
 def _judge_and_fid(cfg: Config, attribute: str, classifier_dir: Path, data, split_dict: dict, t: dict, device) -> dict:
