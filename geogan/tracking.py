@@ -8,7 +8,9 @@ side by side in the UI, and every run is tagged with its attribute for cross-att
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
@@ -49,6 +51,29 @@ def tracking_uri(configured: str, root: Path | None = None) -> str:
     return uri
 
 
+@contextlib.contextmanager
+def sqlite_store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive file lock beside a local SQLite store (no-op for other stores).
+
+    MLflow creates and migrates the store's tables on first use; two processes doing that at
+    once fail with "duplicate column". Experiment creation races the same way.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    import fcntl
+
+    lock_file = Path(uri[len(prefix):] + ".lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def artifact_location(configured_root: str, experiment: str, root: Path | None = None) -> str | None:
     """Where a new experiment keeps artifacts when the tracking store is local (None: server decides)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -71,9 +96,10 @@ class MlflowTracker:
 
         self._mlflow = mlflow
         mlflow.set_tracking_uri(uri)
-        self.client = mlflow.MlflowClient(uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment, artifact_location=artifact_root)
+        with sqlite_store_lock(uri):  # parallel runs on a fresh local store would race to create its tables
+            self.client = mlflow.MlflowClient(uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment, artifact_location=artifact_root)
         if run_id is not None:
             try:
                 run = self.client.get_run(run_id)
