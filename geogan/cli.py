@@ -18,6 +18,7 @@ COMMANDS = {
     "compare": "table of the latest runs per attribute",
     "transfer": "transfer an attribute from a reference image onto a source image",
     "remove": "remove the attribute from an image",
+    "showcase": "a sources x references figure of held-out transfers (warped b', masks, F(b))",
     "pipeline": "compile or submit the Kubeflow pipeline",
 }
 

@@ -68,8 +68,11 @@ def run_transfer(model: str, source: Path, reference: Path, out: Path, grid: boo
     x_a = to_tensor(load_image(source, size))
     x_b = to_tensor(load_image(reference, size))
     refine_w = inference_refine_weight(meta)
+    heat_a = heat_b = None
+    if generator.hparams.get("flow_extra_in", 0):  # trained with flow_inputs rgb+landmarks: the flow needs them
+        heat_a, heat_b = _heatmaps([source, reference], size)
     with torch.no_grad():
-        o = transfer(generator, x_a, x_b, refine_w)
+        o = transfer(generator, x_a, x_b, refine_w, heat_a, heat_b)
     if grid:
         tiles = [x_a, x_b, o.x_warp, o.mask.expand(-1, 3, -1, -1) * 2 - 1, o.x_out]
         image = np.concatenate([to_uint8(t)[0] for t in tiles], axis=1)
@@ -77,6 +80,30 @@ def run_transfer(model: str, source: Path, reference: Path, out: Path, grid: boo
         image = to_uint8(o.x_out)[0]
     save_png(out, image)
     return {"out": str(out), "attribute": meta.get("attribute"), "resolution": size}
+
+
+def _heatmaps(paths: list[Path], size: int) -> list:
+    """Landmark heatmaps of each image, from dlib's 68-point model (CPU, offline)."""
+    import torch
+
+    from geogan.data.dataset import to_model_landmarks
+    from geogan.landmarks.base import LandmarkError
+    from geogan.landmarks.dlib_backend import DlibBackend
+    from geogan.nets.flow import landmark_heatmaps
+
+    try:
+        backend = DlibBackend()
+    except LandmarkError as e:
+        raise StageError(f"this model's flow takes landmark heatmaps: {e}") from e
+    out = []
+    detect_size = max(size, 256)  # dlib's HOG detector misses faces much below ~80 px
+    for path in paths:
+        lm = backend.detect(load_image(path, detect_size)[None])
+        lm = (lm + 0.5) * (size / detect_size) - 0.5  # pixel centres, to the model's resolution
+        if not np.isfinite(lm).all():
+            raise StageError(f"{path}: no face found by dlib; this model needs the face's 68 landmarks")
+        out.append(landmark_heatmaps(to_model_landmarks(torch.from_numpy(lm), size), size))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
