@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Train variants of one params file side by side on one GPU, then evaluate each on the same test pairs.
+#   [ATTR=Mustache] bash benchmarks/compare_gpu.sh BASE_PARAMS WORKDIR NAME="key=value key=value" [NAME="..." ...]
+# The data stages (ingest, landmarks, split) and the judge classifier run once from BASE_PARAMS; each
+# variant differs only in train/model/loss keys. Training runs concurrently: at 128 px the step is
+# launch-bound, so several processes share one GPU well. Timings from such a run are not benchmarks
+# (use bench_train.py alone on the GPU for those); metrics are what it is for.
+# Results: WORKDIR/<NAME>/metrics.json and grid, and WORKDIR/compare.tsv.
+set -euo pipefail
+BASE=$1; W=$2; shift 2
+PY=${PYTHON:-python3}
+mkdir -p "$W"
+A=${ATTR:-$($PY -c "from geogan.config import load_config; print(load_config('$BASE').attributes[0])")}
+if [ ! -f "$W/splits/$A.json" ]; then
+  $PY -m geogan.stages.ingest --params "$BASE" --out "$W/prepared"
+  $PY -m geogan.stages.landmarks --params "$BASE" --prepared "$W/prepared" --out "$W/landmarks"
+  $PY -m geogan.stages.split --params "$BASE" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" --out "$W/splits/$A.json"
+fi
+pids=()
+if [ ! -f "$W/classifier/classifier.pt" ]; then
+  $PY -m geogan.stages.train_classifier --params "$BASE" --prepared "$W/prepared" --out "$W/classifier" > "$W/classifier.log" 2>&1 &
+  pids+=($!)
+fi
+names=()
+for spec in "$@"; do
+  name=${spec%%=*}; kv=${spec#*=}
+  names+=("$name")
+  # shellcheck disable=SC2086
+  $PY benchmarks/variant_params.py "$BASE" "$W/$name/params.yaml" $kv
+  $PY -m geogan.stages.train --params "$W/$name/params.yaml" --attribute "$A" --prepared "$W/prepared" \
+      --landmarks "$W/landmarks" --split "$W/splits/$A.json" --out "$W/$name/model" --work "$W/$name/run" --no-progress \
+      > "$W/$name/train.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+for name in "${names[@]}"; do
+  $PY -m geogan.stages.evaluate --params "$W/$name/params.yaml" --attribute "$A" --prepared "$W/prepared" \
+      --landmarks "$W/landmarks" --split "$W/splits/$A.json" --model "$W/$name/model" --classifier "$W/classifier" \
+      --out "$W/$name/metrics.json" --plots "$W/$name/plots" > "$W/$name/evaluate.log" 2>&1 || status=1
+done
+$PY - "$W" "${names[@]}" <<'PYEOF' | tee "$W/compare.tsv"
+import json, sys
+from pathlib import Path
+w, names = Path(sys.argv[1]), sys.argv[2:]
+keys = ["gt_psnr", "gt_l1_region", "landmark_err", "landmark_err_large_gap", "landmark_err_no_flow_large_gap",
+        "transfer_success", "removal_success", "background_l1", "mask_area", "identity_dist", "identity_kept"]
+print("variant\t" + "\t".join(keys))
+for n in names:
+    f = w / n / "metrics.json"
+    m = json.loads(f.read_text()) if f.is_file() else {}
+    print(n + "\t" + "\t".join(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-" for k in keys))
+PYEOF
+exit $status

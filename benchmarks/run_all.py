@@ -1,0 +1,103 @@
+"""Every GPU benchmark in one go, a summary table last.
+
+    python3 benchmarks/run_all.py --out-dir $OUT [--quick]
+
+Runs, each in its own process (so one's compile caches and memory do not colour another's):
+  1. bench_train.py: the training step at 128/256 px, batches 16/24/32/64, fp32 baseline vs bf16 +
+     channels_last (eager), and bf16 + channels_last + torch.compile at 256 px batch 24, with FLOPs
+     and MFU against the bf16 peak measured in the same process, plus a profile of the top kernels;
+  2. bench_epoch.py: the real `train` stage (loader, logging, checkpoints) against the bare step;
+  3. bench_landmarks.py: FAN batched on the GPU vs face-alignment's stock per-image call;
+  4. bench_fid.py: Inception features for 10k images.
+`--quick` trims the step table to 256 px batch 24 (the reference's setting) and 128 px batch 32.
+Tests never run this: it needs a GPU and prints timings, it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _run(name: str, cmd: list[str], out_dir: Path, timeout: float) -> dict | None:
+    print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=HERE.parent, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"=== {name}: stopped after {timeout:.0f} s", flush=True)
+        return None
+    print(f"=== {name}: exit {proc.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
+    f = out_dir / f"{name}.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "epoch", "landmarks", "fid"])
+    p.add_argument("--wheels", type=Path, default=HERE.parent / ".whl", help="face_alignment / pytorch_fid wheels")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
+    args = p.parse_args()
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    res: dict[str, dict | None] = {}
+    if "train" not in args.skip:
+        sizes, batches = (["256"], ["24"]) if args.quick else (["128", "256"], ["16", "24", "32", "64"])
+        res["train"] = _run("train", [py, "benchmarks/bench_train.py", "--sizes", *sizes, "--batches", *batches,
+                                      "--variants", "fp32", "bf16", "bf16_cl", "--steps", "10", "--warmup", "3",
+                                      "--out", str(out / "train.json")], out, args.timeout)
+    if "compile" not in args.skip:
+        res["compile"] = _run("compile", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
+                                          "--variants", "bf16_cl", "--compile-mode", "default", "--steps", "20",
+                                          "--warmup", "3", "--profile", "--out", str(out / "compile.json")], out, args.timeout)
+    if "epoch" not in args.skip:
+        res["epoch"] = _run("epoch", [py, "benchmarks/bench_epoch.py", "--size", "128", "--batch", "32", "--steps", "400", "--identities", "600",
+                                      "--out", str(out / "epoch.json")], out, args.timeout)
+    if "landmarks" not in args.skip:
+        res["landmarks"] = _run("landmarks", [py, "benchmarks/bench_landmarks.py", "--wheels", str(args.wheels),
+                                              "--out", str(out / "landmarks.json")], out, args.timeout)
+    if "fid" not in args.skip:
+        res["fid"] = _run("fid", [py, "benchmarks/bench_fid.py", "--out", str(out / "fid.json")], out, args.timeout)
+    (out / "all.json").write_text(json.dumps(res, indent=2))
+    print_summary(res)
+
+
+def print_summary(res: dict) -> None:
+    print("\n" + "=" * 100)
+    rows = [r for key in ("train", "compile") for r in ((res.get(key) or {}).get("rows") or [])]
+    peak = next(((res.get(k) or {}).get("bf16_peak_tflops") for k in ("train", "compile") if res.get(k)), None)
+    if rows:
+        print(f"training step (bf16 peak measured {peak:.0f} TFLOP/s; reference 256 px b24: 39.7 pairs/s)")
+        print(f"{'px':>4} {'batch':>5} {'variant':<18} {'ms':>7} {'pairs/s':>8} {'x ref':>6} {'MFU':>6} {'GB':>5} {'warm s':>7}")
+        for r in rows:
+            x_ref = f"{r['pairs_per_s'] / 39.7:.1f}" if (r["size"], r["batch"]) == (256, 24) else ""
+            print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<18} {r['step_ms']:>7.1f} {r['pairs_per_s']:>8.1f} {x_ref:>6} "
+                  f"{r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>5.1f} {r['warmup_s']:>7.1f}")
+    prof = (res.get("compile") or {}).get("profile_256_b24")
+    if prof:
+        print("\ntop kernels, compiled step, 256 px batch 24")
+        for r in prof:
+            print(f"  {r['share'] * 100:5.1f}%  {r['ms_per_step']:7.2f} ms  {r['kernel'][:90]}")
+    e = res.get("epoch")
+    if e:
+        print(f"\nend to end ({e['size']} px, batch {e['batch']}, {e['variant']}): train stage {e['loop_pairs_per_s']:.1f} pairs/s, "
+              f"bare step {e['bare_step_pairs_per_s']:.1f} pairs/s -> {e['loop_over_bare'] * 100:.0f}%")
+    lm = res.get("landmarks")
+    if lm:
+        print(f"\nlandmarks: {json.dumps({k: v for k, v in lm.items() if not isinstance(v, (list, dict))})}")
+    fid = res.get("fid")
+    if fid:
+        print(f"\nFID features: {json.dumps({k: v for k, v in fid.items() if not isinstance(v, (list, dict))})}")
+
+
+if __name__ == "__main__":
+    main()
