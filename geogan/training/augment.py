@@ -31,7 +31,7 @@ def _uniform(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 
 def _color(x: torch.Tensor) -> torch.Tensor:
-    x = x + _uniform(x, -0.5, 0.5)  # brightness (images in [-1, 1]: DiffAugment's +-0.5 on [0, 1] x 2 / 2)
+    x = x + _uniform(x, -0.5, 0.5)  # brightness: +-0.5 in [-1, 1] units, half of DiffAugment's +-0.5 on [0, 1]
     mean = x.mean(dim=1, keepdim=True)
     x = (x - mean) * _uniform(x, 0.0, 2.0) + mean  # saturation
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
