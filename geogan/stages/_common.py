@@ -25,6 +25,20 @@ def parser(description: str, attribute: bool = False) -> argparse.ArgumentParser
     return p
 
 
+def add_data_paths(p: argparse.ArgumentParser, split: bool = True, model: bool = False) -> None:
+    """The input folders every per-attribute stage reads, with the defaults dvc.yaml uses.
+
+    --prepared, --landmarks; --split (default data/splits/<attribute>.json) and --model
+    (default models/<attribute>) are None when not given: the stage fills in the attribute.
+    """
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--landmarks", type=Path, default=Path("data/landmarks"))
+    if split:
+        p.add_argument("--split", type=Path, default=None, help="default: data/splits/<attribute>.json")
+    if model:
+        p.add_argument("--model", type=Path, default=None, help="default: models/<attribute>")
+
+
 def load(args: argparse.Namespace) -> Config:
     """Load the config and check --attribute against it."""
     cfg = load_config(args.params)

@@ -10,7 +10,7 @@ import numpy as np
 from geogan.config import Config
 from geogan.data.dataset import load_prepared
 from geogan.io import atomic_path, atomic_write_json, read_json
-from geogan.stages._common import StageError, exit_with, load, parser, run_main
+from geogan.stages._common import StageError, add_data_paths, exit_with, load, parser, run_main
 from geogan.training.distributed import resolve_device
 
 
@@ -131,10 +131,7 @@ def _log_to_mlflow(cfg: Config, attribute: str, meta: dict, metrics: dict, plots
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__, attribute=True)
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--landmarks", type=Path, default=Path("data/landmarks"))
-    p.add_argument("--split", type=Path, default=None)
-    p.add_argument("--model", type=Path, default=None)
+    add_data_paths(p, model=True)
     p.add_argument("--classifier", type=Path, default=Path("models/classifier"))
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--plots", type=Path, default=None)

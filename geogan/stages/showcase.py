@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from geogan.config import Config
-from geogan.stages._common import StageError, exit_with, load, parser, run_main
+from geogan.stages._common import StageError, add_data_paths, exit_with, load, parser, run_main
 from geogan.training.distributed import resolve_device
 
 
@@ -59,10 +59,7 @@ def run(cfg: Config, attribute: str, prepared: Path, landmarks: Path, split: Pat
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__, attribute=True)
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--landmarks", type=Path, default=Path("data/landmarks"))
-    p.add_argument("--split", type=Path, default=None)
-    p.add_argument("--model", type=Path, default=None)
+    add_data_paths(p, model=True)
     p.add_argument("--out", type=Path, required=True, help=".jpg or .png")
     p.add_argument("--sources", type=int, default=6)
     p.add_argument("--references", type=int, default=4)

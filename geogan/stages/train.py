@@ -17,7 +17,7 @@ from geogan.data.dataset import DomainTensors, UnpairedSampler, load_prepared
 from geogan.data.split import split_fingerprint
 from geogan.io import atomic_path, atomic_write_json, read_json
 from geogan.model import save_generator
-from geogan.stages._common import StageError, exit_with, load, parser, run_main
+from geogan.stages._common import StageError, add_data_paths, exit_with, load, parser, run_main
 from geogan.tracking import NullTracker
 from geogan.training import checkpoint as ckpt
 from geogan.training.distributed import init_from_env, shutdown
@@ -134,9 +134,7 @@ def _md5(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__, attribute=True)
-    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    p.add_argument("--landmarks", type=Path, default=Path("data/landmarks"))
-    p.add_argument("--split", type=Path, default=None)
+    add_data_paths(p)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--no-progress", action="store_true")
