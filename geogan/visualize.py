@@ -59,8 +59,14 @@ def image_grid(rows: Sequence[tuple[str, torch.Tensor]], max_columns: int = 8, l
 
 def save_png(path: str | Path, image: np.ndarray) -> Path:
     """Write a uint8 HWC image as PNG atomically."""
+    return save_image(path, image, fmt="PNG")
+
+
+def save_image(path: str | Path, image: np.ndarray, fmt: str | None = None, jpeg_quality: int = 88) -> Path:
+    """Write a uint8 HWC image atomically; the format follows the suffix (.jpg/.jpeg: JPEG, else PNG) unless given."""
+    fmt = fmt or ("JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG")
     with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format=fmt, **({"quality": jpeg_quality} if fmt == "JPEG" else {}))
     return Path(path)
 
 

@@ -3,9 +3,10 @@
     geogan showcase --params params.yaml --attribute Eyeglasses --model models/Eyeglasses --out docs/eyeglasses.jpg
 
 Takes `--sources` test faces without the attribute and `--references` test faces with it
-(deterministic by params' seed; training references fill up when the test split has too few), transfers every reference onto every source and
-draws: the references and their removals F(b) on top, then per source the row
+(deterministic by params' seed; training references fill up when the test split has too few),
+transfers every reference onto every source and draws: the references and their removals F(b) on top, then per source the row
 [a, a* with each reference] with the warped references b' and masks m beneath.
+`--model` is a folder, a generator.pt or a registered model (models:/geogan-Eyeglasses@candidate).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from geogan.stages._common import StageError, add_data_paths, exit_with, load, p
 from geogan.training.distributed import resolve_device
 
 
-def run(cfg: Config, attribute: str, prepared: Path, landmarks: Path, split: Path, model: Path, out: Path,
+def run(cfg: Config, attribute: str, prepared: Path, landmarks: Path, split: Path, model: Path | str, out: Path,
         n_sources: int = 6, n_references: int = 4, cell: int = 128) -> dict:
     from geogan import evaluation as ev
     from geogan.data.dataset import load_prepared
-    from geogan.io import atomic_path, read_json
+    from geogan.io import read_json
     from geogan.model import inference_refine_weight, load_generator
-    from geogan.visualize import image_grid
+    from geogan.stages.transfer import resolve_generator_file
+    from geogan.visualize import image_grid, save_image
 
     data = load_prepared(prepared, landmarks)
     split_dict = read_json(split)
@@ -42,17 +44,12 @@ def run(cfg: Config, attribute: str, prepared: Path, landmarks: Path, split: Pat
     references = held_out + from_train
     if from_train:
         print(f"showcase: only {len(held_out)} held-out references; the last {len(from_train)} columns are training references")
-    generator, meta = load_generator(Path(model) / "generator.pt" if Path(model).is_dir() else Path(model))
+    generator, meta = load_generator(resolve_generator_file(str(model)))
     pairs = ev.cross_pairs(sources, references)
     t = ev.run_transfers(generator, np.asarray(data.images), data.landmarks, pairs, cfg.evaluate.batch_size,
                          resolve_device(cfg.evaluate.device), inference_refine_weight(meta))
     image = image_grid(ev.cross_grid_rows(t, n_sources, n_references, cell), max_columns=n_references + 1, label_width=96)
-    from PIL import Image
-
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fmt = "JPEG" if out.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-        Image.fromarray(image).save(tmp, format=fmt, **({"quality": 88} if fmt == "JPEG" else {}))
+    save_image(out, image)
     return {"out": str(out), "sources": sources, "references": references, "references_from_train": from_train,
             "size_px": list(image.shape[:2])}
 

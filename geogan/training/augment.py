@@ -16,9 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("color", "translation", "cutout")
-
-
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
     """Augment a batch (B, C, H, W) in [-1, 1]; each image gets its own draw. Identity when `policy` is empty."""
     for name in policy:

@@ -14,6 +14,7 @@ import torch
 
 from geogan.data.dataset import Batch
 from geogan.losses import discriminator_losses, generator_losses
+from geogan.training.augment import diff_augment
 
 
 class NonFiniteLossError(RuntimeError):
@@ -131,11 +132,7 @@ def generator_phase(disc: torch.nn.Module, disc_frozen: Callable[..., Any], opt_
 
 def _d_input(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
     """What D sees: DiffAugment (if configured; differentiable, so G's gradients pass) in D's layout."""
-    if ctx.d_augment:
-        from geogan.training.augment import diff_augment
-
-        x = diff_augment(x, ctx.d_augment)
-    return _layout(x, ctx)
+    return _layout(diff_augment(x, ctx.d_augment), ctx)  # identity when no policy is set
 
 
 def _layout(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
