@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geogan.data.dataset import Batch  # noqa: E402
 from geogan.nets import build_nets  # noqa: E402
-from geogan.training.steps import StepContext, build_training, train_step  # noqa: E402
+from geogan.training.steps import StepContext, build_training, discriminator_terms, generator_terms, train_step  # noqa: E402
 
 WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
 
@@ -58,17 +58,22 @@ def random_batch(batch: int, size: int, device: torch.device, seed: int) -> Batc
 VARIANTS = {"fp32": (False, False), "bf16": (True, False), "bf16_cl": (True, True)}
 
 
-def make_state(size: int, variant: str, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int):
+def make_state(size: int, variant: str, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int,
+               compile_losses: bool = False):
     torch.manual_seed(0)
     nets = build_nets(ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3, flow_scale=0.1, flow_inputs="rgb")
     dev = torch.device("cuda")
     bf16, channels_last = VARIANTS[variant]
     state = build_training(nets.generator, nets.discriminator, dev, 1e-4, 1e-4, (0.9, 0.999),
                            channels_last=channels_last, compile=False, distributed=False)
-    if compile_mode:
+    if compile_mode:  # as build_training(compile=True, compile_losses=...) does, with a chosen mode
         state.gen_fwd = torch.compile(state.gen, mode=compile_mode)
-        state.disc_fwd = torch.compile(state.disc, mode=compile_mode)
-        state.disc_frozen = state.disc_fwd
+        if compile_losses:
+            state.d_terms = torch.compile(discriminator_terms, mode=compile_mode)
+            state.g_terms = torch.compile(generator_terms, mode=compile_mode)
+        else:
+            state.disc_fwd = torch.compile(state.disc, mode=compile_mode)
+            state.disc_frozen = state.disc_fwd
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     ctx = StepContext(size=size, weights=WEIGHTS, refine_weight=0.1, autocast=autocast, channels_last=channels_last)
     return state, ctx
@@ -86,8 +91,8 @@ def count_flops(size: int, batch: int, ngf: int, ndf: int, n_blocks: int) -> flo
 
 
 def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, steps: int, warmup: int,
-               ngf: int, ndf: int, n_blocks: int) -> dict:
-    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks)
+               ngf: int, ndf: int, n_blocks: int, compile_losses: bool = False) -> dict:
+    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks, compile_losses)
     batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
     t0 = time.perf_counter()
     for i in range(warmup):
@@ -107,11 +112,11 @@ def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, st
 
 
 def profile_top_kernels(size: int, batch: int, variant: str, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int,
-                        top: int = 15) -> list[dict]:
+                        compile_losses: bool = False, top: int = 15) -> list[dict]:
     """The step's most expensive CUDA kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks)
+    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks, compile_losses)
     b = random_batch(batch, size, torch.device("cuda"), 0)
     for _ in range(5):
         train_step(state, b, ctx)
@@ -137,6 +142,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["fp32", "bf16_cl"], choices=sorted(VARIANTS),
                    help="fp32 = the baseline (TF32 convs, eager); bf16 = autocast; _cl = channels_last")
     p.add_argument("--compile-mode", default="none", help="torch.compile mode for the non-fp32 variants; 'none' = eager")
+    p.add_argument("--compile-losses", action="store_true",
+                   help="compile each phase's D input, D and loss terms as one graph (not D alone)")
     p.add_argument("--ngf", type=int, default=16)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--n-blocks", type=int, default=3)
@@ -156,9 +163,10 @@ def main() -> None:
             flops = count_flops(size, batch, args.ngf, args.ndf, args.n_blocks)
             for variant in args.variants:
                 mode = None if variant == "fp32" else compile_mode
-                name = variant + ("+compile" if mode else "")
+                losses = bool(mode) and args.compile_losses
+                name = variant + ("+compile" if mode else "") + ("+losses" if losses else "")
                 try:
-                    r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks)
+                    r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks, losses)
                 except torch.OutOfMemoryError:
                     print(f"{size} px batch {batch} {name}: out of memory", flush=True)
                     torch.cuda.empty_cache()
@@ -170,7 +178,8 @@ def main() -> None:
                 torch.cuda.empty_cache()
     if args.profile:
         variant = args.variants[-1]
-        results["profile_256_b24"] = profile_top_kernels(256, 24, variant, compile_mode, args.ngf, args.ndf, args.n_blocks)
+        results["profile_256_b24"] = profile_top_kernels(256, 24, variant, compile_mode, args.ngf, args.ndf, args.n_blocks,
+                                                          args.compile_losses)
         print(f"\ntop kernels, {variant} step, 256 px batch 24:")
         for row in results["profile_256_b24"]:
             print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  {row['kernel']}")

@@ -125,10 +125,21 @@ def _logs(losses: dict[str, torch.Tensor], total: torch.Tensor, prefix: str) -> 
     return logs
 
 
+def weigh(losses: dict[str, torch.Tensor], weights: dict[str, float], prefix: str,
+          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted total of unweighted terms, and the detached logs `<prefix>/<name>` + `<prefix>/total`.
+
+    Kept apart from the terms so the terms can run compiled while the weights (which
+    change during warm-ups) stay plain floats outside the graph: no recompilation.
+    """
+    total = _weighted_total(losses, weights)
+    return total, _logs(losses, total, prefix)
+
+
 def generator_losses(out: CycleOutputs, d_fake: DOutputs, n: int, lm_a: torch.Tensor, lm_b: torch.Tensor,
                      size: int, weights: dict[str, float], lm_valid: torch.Tensor | None = None,
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """G's weighted objective over the whole cycle.
+    """G's weighted objective over the whole cycle (`generator_loss_terms`, weighted).
 
     Args:
         out: the generator's CycleOutputs (it carries the real x_a, x_b: reconstruction targets).
@@ -141,6 +152,12 @@ def generator_losses(out: CycleOutputs, d_fake: DOutputs, n: int, lm_a: torch.Te
     Returns:
         (weighted total, {"g/<name>": unweighted detached tensor, ..., "g/total": ...}).
     """
+    return weigh(generator_loss_terms(out, d_fake, n, lm_a, lm_b, size, lm_valid), weights, "g")
+
+
+def generator_loss_terms(out: CycleOutputs, d_fake: DOutputs, n: int, lm_a: torch.Tensor, lm_b: torch.Tensor,
+                         size: int, lm_valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """G's unweighted terms, one per name in LOSS_NAMES_G (arguments as `generator_losses`)."""
     patches = [p for p, _ in d_fake]
     logits = [c for _, c in d_fake]
     # Built on the device from the pattern (1, 0, 1, 0): a torch.tensor(...) here would be a
@@ -155,8 +172,7 @@ def generator_losses(out: CycleOutputs, d_fake: DOutputs, n: int, lm_a: torch.Te
         "tv": tv_loss(out.flow_ab, size) + tv_loss(out.flow_rec, size),
         "mask": mask_loss(out.mask) + mask_loss(out.mask_rec),
     }
-    total = _weighted_total(losses, weights)
-    return total, _logs(losses, total, "g")
+    return losses
 
 
 def discriminator_losses(d_all: DOutputs, n_real_a: int, n_real_b: int, n_fake: int, weights: dict[str, float],
@@ -174,6 +190,11 @@ def discriminator_losses(d_all: DOutputs, n_real_a: int, n_real_b: int, n_fake: 
     Returns:
         (weighted total, {"d/adv": ..., "d/cls": ..., "d/total": ...} detached tensors).
     """
+    return weigh(discriminator_loss_terms(d_all, n_real_a, n_real_b, n_fake), weights, "d")
+
+
+def discriminator_loss_terms(d_all: DOutputs, n_real_a: int, n_real_b: int, n_fake: int) -> dict[str, torch.Tensor]:
+    """D's unweighted terms, one per name in LOSS_NAMES_D (arguments as `discriminator_losses`)."""
     n_real = n_real_a + n_real_b
     patches_real = [p[:n_real] for p, _ in d_all]
     patches_fake = [p[n_real:n_real + n_fake] for p, _ in d_all]
@@ -184,5 +205,4 @@ def discriminator_losses(d_all: DOutputs, n_real_a: int, n_real_b: int, n_fake: 
         "adv": 4.0 * adv_loss_d(patches_real, patches_fake),
         "cls": 2.0 * cls_loss(logits_real, labels),
     }
-    total = _weighted_total(losses, weights)
-    return total, _logs(losses, total, "d")
+    return losses

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from geogan.data.dataset import Batch
-from geogan.losses import discriminator_losses, generator_losses
+from geogan.losses import discriminator_loss_terms, generator_loss_terms, weigh
 from geogan.training.augment import diff_augment
 
 
@@ -44,13 +44,20 @@ class TrainingState:
     disc_frozen: Callable[..., Any]  # D for the G phase: no DDP (D gets no gradients there)
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
+    # Each phase's D input, D forward and unweighted loss terms: `discriminator_terms` and
+    # `generator_terms`, or compiled (`compile_losses`) so layout copies and loss arithmetic fuse with D.
+    d_terms: Callable[..., dict[str, torch.Tensor]]
+    g_terms: Callable[..., dict[str, torch.Tensor]]
     landmark_heatmaps: bool = False  # the flow net also takes landmark heatmaps
 
 
 def build_training(gen: torch.nn.Module, disc: torch.nn.Module, device: torch.device, lr_g: float, lr_d: float,
-                   betas: tuple[float, float], channels_last: bool, compile: bool, distributed: bool) -> TrainingState:
+                   betas: tuple[float, float], channels_last: bool, compile: bool, distributed: bool,
+                   compile_losses: bool = False) -> TrainingState:
     """Move nets to the device and wrap them for the step: layout, DDP, compile, fused Adam.
 
+    `compile_losses` (with `compile`) compiles each phase's D input, D forward and loss
+    terms as one graph instead of D alone (benchmarks/NOTES.md, run 9).
     Load checkpoint weights into `gen`/`disc` before calling this under DDP (DDP
     broadcasts rank 0's weights at construction).
     """
@@ -68,17 +75,21 @@ def build_training(gen: torch.nn.Module, disc: torch.nn.Module, device: torch.de
     gen_fwd: Callable[..., Any] = DDP(gen, device_ids=ids) if distributed else gen
     disc_fwd: Callable[..., Any] = DDP(disc, device_ids=ids) if distributed else disc
     disc_frozen: Callable[..., Any] = disc
-    if compile:
+    d_terms, g_terms = discriminator_terms, generator_terms
+    if compile and compile_losses:
+        gen_fwd = torch.compile(gen_fwd)
+        d_terms, g_terms = torch.compile(discriminator_terms), torch.compile(generator_terms)
+    elif compile:
         gen_fwd, disc_fwd, disc_frozen = torch.compile(gen_fwd), torch.compile(disc_fwd), torch.compile(disc_frozen)
     heat = getattr(gen, "hparams", {}).get("flow_extra_in", 0) > 0
-    return TrainingState(gen, disc, gen_fwd, disc_fwd, disc_frozen, opt_g, opt_d, landmark_heatmaps=heat)
+    return TrainingState(gen, disc, gen_fwd, disc_fwd, disc_frozen, opt_g, opt_d, d_terms, g_terms, landmark_heatmaps=heat)
 
 
 def train_step(state: TrainingState, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
     """One full GeoGAN step (G cycle forward, D update, G update); returns detached losses."""
     out = generator_forward(state, batch, ctx)
-    logs_d = discriminator_phase(state.disc, state.disc_fwd, state.opt_d, batch, out, ctx)
-    logs_g = generator_phase(state.disc, state.disc_frozen, state.opt_g, batch, out, ctx)
+    logs_d = discriminator_phase(state, batch, out, ctx)
+    logs_g = generator_phase(state, batch, out, ctx)
     return {**logs_d, **logs_g}
 
 
@@ -90,7 +101,8 @@ def generator_forward(state: TrainingState, batch: Batch, ctx: StepContext) -> A
 
         heat_a, heat_b = landmark_heatmaps(batch.lm_a, ctx.size), landmark_heatmaps(batch.lm_b, ctx.size)
     with ctx.autocast():
-        return state.gen_fwd(_layout(batch.x_a, ctx), _layout(batch.x_b, ctx), ctx.refine_weight, heat_a, heat_b)
+        return state.gen_fwd(_layout(batch.x_a, ctx.channels_last), _layout(batch.x_b, ctx.channels_last),
+                             ctx.refine_weight, heat_a, heat_b)
 
 
 def fakes_of(out: Any) -> list[torch.Tensor]:
@@ -98,45 +110,55 @@ def fakes_of(out: Any) -> list[torch.Tensor]:
     return [out.x_out, out.x_removed, out.x_rec_b, out.x_rec_a]
 
 
-def discriminator_phase(disc: torch.nn.Module, disc_fwd: Callable[..., Any], opt_d: torch.optim.Optimizer,
-                        batch: Batch, out: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
+def discriminator_phase(state: TrainingState, batch: Batch, out: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
     """Update D on real a, real b and the detached fakes; returns detached loss tensors."""
-    disc.requires_grad_(True)
-    reals = torch.cat([batch.x_a, batch.x_b])
-    fakes = torch.cat([f.detach() for f in fakes_of(out)])
-    n = batch.x_a.shape[0]
+    state.disc.requires_grad_(True)
     with ctx.autocast():
-        # One forward over reals and fakes: one DDP all-reduce, fewer launches.
-        d_all = disc_fwd(_d_input(torch.cat([reals, fakes]), ctx))
-        total, logs = discriminator_losses(d_all, n_real_a=n, n_real_b=n, n_fake=4 * n, weights=ctx.weights)
-    opt_d.zero_grad(set_to_none=True)
+        terms = state.d_terms(state.disc_fwd, batch.x_a, batch.x_b, fakes_of(out), ctx.d_augment, ctx.channels_last)
+    total, logs = weigh(terms, ctx.weights, "d")
+    state.opt_d.zero_grad(set_to_none=True)
     total.backward()
-    opt_d.step()
+    state.opt_d.step()
     return logs
 
 
-def generator_phase(disc: torch.nn.Module, disc_frozen: Callable[..., Any], opt_g: torch.optim.Optimizer,
-                    batch: Batch, out: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
+def generator_phase(state: TrainingState, batch: Batch, out: Any, ctx: StepContext) -> dict[str, torch.Tensor]:
     """Update G through D with D's parameters frozen (no D gradients computed)."""
-    disc.requires_grad_(False)
-    n = batch.x_a.shape[0]
+    state.disc.requires_grad_(False)
     with ctx.autocast():
-        d_fake = disc_frozen(_d_input(torch.cat(fakes_of(out)), ctx))
-        total, logs = generator_losses(out, d_fake, n=n, lm_a=batch.lm_a, lm_b=batch.lm_b, size=ctx.size, weights=ctx.weights)
-    opt_g.zero_grad(set_to_none=True)
+        terms = state.g_terms(state.disc_frozen, out, batch.lm_a, batch.lm_b, ctx.size, ctx.d_augment, ctx.channels_last)
+    total, logs = weigh(terms, ctx.weights, "g")
+    state.opt_g.zero_grad(set_to_none=True)
     total.backward()
-    opt_g.step()
-    disc.requires_grad_(True)
+    state.opt_g.step()
+    state.disc.requires_grad_(True)
     return logs
 
 
-def _d_input(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+def discriminator_terms(disc_fwd: Callable[..., Any], x_a: torch.Tensor, x_b: torch.Tensor, fakes: list[torch.Tensor],
+                        d_augment: tuple[str, ...], channels_last: bool) -> dict[str, torch.Tensor]:
+    """D's unweighted loss terms from one forward over reals and detached fakes."""
+    n = x_a.shape[0]
+    # One forward over reals and fakes: one DDP all-reduce, fewer launches.
+    d_in = torch.cat([x_a, x_b, *(f.detach() for f in fakes)])
+    d_all = disc_fwd(_d_input(d_in, d_augment, channels_last))
+    return discriminator_loss_terms(d_all, n_real_a=n, n_real_b=n, n_fake=4 * n)
+
+
+def generator_terms(disc_frozen: Callable[..., Any], out: Any, lm_a: torch.Tensor, lm_b: torch.Tensor, size: int,
+                    d_augment: tuple[str, ...], channels_last: bool) -> dict[str, torch.Tensor]:
+    """G's unweighted loss terms, D seeing the four fakes."""
+    d_fake = disc_frozen(_d_input(torch.cat(fakes_of(out)), d_augment, channels_last))
+    return generator_loss_terms(out, d_fake, n=lm_a.shape[0], lm_a=lm_a, lm_b=lm_b, size=size)
+
+
+def _d_input(x: torch.Tensor, d_augment: tuple[str, ...], channels_last: bool) -> torch.Tensor:
     """What D sees: DiffAugment (if configured; differentiable, so G's gradients pass) in D's layout."""
-    return _layout(diff_augment(x, ctx.d_augment), ctx)  # identity when no policy is set
+    return _layout(diff_augment(x, d_augment), channels_last)  # identity when no policy is set
 
 
-def _layout(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if ctx.channels_last else x
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 class LossGuard:

@@ -1,0 +1,59 @@
+"""The step's loss terms compile as whole graphs (`build_training(compile_losses=True)`).
+
+The GPU benchmark compiles them with Inductor; here the `aot_eager` backend traces the same
+graphs (Dynamo + AOTAutograd, forward and backward) without generating kernels, so the
+test is quick on a CPU and still fails on a graph break, a recompilation or a wrong gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch._dynamo
+
+from geogan.data.dataset import Batch
+from geogan.nets import build_nets
+from geogan.training.steps import StepContext, build_training, discriminator_terms, generator_terms, train_step
+
+WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
+
+
+def _state(compiled: bool):
+    torch.manual_seed(0)
+    nets = build_nets(ngf=8, ndf=16, n_blocks=1, n_scales=2, flow_scale=0.1, flow_inputs="rgb")
+    state = build_training(nets.generator, nets.discriminator, torch.device("cpu"), 1e-3, 1e-3, (0.5, 0.999),
+                           channels_last=False, compile=False, distributed=False)
+    if compiled:
+        state.d_terms = torch.compile(discriminator_terms, backend="aot_eager", fullgraph=True)
+        state.g_terms = torch.compile(generator_terms, backend="aot_eager", fullgraph=True)
+    return state
+
+
+def _batch(seed: int, n: int = 2, size: int = 32) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, n, 3, size, size, generator=g) * 2 - 1
+    lm = torch.rand(2, n, 68, 2, generator=g) * 1.6 - 0.8
+    return Batch(x_a=x[0], x_b=x[1], lm_a=lm[0], lm_b=lm[1])
+
+
+@pytest.mark.parametrize("d_augment", [(), ("color", "translation", "cutout")])
+def test_compiled_loss_terms_match_eager_without_breaks_or_recompiles(d_augment):
+    torch._dynamo.reset()
+    eager, compiled = _state(False), _state(True)
+    ctx = StepContext(size=32, weights=WEIGHTS, refine_weight=0.1, d_augment=d_augment)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # fullgraph=True: a graph break raises
+        for step in range(3):
+            # The mask weight changes every step during its warm-up: weights stay outside the graphs.
+            step_ctx = dataclasses.replace(ctx, weights={**WEIGHTS, "lambda_mask": 0.1 * step / 3})
+            batch = _batch(step)
+            torch.manual_seed(100 + step)  # DiffAugment draws the same augmentations in both (CPU: same order)
+            logs_e = train_step(eager, batch, step_ctx)
+            torch.manual_seed(100 + step)
+            logs_c = train_step(compiled, batch, step_ctx)
+            for k in logs_e:
+                torch.testing.assert_close(logs_c[k], logs_e[k], rtol=1e-4, atol=1e-5, msg=k)
+    for net in ("gen", "disc"):  # three updates through the compiled backward land on the eager weights
+        for (name, p_e), p_c in zip(getattr(eager, net).named_parameters(), getattr(compiled, net).parameters()):
+            torch.testing.assert_close(p_c, p_e, rtol=1e-4, atol=1e-5, msg=f"{net}.{name}")
