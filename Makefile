@@ -16,8 +16,9 @@ demo: setup  ## install everything, then run the whole pipeline on the embedded 
 	@echo
 	@echo "Done. Open the MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000"
 
+# Workers: one per core, at most 4 (most tests wait on subprocesses: dvc, mlflow, kfp, torchrun).
 test: setup  ## the test suite (what CI runs)
-	$(RUN) python -m pytest -q -p no:cacheprovider
+	$(RUN) python -m pytest -q -p no:cacheprovider -n auto --maxprocesses 4 --durations 10
 
 setup: $(STAMP)
 

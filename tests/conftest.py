@@ -11,8 +11,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FACES = ROOT.parent / "shared" / "data" / "celebahq-200"
 
-# Tests run on CPU with small thread counts, whatever the machine has.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests run on CPU with small thread counts, whatever the machine has. Under pytest-xdist
+# (`make test` runs workers) one thread per worker, so they do not oversubscribe the cores;
+# the workers inherit the controller's environment, hence the override.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 def tiny_params_dict(**overrides) -> dict:
