@@ -6,6 +6,8 @@ Runs, each in its own process (so one's compile caches and memory do not colour 
   1. bench_train.py: the training step at 128/256 px, batches 16/24/32/64, fp32 baseline vs bf16 +
      channels_last (eager), and bf16 + channels_last + torch.compile at 256 px batch 24, with FLOPs
      and MFU against the bf16 peak measured in the same process, plus a profile of the top kernels;
+     then the compiled step again with each phase's D input, D and loss terms compiled as one graph
+     (`--compile-losses`, NOTES run 9), with its own profile;
   2. bench_epoch.py: the real `train` stage (loader, logging, checkpoints) against the bare step;
   3. bench_landmarks.py: FAN batched on the GPU vs face-alignment's stock per-image call;
   4. bench_fid.py: Inception features for 10k images.
@@ -42,7 +44,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "epoch", "landmarks", "fid"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "compile_losses", "epoch", "landmarks", "fid"])
     p.add_argument("--wheels", type=Path, default=HERE.parent / ".whl", help="face_alignment / pytorch_fid wheels")
     p.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
     args = p.parse_args()
@@ -59,6 +61,11 @@ def main() -> None:
         res["compile"] = _run("compile", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
                                           "--variants", "bf16_cl", "--compile-mode", "default", "--steps", "20",
                                           "--warmup", "3", "--profile", "--out", str(out / "compile.json")], out, args.timeout)
+    if "compile_losses" not in args.skip:
+        res["compile_losses"] = _run("compile_losses", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
+                                                        "--variants", "bf16_cl", "--compile-mode", "default", "--compile-losses",
+                                                        "--steps", "20", "--warmup", "3", "--profile",
+                                                        "--out", str(out / "compile_losses.json")], out, args.timeout)
     if "epoch" not in args.skip:
         res["epoch"] = _run("epoch", [py, "benchmarks/bench_epoch.py", "--size", "128", "--batch", "32", "--steps", "400", "--identities", "600",
                                       "--out", str(out / "epoch.json")], out, args.timeout)
@@ -73,20 +80,22 @@ def main() -> None:
 
 def print_summary(res: dict) -> None:
     print("\n" + "=" * 100)
-    rows = [r for key in ("train", "compile") for r in ((res.get(key) or {}).get("rows") or [])]
-    peak = next(((res.get(k) or {}).get("bf16_peak_tflops") for k in ("train", "compile") if res.get(k)), None)
+    steps = ("train", "compile", "compile_losses")
+    rows = [r for key in steps for r in ((res.get(key) or {}).get("rows") or [])]
+    peak = next(((res.get(k) or {}).get("bf16_peak_tflops") for k in steps if res.get(k)), None)
     if rows:
         print(f"training step (bf16 peak measured {peak:.0f} TFLOP/s; reference 256 px b24: 39.7 pairs/s)")
-        print(f"{'px':>4} {'batch':>5} {'variant':<18} {'ms':>7} {'pairs/s':>8} {'x ref':>6} {'MFU':>6} {'GB':>5} {'warm s':>7}")
+        print(f"{'px':>4} {'batch':>5} {'variant':<25} {'ms':>7} {'pairs/s':>8} {'x ref':>6} {'MFU':>6} {'GB':>5} {'warm s':>7}")
         for r in rows:
             x_ref = f"{r['pairs_per_s'] / 39.7:.1f}" if (r["size"], r["batch"]) == (256, 24) else ""
-            print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<18} {r['step_ms']:>7.1f} {r['pairs_per_s']:>8.1f} {x_ref:>6} "
+            print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<25} {r['step_ms']:>7.1f} {r['pairs_per_s']:>8.1f} {x_ref:>6} "
                   f"{r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>5.1f} {r['warmup_s']:>7.1f}")
-    prof = (res.get("compile") or {}).get("profile_256_b24")
-    if prof:
-        print("\ntop kernels, compiled step, 256 px batch 24")
-        for r in prof:
-            print(f"  {r['share'] * 100:5.1f}%  {r['ms_per_step']:7.2f} ms  {r['kernel'][:90]}")
+    for key in ("compile", "compile_losses"):
+        prof = (res.get(key) or {}).get("profile_256_b24")
+        if prof:
+            print(f"\ntop kernels, {key.replace('_', ' + ')} step, 256 px batch 24")
+            for r in prof:
+                print(f"  {r['share'] * 100:5.1f}%  {r['ms_per_step']:7.2f} ms  {r['kernel'][:90]}")
     e = res.get("epoch")
     if e:
         print(f"\nend to end ({e['size']} px, batch {e['batch']}, {e['variant']}): train stage {e['loop_pairs_per_s']:.1f} pairs/s, "
