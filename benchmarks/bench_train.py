@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geogan.data.dataset import Batch  # noqa: E402
 from geogan.nets import build_nets  # noqa: E402
-from geogan.training.steps import StepContext, build_training, discriminator_terms, generator_terms, train_step  # noqa: E402
+from geogan.training.steps import StepContext, build_training, train_step  # noqa: E402
 
 WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
 
@@ -64,16 +64,9 @@ def make_state(size: int, variant: str, compile_mode: str | None, ngf: int, ndf:
     nets = build_nets(ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3, flow_scale=0.1, flow_inputs="rgb")
     dev = torch.device("cuda")
     bf16, channels_last = VARIANTS[variant]
-    state = build_training(nets.generator, nets.discriminator, dev, 1e-4, 1e-4, (0.9, 0.999),
-                           channels_last=channels_last, compile=False, distributed=False)
-    if compile_mode:  # as build_training(compile=True, compile_losses=...) does, with a chosen mode
-        state.gen_fwd = torch.compile(state.gen, mode=compile_mode)
-        if compile_losses:
-            state.d_terms = torch.compile(discriminator_terms, mode=compile_mode)
-            state.g_terms = torch.compile(generator_terms, mode=compile_mode)
-        else:
-            state.disc_fwd = torch.compile(state.disc, mode=compile_mode)
-            state.disc_frozen = state.disc_fwd
+    state = build_training(nets.generator, nets.discriminator, dev, 1e-4, 1e-4, (0.9, 0.999), channels_last=channels_last,
+                           compile=bool(compile_mode), distributed=False, compile_losses=compile_losses,
+                           compile_mode=compile_mode or "default")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     ctx = StepContext(size=size, weights=WEIGHTS, refine_weight=0.1, autocast=autocast, channels_last=channels_last)
     return state, ctx

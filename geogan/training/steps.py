@@ -7,6 +7,7 @@ Losses stay on the device; `LossGuard` accumulates a finiteness flag without syn
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -53,11 +54,12 @@ class TrainingState:
 
 def build_training(gen: torch.nn.Module, disc: torch.nn.Module, device: torch.device, lr_g: float, lr_d: float,
                    betas: tuple[float, float], channels_last: bool, compile: bool, distributed: bool,
-                   compile_losses: bool = False) -> TrainingState:
+                   compile_losses: bool = False, compile_mode: str = "default") -> TrainingState:
     """Move nets to the device and wrap them for the step: layout, DDP, compile, fused Adam.
 
     `compile_losses` (with `compile`) compiles each phase's D input, D forward and loss
-    terms as one graph instead of D alone (benchmarks/NOTES.md, run 9).
+    terms as one graph instead of D alone (benchmarks/NOTES.md, run 9); `compile_mode` is
+    torch.compile's mode (benchmarks try "reduce-overhead", i.e. CUDA graphs).
     Load checkpoint weights into `gen`/`disc` before calling this under DDP (DDP
     broadcasts rank 0's weights at construction).
     """
@@ -76,11 +78,13 @@ def build_training(gen: torch.nn.Module, disc: torch.nn.Module, device: torch.de
     disc_fwd: Callable[..., Any] = DDP(disc, device_ids=ids) if distributed else disc
     disc_frozen: Callable[..., Any] = disc
     d_terms, g_terms = discriminator_terms, generator_terms
-    if compile and compile_losses:
-        gen_fwd = torch.compile(gen_fwd)
-        d_terms, g_terms = torch.compile(discriminator_terms), torch.compile(generator_terms)
-    elif compile:
-        gen_fwd, disc_fwd, disc_frozen = torch.compile(gen_fwd), torch.compile(disc_fwd), torch.compile(disc_frozen)
+    if compile:
+        compiled = functools.partial(torch.compile, mode=compile_mode)
+        gen_fwd = compiled(gen_fwd)
+        if compile_losses:  # D runs inside the compiled terms
+            d_terms, g_terms = compiled(discriminator_terms), compiled(generator_terms)
+        else:
+            disc_fwd, disc_frozen = compiled(disc_fwd), compiled(disc_frozen)
     heat = getattr(gen, "hparams", {}).get("flow_extra_in", 0) > 0
     return TrainingState(gen, disc, gen_fwd, disc_fwd, disc_frozen, opt_g, opt_d, d_terms, g_terms, landmark_heatmaps=heat)
 
