@@ -156,10 +156,11 @@ def main() -> None:
             flops = count_flops(size, batch, args.ngf, args.ndf, args.n_blocks)
             for variant in args.variants:
                 mode = None if variant == "fp32" else compile_mode
-                losses = bool(mode) and args.compile_losses
-                name = variant + ("+compile" if mode else "") + ("+losses" if losses else "")
+                compile_losses = bool(mode) and args.compile_losses
+                name = variant + ("+compile" if mode else "") + ("+losses" if compile_losses else "")
                 try:
-                    r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks, losses)
+                    r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks,
+                                   compile_losses)
                 except torch.OutOfMemoryError:
                     print(f"{size} px batch {batch} {name}: out of memory", flush=True)
                     torch.cuda.empty_cache()

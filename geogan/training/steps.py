@@ -54,12 +54,14 @@ class TrainingState:
 
 def build_training(gen: torch.nn.Module, disc: torch.nn.Module, device: torch.device, lr_g: float, lr_d: float,
                    betas: tuple[float, float], channels_last: bool, compile: bool, distributed: bool,
-                   compile_losses: bool = False, compile_mode: str = "default") -> TrainingState:
+                   compile_losses: bool = False, compile_mode: str = "default",
+                   compile_backend: str = "inductor") -> TrainingState:
     """Move nets to the device and wrap them for the step: layout, DDP, compile, fused Adam.
 
     `compile_losses` (with `compile`) compiles each phase's D input, D forward and loss
     terms as one graph instead of D alone (benchmarks/NOTES.md, run 9); `compile_mode` is
-    torch.compile's mode (benchmarks try "reduce-overhead", i.e. CUDA graphs).
+    torch.compile's mode (benchmarks try "reduce-overhead", i.e. CUDA graphs) and
+    `compile_backend` its backend (CPU tests trace with "aot_eager", no kernels generated).
     Load checkpoint weights into `gen`/`disc` before calling this under DDP (DDP
     broadcasts rank 0's weights at construction).
     """
@@ -79,7 +81,7 @@ def build_training(gen: torch.nn.Module, disc: torch.nn.Module, device: torch.de
     disc_frozen: Callable[..., Any] = disc
     d_terms, g_terms = discriminator_terms, generator_terms
     if compile:
-        compiled = functools.partial(torch.compile, mode=compile_mode)
+        compiled = functools.partial(torch.compile, mode=compile_mode, backend=compile_backend)
         gen_fwd = compiled(gen_fwd)
         if compile_losses:  # D runs inside the compiled terms
             d_terms, g_terms = compiled(discriminator_terms), compiled(generator_terms)
