@@ -188,10 +188,9 @@ def test_no_graph_breaks():
     assert out.x_rec_a.shape == (2, 3, 64, 64)
 
 
-def test_generator_step_is_fast_on_cpu():
-    # Reference sizes (ngf 16, 3 blocks), 64 px, batch 2: the whole cycle forward + backward.
-    # Measured as this process's CPU time on one thread (see _one_thread), so a busy CI
-    # machine does not make the check flaky.
+def test_reference_size_generator_trains_on_cpu():
+    # Reference sizes (ngf 16, 3 blocks), 64 px, batch 2: the whole cycle forward + backward
+    # reaches every parameter. Its CPU time is printed, not asserted (tests assert no timings).
     torch.manual_seed(0)
     gen = build_nets(ngf=16, ndf=64, n_blocks=3, n_scales=3).generator
     x_a, x_b = _images(2, 64), _images(2, 64, 1)
@@ -206,7 +205,9 @@ def test_generator_step_is_fast_on_cpu():
         t0 = time.process_time()
         step()
         times.append(time.process_time() - t0)
-    assert min(times) < 2.0, times
+    missing = [n for n, p in gen.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"no finite gradient for {missing[:5]}"
+    print(f"reference-size cycle, 64 px, batch 2, forward + backward: {min(times):.2f} s CPU time")
 
 
 def test_save_load_roundtrip(tmp_path):
