@@ -179,6 +179,37 @@ def test_bf16_autocast_keeps_geometry_in_fp32():
     assert all(torch.isfinite(t.float()).all() for t in (out.x_out, out.x_removed, out.x_rec_a, out.x_rec_b))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_instance_norm_is_torchs_eager_and_compiled(channels_last):
+    """The written-out norm that compiled graphs use equals nn.InstanceNorm2d, values and gradients.
+
+    The compiled graph must hold no instance/batch-norm op (that op forces NCHW and made the
+    compiled step copy layouts, benchmarks/NOTES.md run 11), and the output keeps the input's layout.
+    """
+    from geogan.nets.layers import InstanceNorm
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = (torch.randn(3, 8, 16, 12) * 3 + 1).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn(3, 8, 16, 12)
+    ref = torch.nn.InstanceNorm2d(8)(x)
+    (g_ref,) = torch.autograd.grad(ref, x, grad)
+    ops: list[str] = []
+
+    def record_ops(gm, example_inputs):
+        ops.extend(str(n.target) for n in gm.graph.nodes if n.op in ("call_function", "call_method"))
+        return gm
+
+    norm = InstanceNorm()
+    eager = norm(x)
+    compiled = torch.compile(norm, backend=record_ops, fullgraph=True)(x)
+    assert ops and not [op for op in ops if "norm" in op], ops
+    for y in (eager, compiled):
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], g_ref, rtol=1e-4, atol=1e-5)
+    assert compiled.is_contiguous(memory_format=fmt)
+    assert not list(norm.parameters()) and not list(norm.buffers())  # checkpoints are nn.InstanceNorm2d's
+
+
 @pytest.mark.slow
 def test_no_graph_breaks():
     # Dynamo tracing only (backend "eager"): fails on any graph break or data-dependent branch.

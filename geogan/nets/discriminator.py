@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from geogan.nets.layers import InstanceNorm
+
 DILATIONS = (2, 4, 6)
 
 
@@ -26,8 +28,8 @@ class ScaleDiscriminator(nn.Module):
         act = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
         self.trunk = nn.Sequential(
             nn.Conv2d(3, c1, 3, 2, 1), act(),
-            nn.Conv2d(c1, c2, 3, 2, 1), nn.InstanceNorm2d(c2), act(),
-            nn.Conv2d(c2, c3, 3, 2, 1), nn.InstanceNorm2d(c3), act(),
+            nn.Conv2d(c1, c2, 3, 2, 1), InstanceNorm(), act(),
+            nn.Conv2d(c2, c3, 3, 2, 1), InstanceNorm(), act(),
         )
         self.dilated = nn.ModuleList(nn.Conv2d(c3, c4, 3, padding=d, dilation=d) for d in DILATIONS)
         self.merge = nn.Sequential(nn.Conv2d(len(DILATIONS) * c4, c4, 1), act())

@@ -13,6 +13,29 @@ import torch.nn.functional as F
 N_DOWN = 3  # stride-2 convs in every encoder: ngf -> 8 ngf, H -> H / 8
 
 
+class InstanceNorm(nn.Module):
+    """InstanceNorm over H, W without affine parameters or running statistics.
+
+    Eager, this is `F.instance_norm`. Under `torch.compile` it is written out as a mean and
+    variance over (H, W) in (at least) float32: `F.instance_norm` reshapes to (1, N*C, H, W) for a batch
+    norm, which forces NCHW, so with channels_last activations every norm cost a layout copy
+    each way (the compiled step's largest kernel, benchmarks/NOTES.md run 11); written out, the
+    norm stays in the activations' layout and fuses with its neighbours. Same function, no
+    parameters or buffers, so checkpoints are those of `nn.InstanceNorm2d`.
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            return F.instance_norm(x, eps=self.eps)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
+        return ((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+
+
 def conv_block(in_ch: int, out_ch: int, kernel: int, stride: int = 1, reflect: bool = False) -> nn.Sequential:
     """Conv -> InstanceNorm -> ReLU; `reflect` pads by reflection instead of zeros."""
     pad = kernel // 2
@@ -20,7 +43,7 @@ def conv_block(in_ch: int, out_ch: int, kernel: int, stride: int = 1, reflect: b
         layers: list[nn.Module] = [nn.ReflectionPad2d(pad), nn.Conv2d(in_ch, out_ch, kernel, stride)]
     else:
         layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=pad)]
-    return nn.Sequential(*layers, nn.InstanceNorm2d(out_ch), nn.ReLU(inplace=True))
+    return nn.Sequential(*layers, InstanceNorm(), nn.ReLU(inplace=True))
 
 
 class ResnetBlock(nn.Module):
@@ -29,8 +52,8 @@ class ResnetBlock(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch), nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), nn.InstanceNorm2d(ch),
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), InstanceNorm(), nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1), nn.Conv2d(ch, ch, 3), InstanceNorm(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
