@@ -190,7 +190,7 @@ def test_non_finite_loss_exits_2_and_keeps_the_last_good_checkpoint(tmp_path, da
 
 
 def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home):
-    """2 gloo ranks x batch 2 give the weights and the transfers of 1 process x batch 4.
+    """2 gloo ranks x batch 2 give the weights, the transfers and the logged losses of 1 process x batch 4.
 
     Conv biases right before an InstanceNorm (no affine) have no effect on any output, so
     their true gradient is 0 and what they get is float noise; Adam's update, about
@@ -201,7 +201,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home):
     """
     from geogan.model import load_generator, remove, transfer
 
-    overrides = {**QUIET, "train.steps": 4, "train.batch_size": 4, "train.checkpoint_every": 1000}
+    overrides = {**QUIET, "train.steps": 4, "train.batch_size": 4, "train.checkpoint_every": 1000, "train.log_every": 2}
     params = write_params(tmp_path / "params.yaml", **overrides)
     one = run_stage(train_cmd(params, ATTR, data, tmp_path / "out1", tmp_path / "work1"),
                     stage_env(mlflow_home, threads=1), mlflow_home)
@@ -229,6 +229,12 @@ def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home):
         o_diff = max(o_diff, float((x1 - x2).abs().max()))
         torch.testing.assert_close(x2, x1, rtol=0, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
     torch.testing.assert_close(remove(gen2, images[4:]), remove(gen1, images[4:]), rtol=0, atol=1e-4)
+    # Logged losses are the global batch's (the mean over ranks), not rank 0's half batch.
+    h1, h2 = (json.loads((tmp_path / d / "train_history.json").read_text()) for d in ("out1", "out2"))
+    assert [h["step"] for h in h1] == [h["step"] for h in h2] == [2, 4]
+    for r1, r2 in zip(h1, h2):
+        for k in r1.keys() - {"step", "images_per_second"}:
+            assert r2[k] == pytest.approx(r1[k], rel=1e-4, abs=1e-6), f"step {r1['step']} {k}: {r2[k]} vs {r1[k]}"
     print(f"DDP 2 x 2 vs 1 x 4, {overrides['train.steps']} steps: max |diff| weights {w_diff:.2g}, "
           f"all tensors {max_abs_diff(a, b):.2g} (biases before InstanceNorm), transfer outputs {o_diff:.2g}")
 

@@ -81,6 +81,25 @@ def any_flag(env: DistEnv, flag: bool) -> bool:
     return bool(t.item())
 
 
+def first_over_ranks(env: DistEnv, step: int) -> int:
+    """The smallest non-negative `step` over ranks, -1 if every rank has -1 (e.g. the first bad step)."""
+    if not env.distributed:
+        return step
+    never = 2**62
+    t = torch.tensor([step if step >= 0 else never], device=env.device, dtype=torch.long)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item()) if int(t.item()) != never else -1
+
+
+def mean_over_ranks(env: DistEnv, values: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` over ranks: per-rank mean losses of equal shards -> the global batch's loss."""
+    if not env.distributed:
+        return values
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / env.world_size
+
+
 def params_in_sync(env: DistEnv, module: torch.nn.Module) -> bool:
     """Check that every rank holds the same weights (before a snapshot)."""
     if not env.distributed:

@@ -142,8 +142,8 @@ def train(
                 interrupted = stop["signal"] is not None
             stopping = stop_after is not None and step - start >= stop_after
             if at_log or at_ckpt or interrupted or stopping:
-                guard.check()  # one host sync: raises NonFiniteLossError before anything is saved
-                last = guard.read(losses)
+                guard.check(env)  # one host sync: raises NonFiniteLossError (on every rank) before anything is saved
+                last = guard.read(losses, env)  # every rank joins: under DDP the mean over ranks
                 dt = time.perf_counter() - t0
                 ips = (step - n0) * t.batch_size / max(dt, 1e-9)
                 t0, n0 = time.perf_counter(), step

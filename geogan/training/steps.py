@@ -16,6 +16,7 @@ import torch
 from geogan.data.dataset import Batch
 from geogan.losses import discriminator_loss_terms, generator_loss_terms, weigh
 from geogan.training.augment import diff_augment
+from geogan.training.distributed import DistEnv, first_over_ranks, mean_over_ranks
 
 
 class NonFiniteLossError(RuntimeError):
@@ -189,19 +190,29 @@ class LossGuard:
         self.first_bad_step = torch.where(fresh, torch.full_like(self.first_bad_step, step + 1), self.first_bad_step)
         self.bad_names = torch.where(fresh, bad, self.bad_names)
 
-    def check(self) -> None:
+    def check(self, env: DistEnv | None = None) -> None:
+        """Raise if a loss went bad; with `env` under DDP every rank raises together (none is left waiting)."""
         step = int(self.first_bad_step)
+        if env is not None and env.distributed:
+            step = first_over_ranks(env, step)
         if step >= 0:
-            names = [n for n, b in zip(self.names, self.bad_names.tolist()) if b]
+            mine = int(self.first_bad_step) == step and self.bad_names is not None
+            names = [n for n, b in zip(self.names, self.bad_names.tolist()) if b] if mine else ["(on another rank)"]
             raise NonFiniteLossError(f"loss {', '.join(names)} became non-finite (NaN/Inf) at step {step}; "
                                      "stopped without saving; the last good checkpoint is kept")
 
     @staticmethod
-    def read(losses: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Losses as floats: one host transfer for all of them."""
+    def read(losses: dict[str, torch.Tensor], env: DistEnv | None = None) -> dict[str, float]:
+        """Losses as floats, one host transfer for all; with `env` under DDP, averaged over ranks.
+
+        Each rank's losses are means over its shard; equal shards make their mean the loss of
+        the global batch, so an N-GPU run logs the same curve as one GPU at that batch.
+        """
         names = list(losses)
-        values = torch.stack([losses[k].detach().float() for k in names]).tolist()
-        return dict(zip(names, values))
+        values = torch.stack([losses[k].detach().float() for k in names])
+        if env is not None:
+            values = mean_over_ranks(env, values)
+        return dict(zip(names, values.tolist()))
 
 
 def visual_rows(batch: Batch, out: Any, n: int = 8) -> list[tuple[str, torch.Tensor]]:
