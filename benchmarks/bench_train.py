@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geogan.data.dataset import Batch  # noqa: E402
 from geogan.nets import build_nets  # noqa: E402
-from geogan.training.steps import StepContext, build_training, train_step  # noqa: E402
+from geogan.training.steps import (  # noqa: E402
+    StepContext, build_training, discriminator_phase, generator_forward, generator_phase, train_step,
+)
 
 WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
 
@@ -84,7 +86,8 @@ def count_flops(size: int, batch: int, ngf: int, ndf: int, n_blocks: int) -> flo
 
 
 def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, steps: int, warmup: int,
-               ngf: int, ndf: int, n_blocks: int, compile_losses: bool = False) -> dict:
+               ngf: int, ndf: int, n_blocks: int, compile_losses: bool = False, profile: bool = False, breakdown: bool = False) -> dict:
+    """Time `steps` steps after `warmup`; optionally split the time by phase and profile the same state."""
     state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks, compile_losses)
     batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
     t0 = time.perf_counter()
@@ -100,23 +103,47 @@ def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, st
     e.record()
     e.synchronize()
     step_s = s.elapsed_time(e) / 1e3 / steps
-    return {"step_ms": step_s * 1e3, "pairs_per_s": batch / step_s, "warmup_s": warm_s,
-            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+    result = {"step_ms": step_s * 1e3, "pairs_per_s": batch / step_s, "warmup_s": warm_s,
+              "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30}
+    if breakdown:
+        result["phase_ms"] = time_phases(state, ctx, batches, steps)
+    if profile:
+        result["profile"] = profile_top_kernels(state, ctx, batches[0])
+    return result
 
 
-def profile_top_kernels(size: int, batch: int, variant: str, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int,
-                        compile_losses: bool = False, top: int = 15) -> list[dict]:
-    """The step's most expensive CUDA kernels."""
+def time_phases(state, ctx: StepContext, batches: list[Batch], steps: int) -> dict[str, float]:
+    """Mean GPU ms of each phase of `train_step`: G's cycle forward, D's update, G's update.
+
+    Events between the phases measure the GPU's time on each as long as the host keeps
+    the queue full (the step has no host syncs), so the three add up to the step time.
+    """
+    names = ("generator_forward", "discriminator_phase", "generator_phase")
+    totals = dict.fromkeys(names, 0.0)
+    for i in range(steps):
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        b = batches[i % 4]
+        ev[0].record()
+        out = generator_forward(state, b, ctx)
+        ev[1].record()
+        discriminator_phase(state, b, out, ctx)
+        ev[2].record()
+        generator_phase(state, b, out, ctx)
+        ev[3].record()
+        ev[3].synchronize()
+        for k, name in enumerate(names):
+            totals[name] += ev[k].elapsed_time(ev[k + 1]) / steps
+    return totals
+
+
+def profile_top_kernels(state, ctx: StepContext, batch: Batch, top: int = 15) -> list[dict]:
+    """The step's most expensive CUDA kernels over 5 steps of an already warm state."""
     from torch.profiler import ProfilerActivity, profile
 
-    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks, compile_losses)
-    b = random_batch(batch, size, torch.device("cuda"), 0)
-    for _ in range(5):
-        train_step(state, b, ctx)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
-            train_step(state, b, ctx)
+            train_step(state, batch, ctx)
         torch.cuda.synchronize()
     rows = []
     events = [ev for ev in prof.key_averages() if ev.device_time_total > 0]
@@ -140,7 +167,8 @@ def main() -> None:
     p.add_argument("--ngf", type=int, default=16)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--n-blocks", type=int, default=3)
-    p.add_argument("--profile", action="store_true", help="profile the optimised step at 256 px, batch 24")
+    p.add_argument("--breakdown", action="store_true", help="also time each phase of the step")
+    p.add_argument("--profile", action="store_true", help="profile the last variant's step (top kernels)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True
@@ -160,7 +188,8 @@ def main() -> None:
                 name = variant + ("+compile" if mode else "") + ("+losses" if compile_losses else "")
                 try:
                     r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks,
-                                   compile_losses)
+                                   compile_losses, profile=args.profile and variant == args.variants[-1],
+                                   breakdown=args.breakdown)
                 except torch.OutOfMemoryError:
                     print(f"{size} px batch {batch} {name}: out of memory", flush=True)
                     torch.cuda.empty_cache()
@@ -168,21 +197,18 @@ def main() -> None:
                 r.update({"size": size, "batch": batch, "variant": name, "tflop_per_step": flops / 1e12,
                           "mfu": flops / (r["step_ms"] / 1e3) / (peak * 1e12)})
                 results["rows"].append(r)
-                print(json.dumps(r), flush=True)
+                print(json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
+                for row in r.get("profile", []):
+                    print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  {row['kernel']}")
                 torch.cuda.empty_cache()
-    if args.profile:
-        variant = args.variants[-1]
-        results["profile_256_b24"] = profile_top_kernels(256, 24, variant, compile_mode, args.ngf, args.ndf, args.n_blocks,
-                                                          args.compile_losses)
-        print(f"\ntop kernels, {variant} step, 256 px batch 24:")
-        for row in results["profile_256_b24"]:
-            print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  {row['kernel']}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     print(f"\n{'size':>4} {'batch':>5} {'variant':<26} {'step ms':>8} {'pairs/s':>8} {'TFLOP/step':>10} {'MFU':>6} {'mem GB':>7} {'warmup s':>8}")
     for r in results["rows"]:
         print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<26} {r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f} "
               f"{r['tflop_per_step']:>10.2f} {r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>7.1f} {r['warmup_s']:>8.1f}")
+        if "phase_ms" in r:
+            print("      phases: " + ", ".join(f"{k} {v:.1f} ms" for k, v in r["phase_ms"].items()))
 
 
 if __name__ == "__main__":

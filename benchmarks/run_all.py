@@ -5,12 +5,14 @@
 Runs, each in its own process (so one's compile caches and memory do not colour another's):
   1. bench_train.py: the training step at 128/256 px, batches 16/24/32/64, fp32 baseline vs bf16 +
      channels_last (eager), and bf16 + channels_last + torch.compile at 256 px batch 24, with FLOPs
-     and MFU against the bf16 peak measured in the same process, plus a profile of the top kernels;
-     then the compiled step again with each phase's D input, D and loss terms compiled as one graph
-     (`--compile-losses`, NOTES run 9), with its own profile;
+     and MFU against the bf16 peak measured in the same process, each row's time split by phase
+     (G forward, D update, G update) and the compiled rows profiled (top kernels); then the compiled
+     step with each phase's D input, D and loss terms compiled as one graph (`--compile-losses`, run 9);
   2. bench_epoch.py: the real `train` stage (loader, logging, checkpoints) against the bare step;
   3. bench_landmarks.py: FAN batched on the GPU vs face-alignment's stock per-image call;
-  4. bench_fid.py: Inception features for 10k images.
+  4. bench_fid.py: Inception features for 10k images;
+  5. bench_ddp.py, when the machine has several GPUs: DDP step scaling from 1 GPU to all of them at
+     256 px (24 pairs per GPU) and the train stage's loss curves at one global batch (issue 8).
 `--quick` trims the step table to 256 px batch 24 (the reference's setting) and 128 px batch 32.
 Tests never run this: it needs a GPU and prints timings, it asserts nothing.
 """
@@ -44,7 +46,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "compile_losses", "epoch", "landmarks", "fid"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "compile_losses", "epoch", "landmarks", "fid", "ddp"])
     p.add_argument("--wheels", type=Path, default=HERE.parent / ".whl", help="face_alignment / pytorch_fid wheels")
     p.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
     args = p.parse_args()
@@ -56,15 +58,15 @@ def main() -> None:
         sizes, batches = (["256"], ["24"]) if args.quick else (["128", "256"], ["16", "24", "32", "64"])
         res["train"] = _run("train", [py, "benchmarks/bench_train.py", "--sizes", *sizes, "--batches", *batches,
                                       "--variants", "fp32", "bf16", "bf16_cl", "--steps", "10", "--warmup", "3",
-                                      "--out", str(out / "train.json")], out, args.timeout)
+                                      "--breakdown", "--out", str(out / "train.json")], out, args.timeout)
     if "compile" not in args.skip:
         res["compile"] = _run("compile", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
                                           "--variants", "bf16_cl", "--compile-mode", "default", "--steps", "20",
-                                          "--warmup", "3", "--profile", "--out", str(out / "compile.json")], out, args.timeout)
+                                          "--warmup", "3", "--profile", "--breakdown", "--out", str(out / "compile.json")], out, args.timeout)
     if "compile_losses" not in args.skip:
         res["compile_losses"] = _run("compile_losses", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
                                                         "--variants", "bf16_cl", "--compile-mode", "default", "--compile-losses",
-                                                        "--steps", "20", "--warmup", "3", "--profile",
+                                                        "--steps", "20", "--warmup", "3", "--profile", "--breakdown",
                                                         "--out", str(out / "compile_losses.json")], out, args.timeout)
     if "epoch" not in args.skip:
         res["epoch"] = _run("epoch", [py, "benchmarks/bench_epoch.py", "--size", "128", "--batch", "32", "--steps", "400", "--identities", "600",
@@ -74,8 +76,22 @@ def main() -> None:
                                               "--out", str(out / "landmarks.json")], out, args.timeout)
     if "fid" not in args.skip:
         res["fid"] = _run("fid", [py, "benchmarks/bench_fid.py", "--out", str(out / "fid.json")], out, args.timeout)
+    gpus = _gpu_count()
+    if "ddp" not in args.skip and gpus > 1:
+        res["ddp"] = _run("ddp", [py, "benchmarks/bench_ddp.py", "--gpus", "1", str(gpus), "--out-dir", str(out / "ddp")],
+                          out / "ddp", args.timeout)
     (out / "all.json").write_text(json.dumps(res, indent=2))
     print_summary(res)
+    if res.get("ddp"):
+        sys.path.insert(0, str(HERE.parent))
+        from benchmarks.bench_ddp import print_summary as print_ddp
+
+        print_ddp(res["ddp"]["steps"], res["ddp"]["curves"])
+
+
+def _gpu_count() -> int:
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"], capture_output=True, text=True)
+    return int(out.stdout.strip() or 0)
 
 
 def print_summary(res: dict) -> None:
@@ -84,18 +100,19 @@ def print_summary(res: dict) -> None:
     rows = [r for key in steps for r in ((res.get(key) or {}).get("rows") or [])]
     peak = next(((res.get(k) or {}).get("bf16_peak_tflops") for k in steps if res.get(k)), None)
     if rows:
-        print(f"training step (bf16 peak measured {peak:.0f} TFLOP/s; reference 256 px b24: 39.7 pairs/s)")
+        print(f"training step (bf16 peak measured {peak:.0f} TFLOP/s; reference 256 px b24: 39.7 pairs/s, measured on an H100)")
         print(f"{'px':>4} {'batch':>5} {'variant':<25} {'ms':>7} {'pairs/s':>8} {'x ref':>6} {'MFU':>6} {'GB':>5} {'warm s':>7}")
         for r in rows:
             x_ref = f"{r['pairs_per_s'] / 39.7:.1f}" if (r["size"], r["batch"]) == (256, 24) else ""
             print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<25} {r['step_ms']:>7.1f} {r['pairs_per_s']:>8.1f} {x_ref:>6} "
                   f"{r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>5.1f} {r['warmup_s']:>7.1f}")
-    for key in ("compile", "compile_losses"):
-        prof = (res.get(key) or {}).get("profile_256_b24")
-        if prof:
-            print(f"\ntop kernels, {key.replace('_', ' + ')} step, 256 px batch 24")
-            for r in prof:
-                print(f"  {r['share'] * 100:5.1f}%  {r['ms_per_step']:7.2f} ms  {r['kernel'][:90]}")
+            if r.get("phase_ms"):
+                print("      " + ", ".join(f"{k} {v:.1f} ms" for k, v in r["phase_ms"].items()))
+    for r in rows:
+        if r.get("profile"):
+            print(f"\ntop kernels, {r['variant']} step, {r['size']} px batch {r['batch']}")
+            for k in r["profile"]:
+                print(f"  {k['share'] * 100:5.1f}%  {k['ms_per_step']:7.2f} ms  {k['kernel'][:90]}")
     e = res.get("epoch")
     if e:
         print(f"\nend to end ({e['size']} px, batch {e['batch']}, {e['variant']}): train stage {e['loop_pairs_per_s']:.1f} pairs/s, "

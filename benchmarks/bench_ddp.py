@@ -1,0 +1,241 @@
+"""Multi-GPU DDP scaling of the training step and of the real trainer (issue 8), one table last.
+
+    python3 benchmarks/bench_ddp.py --gpus 1 2 --out-dir $OUT
+
+Two measurements, each through `torchrun --standalone --nproc-per-node N`:
+  1. Step scaling (weak: the per-GPU batch stays fixed): `train_step` under DDP on resident random
+     tensors, for each N: global pairs/s, scaling efficiency (pairs/s at N over N x pairs/s at 1),
+     the step with gradient sync against the same step under DDP's `no_sync` (the difference is the
+     all-reduce time that backward does not hide), a bare all-reduce of every gradient, and peak
+     memory per GPU.
+  2. Loss curves at one global batch: the `train` stage itself (sampler sharding, DDP, logging) on
+     rendered synthetic faces, N = 1 twice (run-to-run noise: cuDNN and bf16 are not bit-exact) and
+     then each larger N, comparing every logged loss with the first N = 1 run.
+Needs CUDA and NCCL; tests never run it. NVLink multicast stays off (NCCL_NVLS_ENABLE=0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+BASE = HERE / "params-synthetic128-gpu.yaml"
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One rank of the step-scaling run (started by torchrun)."""
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from benchmarks.bench_train import VARIANTS, WEIGHTS, random_batch
+    from geogan.nets import build_nets
+    from geogan.training.distributed import init_from_env, shutdown
+    from geogan.training.steps import StepContext, build_training, train_step
+
+    env = init_from_env(args.device)
+    cuda = env.device.type == "cuda"
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    nets = build_nets(ngf=16, ndf=64, n_blocks=3, n_scales=3)
+    bf16, channels_last = VARIANTS[args.variant]
+    state = build_training(nets.generator, nets.discriminator, env.device, 1e-4, 1e-4, (0.9, 0.999),
+                           channels_last=channels_last, compile=args.compile, distributed=env.distributed)
+    autocast = (lambda: torch.autocast(env.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    ctx = StepContext(size=args.size, weights=WEIGHTS, refine_weight=0.1, autocast=autocast, channels_last=channels_last)
+    batches = [random_batch(args.batch, args.size, env.device, 1000 * env.rank + i) for i in range(4)]
+    ddp_modules = [m for m in (getattr(f, "_orig_mod", f) for f in (state.gen_fwd, state.disc_fwd)) if isinstance(m, DDP)]
+
+    def wait() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def timed(steps: int, sync: bool) -> float:
+        """ms per step on this rank, every rank starting together (the step has no host syncs)."""
+        if env.distributed:
+            dist.barrier()
+        wait()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            with contextlib.ExitStack() as stack:
+                if not sync:
+                    for m in ddp_modules:
+                        stack.enter_context(m.no_sync())
+                train_step(state, batches[i % 4], ctx)
+        wait()
+        return (time.perf_counter() - t0) / steps * 1e3
+
+    t0 = time.perf_counter()
+    timed(args.warmup, sync=True)
+    warm_s = time.perf_counter() - t0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    step_ms = timed(args.steps, sync=True)
+    no_sync_ms = timed(args.steps, sync=False) if env.distributed else step_ms
+    peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+
+    n_grad = sum(p.numel() for p in list(nets.generator.parameters()) + list(nets.discriminator.parameters()))
+    allreduce_ms = 0.0
+    if env.distributed:
+        buf = torch.randn(n_grad, device=env.device)
+        for _ in range(3):
+            dist.all_reduce(buf)
+        wait()
+        t0 = time.perf_counter()
+        for _ in range(10):
+            dist.all_reduce(buf)
+        wait()
+        allreduce_ms = (time.perf_counter() - t0) / 10 * 1e3
+
+    mine = torch.tensor([step_ms, no_sync_ms, peak_gb, allreduce_ms], device=env.device, dtype=torch.float64)
+    rows = [torch.zeros_like(mine) for _ in range(env.world_size)]
+    if env.distributed:
+        dist.all_gather(rows, mine)
+    else:
+        rows = [mine]
+    if env.is_main:
+        per_rank = [r.tolist() for r in rows]
+        slowest = max(r[0] for r in per_rank)
+        result = {"gpus": env.world_size, "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+                  "size": args.size, "batch_per_gpu": args.batch, "variant": args.variant + ("+compile" if args.compile else ""),
+                  "step_ms": slowest, "pairs_per_s": env.world_size * args.batch / slowest * 1e3,
+                  "no_sync_step_ms": max(r[1] for r in per_rank), "exposed_comm_ms": slowest - max(r[1] for r in per_rank),
+                  "allreduce_all_grads_ms": max(r[3] for r in per_rank), "grad_mbytes": n_grad * 4 / 1e6,
+                  "peak_mem_gb_per_gpu": [r[2] for r in per_rank], "warmup_s": warm_s}
+        Path(args.worker_out).write_text(json.dumps(result, indent=2))
+        print(json.dumps(result), flush=True)
+    shutdown(env)
+
+
+def torchrun(n: int, cmd: list[str], timeout: float, log: Path) -> int:
+    """Run `cmd` (a module or script with args) on n local GPUs; output to log and stdout."""
+    full = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", *cmd]
+    env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "OMP_NUM_THREADS": "4", "PYTHONUNBUFFERED": "1"}
+    print(f"\n=== {' '.join(full)}", flush=True)
+    with open(log, "a") as f:
+        try:
+            proc = subprocess.run(full, cwd=HERE.parent, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"=== stopped after {timeout:.0f} s", flush=True)
+            return -1
+    return proc.returncode
+
+
+def loss_curves(gpus: list[int], args: argparse.Namespace, out: Path, work: Path) -> dict:
+    """The train stage at one global batch for N = 1 (twice) and every larger N; losses compared with the first run."""
+    from benchmarks.variant_params import write_variant
+    from geogan.config import load_config
+    from geogan.stages import ingest, landmarks, split
+
+    params = work / "params.yaml"
+    write_variant(BASE, params, [f"data.resolution={args.curve_size}", f"data.synthetic_identities={args.curve_identities}",
+                                 f"train.batch_size={args.curve_batch}", f"train.steps={args.curve_steps}",
+                                 f"train.log_every={args.curve_log_every}", f"train.image_every={args.curve_steps}",
+                                 f"train.checkpoint_every={args.curve_steps}"])
+    cfg = load_config(params)
+    attr = cfg.attributes[0]
+    ingest.run(cfg, work / "prepared", progress=False)
+    landmarks.run(cfg, work / "prepared", work / "landmarks", progress=False)
+    split.run(cfg, attr, work / "prepared", work / "landmarks", work / "splits" / f"{attr}.json")
+    runs = [("1", 1), ("1-again", 1)] + [(str(n), n) for n in gpus if n > 1]
+    histories: dict[str, list[dict]] = {}
+    for name, n in runs:
+        model = work / f"model-{name}"
+        rc = torchrun(n, ["-m", "geogan.stages.train", "--params", str(params), "--attribute", attr,
+                          "--prepared", str(work / "prepared"), "--landmarks", str(work / "landmarks"),
+                          "--split", str(work / "splits" / f"{attr}.json"), "--out", str(model),
+                          "--work", str(work / f"run-{name}"), "--no-progress"], args.timeout, out / "curves.log")
+        hist = model / "train_history.json"
+        if rc == 0 and hist.is_file():
+            histories[name] = json.loads(hist.read_text())
+    ref = histories.get("1", [])
+    compared = {}
+    for name, hist in histories.items():
+        if name == "1" or not ref:
+            continue
+        diffs = {}
+        for key in ref[0]:
+            if key in ("step", "images_per_second"):
+                continue
+            rel = [abs(h[key] - r[key]) / max(abs(r[key]), 1e-8) for h, r in zip(hist, ref)]
+            diffs[key] = {"max_rel": max(rel), "median_rel": statistics.median(rel), "final": hist[-1][key], "final_ref": ref[-1][key]}
+        compared[name] = {"losses": diffs, "pairs_per_s_last": hist[-1]["images_per_second"]}
+    return {"size": args.curve_size, "global_batch": args.curve_batch, "steps": args.curve_steps,
+            "pairs_per_s_last_ref": ref[-1]["images_per_second"] if ref else None, "vs_first_n1_run": compared,
+            "histories": histories}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=24, help="pairs per GPU in the step-scaling run")
+    p.add_argument("--variant", default="bf16_cl", help="as bench_train.py's --variants")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="cuda", help="cuda (NCCL); cpu (gloo) only to check the script itself")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--curve-size", type=int, default=128)
+    p.add_argument("--curve-batch", type=int, default=32, help="global batch of the loss-curve runs")
+    p.add_argument("--curve-steps", type=int, default=200)
+    p.add_argument("--curve-log-every", type=int, default=10)
+    p.add_argument("--curve-identities", type=int, default=300)
+    p.add_argument("--skip-curves", action="store_true")
+    p.add_argument("--timeout", type=float, default=600, help="seconds per torchrun")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)  # set when torchrun starts a rank
+    args = p.parse_args()
+    if args.worker_out:
+        return worker(args)
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    steps = []
+    for n in args.gpus:
+        f = out / f"step-{n}.json"
+        torchrun(n, ["benchmarks/bench_ddp.py", "--out-dir", str(out), "--worker-out", str(f), "--size", str(args.size),
+                     "--batch", str(args.batch), "--variant", args.variant, "--steps", str(args.steps), "--warmup",
+                     str(args.warmup), "--device", args.device] + (["--compile"] if args.compile else []), args.timeout, out / "step.log")
+        if f.is_file():
+            steps.append(json.loads(f.read_text()))
+    curves = None
+    if not args.skip_curves:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.gettempdir()}/bench-ddp-mlflow.db")
+        curves = loss_curves(args.gpus, args, out, Path(tempfile.mkdtemp(prefix="bench-ddp-")))
+    (out / "ddp.json").write_text(json.dumps({"steps": steps, "curves": curves}, indent=2))
+    print_summary(steps, curves)
+
+
+def print_summary(steps: list[dict], curves: dict | None) -> None:
+    print("\n" + "=" * 100)
+    if steps:
+        one = next((s for s in steps if s["gpus"] == 1), None)
+        s0 = steps[0]
+        print(f"DDP step scaling, {s0['device']}, {s0['size']} px, {s0['batch_per_gpu']} pairs per GPU, {s0['variant']}")
+        print(f"{'GPUs':>4} {'step ms':>8} {'pairs/s':>8} {'efficiency':>10} {'no-sync ms':>10} {'exposed comm ms':>15} "
+              f"{'all-reduce ms':>13} {'peak GB/GPU':>11}")
+        for s in steps:
+            eff = s["pairs_per_s"] / (s["gpus"] * one["pairs_per_s"]) if one else float("nan")
+            print(f"{s['gpus']:>4} {s['step_ms']:>8.1f} {s['pairs_per_s']:>8.1f} {eff * 100:>9.1f}% {s['no_sync_step_ms']:>10.1f} "
+                  f"{s['exposed_comm_ms']:>15.2f} {s['allreduce_all_grads_ms']:>13.2f} {max(s['peak_mem_gb_per_gpu']):>11.1f}")
+    if curves:
+        print(f"\nloss curves, train stage, {curves['size']} px, global batch {curves['global_batch']}, {curves['steps']} steps: "
+              f"relative difference from the first 1-GPU run (N=1 run: {curves['pairs_per_s_last_ref'] or float('nan'):.1f} pairs/s)")
+        for name, c in curves["vs_first_n1_run"].items():
+            worst = sorted(c["losses"].items(), key=lambda kv: -kv[1]["median_rel"])[:4]
+            print(f"  N={name:<8} {c['pairs_per_s_last']:7.1f} pairs/s   " +
+                  "  ".join(f"{k}: median {v['median_rel'] * 100:.1f}% max {v['max_rel'] * 100:.1f}%" for k, v in worst))
+
+
+if __name__ == "__main__":
+    main()
