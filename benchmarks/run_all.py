@@ -8,6 +8,7 @@ Runs, each in its own process (so one's compile caches and memory do not colour 
      and MFU against the bf16 peak measured in the same process, each row's time split by phase
      (G forward, D update, G update) and the compiled rows profiled (top kernels); then the compiled
      step with each phase's D input, D and loss terms compiled as one graph (`--compile-losses`, run 9);
+  1b. bench_convs.py: every convolution of one step timed alone, by shape and layer (256 px, batch 24);
   2. bench_epoch.py: the real `train` stage (loader, logging, checkpoints) against the bare step;
   3. bench_landmarks.py: FAN batched on the GPU vs face-alignment's stock per-image call;
   4. bench_fid.py: Inception features for 10k images;
@@ -46,7 +47,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "compile_losses", "epoch", "landmarks", "fid", "ddp"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "compile_losses", "convs", "epoch", "landmarks", "fid", "ddp"])
     p.add_argument("--wheels", type=Path, default=HERE.parent / ".whl", help="face_alignment / pytorch_fid wheels")
     p.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
     args = p.parse_args()
@@ -68,6 +69,9 @@ def main() -> None:
                                                         "--variants", "bf16_cl", "--compile-mode", "default", "--compile-losses",
                                                         "--steps", "20", "--warmup", "3", "--profile", "--breakdown",
                                                         "--out", str(out / "compile_losses.json")], out, args.timeout)
+    if "convs" not in args.skip:  # prints its own table; kept in convs.json
+        _run("convs", [py, "benchmarks/bench_convs.py", "--size", "256", "--batch", "24", "--out", str(out / "convs.json")],
+             out, args.timeout)
     if "epoch" not in args.skip:
         res["epoch"] = _run("epoch", [py, "benchmarks/bench_epoch.py", "--size", "128", "--batch", "32", "--steps", "400", "--identities", "600",
                                       "--out", str(out / "epoch.json")], out, args.timeout)

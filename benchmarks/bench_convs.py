@@ -1,0 +1,131 @@
+"""Which convolutions the training step's time goes to: every conv of one step, timed alone, by shape.
+
+    python3 benchmarks/bench_convs.py --size 256 --batch 24 --out $OUT/convs.json
+
+Records every `nn.Conv2d` call of one real `train_step` (module name, input shape, weights, stride,
+padding, dilation, and whether the step needs its input gradient and its weight gradient), then
+times each distinct call alone, forward and the backward the step needs (dgrad and/or wgrad), in
+bf16 with channels_last as the optimised step runs it, and prints them sorted by their share of
+the step: calls per step x ms per call, with TFLOP/s. cuDNN picks its algorithms with
+`cudnn.benchmark` as training does; compiled steps call the same cuDNN kernels. The profile
+(`bench_train.py --profile`) names kernels; this names the layers behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_train import WEIGHTS, random_batch  # noqa: E402
+from geogan.nets import build_nets  # noqa: E402
+from geogan.training.steps import StepContext, build_training, train_step  # noqa: E402
+
+
+def record_convs(size: int, batch: int, device: torch.device, ngf: int, ndf: int, n_blocks: int) -> Counter:
+    """(name, input shape, weight shape, stride, padding, dilation, needs dgrad, needs wgrad) -> calls in one step."""
+    torch.manual_seed(0)
+    nets = build_nets(ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3)
+    state = build_training(nets.generator, nets.discriminator, device, 1e-4, 1e-4, (0.9, 0.999), channels_last=False,
+                           compile=False, distributed=False)
+    calls: Counter = Counter()
+
+    def hook(name):
+        def record(module: nn.Conv2d, inputs, _output):
+            x = inputs[0]
+            calls[(name, tuple(x.shape), tuple(module.weight.shape), module.stride, module.padding, module.dilation,
+                   x.requires_grad, module.weight.requires_grad)] += 1
+        return record
+
+    for prefix, net in (("G", nets.generator), ("D", nets.discriminator)):
+        for name, m in net.named_modules():
+            if isinstance(m, nn.Conv2d):
+                m.register_forward_hook(hook(f"{prefix}.{name}"))
+    ctx = StepContext(size=size, weights=WEIGHTS, refine_weight=0.1)
+    train_step(state, random_batch(batch, size, device, 0), ctx)
+    return calls
+
+
+def time_conv(x_shape, w_shape, stride, padding, dilation, dgrad: bool, wgrad: bool, device: torch.device,
+              reps: int) -> float:
+    """Median ms of one forward + the needed backward, bf16 channels_last (fp32 on CPU)."""
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    x = torch.randn(x_shape, device=device, dtype=dtype).contiguous(memory_format=fmt).requires_grad_(dgrad)
+    w = (torch.randn(w_shape, device=device, dtype=dtype) * 0.02).contiguous(memory_format=fmt).requires_grad_(wgrad)
+    inputs = [t for t, need in ((x, dgrad), (w, wgrad)) if need]
+    grad = None
+    times = []
+    for i in range(reps + 2):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        y = F.conv2d(x, w, None, stride, padding, dilation)
+        if grad is None:
+            grad = torch.randn_like(y)
+        if inputs:
+            torch.autograd.grad(y, inputs, grad)
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=24)
+    p.add_argument("--ngf", type=int, default=16)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--n-blocks", type=int, default=3)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--device", default="cuda", help="cpu only to check the script itself")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    calls = record_convs(args.size, args.batch, device, args.ngf, args.ndf, args.n_blocks)
+    # Calls of one shape time alike whichever layer makes them: time each shape once.
+    by_shape: dict[tuple, list] = {}
+    for (name, *shape), n in calls.items():
+        by_shape.setdefault(tuple(shape), []).append((name, n))
+    rows = []
+    for shape, users in by_shape.items():
+        x_shape, w_shape, stride, padding, dilation, dgrad, wgrad = shape
+        ms = time_conv(x_shape, w_shape, stride, padding, dilation, dgrad, wgrad, device, args.reps)
+        n = sum(c for _, c in users)
+        out_hw = [(x_shape[2 + i] + 2 * padding[i] - dilation[i] * (w_shape[2 + i] - 1) - 1) // stride[i] + 1 for i in range(2)]
+        flops = 2 * x_shape[0] * w_shape[0] * w_shape[1] * w_shape[2] * w_shape[3] * out_hw[0] * out_hw[1]
+        flops *= 1 + dgrad + wgrad
+        rows.append({"layers": sorted({name for name, _ in users}), "calls": n, "x": x_shape, "w": w_shape, "stride": stride[0],
+                     "dilation": dilation[0], "dgrad": dgrad, "wgrad": wgrad, "ms_per_call": ms, "ms_per_step": ms * n,
+                     "tflops": flops / ms / 1e9})
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    total = sum(r["ms_per_step"] for r in rows)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"\n{name}: every conv of one step at {args.size} px, batch {args.batch}, timed alone; sum {total:.1f} ms per step")
+    print(f"{'ms/step':>8} {'share':>6} {'calls':>5} {'ms/call':>8} {'TF/s':>6} {'input':>20} {'weight':>16} {'s':>2} {'d':>2} bwd   layers")
+    for r in rows[:args.top]:
+        bwd = ("dgrad " if r["dgrad"] else "") + ("wgrad" if r["wgrad"] else "")
+        layers = ", ".join(r["layers"][:2]) + (f" (+{len(r['layers']) - 2})" if len(r["layers"]) > 2 else "")
+        print(f"{r['ms_per_step']:>8.2f} {r['ms_per_step'] / total * 100:>5.1f}% {r['calls']:>5} {r['ms_per_call']:>8.3f} "
+              f"{r['tflops']:>6.0f} {str(r['x']):>20} {str(r['w']):>16} {r['stride']:>2} {r['dilation']:>2} {bwd:<12} {layers}")
+    if args.out:
+        args.out.write_text(json.dumps({"device": name, "size": args.size, "batch": args.batch, "total_ms": total, "rows": rows},
+                                       indent=2))
+
+
+if __name__ == "__main__":
+    main()
