@@ -1,0 +1,53 @@
+"""The GPU benchmark scripts' own logic, run on the CPU at toy sizes (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ["--ngf", "4", "--ndf", "8", "--n-blocks", "1"]
+
+
+def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_bench_convs_records_each_conv_with_the_backward_the_step_needs(tmp_path):
+    out = tmp_path / "convs.json"
+    _run(["benchmarks/bench_convs.py", "--device", "cpu", "--size", "64", "--batch", "2", "--reps", "1", *TOY,
+          "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    by_layer: dict[str, list[dict]] = {}
+    for r in rows:
+        for layer in r["layers"]:
+            by_layer.setdefault(layer, []).append(r)
+    # D runs twice a step: its update (weight gradients, detached input) and G's update (frozen, input gradients).
+    dilated = by_layer["D.scales.0.dilated.0"]
+    assert sorted((r["dgrad"], r["wgrad"]) for r in dilated) == [(True, False), (True, True)]
+    first = by_layer["D.scales.0.trunk.0"]
+    assert sorted((r["dgrad"], r["wgrad"]) for r in first) == [(False, True), (True, False)]
+    assert first[0]["x"][0] != first[1]["x"][0]  # 6 x batch images in D's update, 4 x batch fakes in G's
+    # The flow net's stem sees real a, b (no input gradient) in the cycle's first transfer, fakes in its second.
+    assert sorted(r["dgrad"] for r in by_layer["G.flow.encoder.stem.1"]) == [False, True]
+    assert all(r["ms_per_call"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_bench_ddp_measures_one_and_two_gloo_ranks(tmp_path):
+    _run(["benchmarks/bench_ddp.py", "--device", "cpu", "--variant", "fp32", "--gpus", "1", "2", "--size", "64",
+          "--batch", "1", "--steps", "1", "--warmup", "1", "--skip-curves", "--out-dir", str(tmp_path)], timeout=600)
+    steps = json.loads((tmp_path / "ddp.json").read_text())["steps"]
+    assert [s["gpus"] for s in steps] == [1, 2]
+    one, two = steps
+    assert one["exposed_comm_ms"] == 0 and one["allreduce_all_grads_ms"] == 0
+    assert two["allreduce_all_grads_ms"] > 0 and two["pairs_per_s"] > 0
+    assert two["grad_mbytes"] == one["grad_mbytes"] > 50  # the reference widths: G 4.2 M + D 14.1 M parameters
