@@ -88,7 +88,8 @@ def first_over_ranks(env: DistEnv, step: int) -> int:
     never = 2**62
     t = torch.tensor([step if step >= 0 else never], device=env.device, dtype=torch.long)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return int(t.item()) if int(t.item()) != never else -1
+    first = int(t.item())
+    return first if first != never else -1
 
 
 def mean_over_ranks(env: DistEnv, values: torch.Tensor) -> torch.Tensor:
