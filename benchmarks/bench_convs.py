@@ -56,11 +56,18 @@ def record_convs(size: int, batch: int, device: torch.device, ngf: int, ndf: int
 
 
 def time_conv(x_shape, w_shape, stride, padding, dilation, dgrad: bool, wgrad: bool, device: torch.device,
-              reps: int) -> float:
-    """Median ms of one forward + the needed backward, bf16 channels_last (fp32 on CPU)."""
+              reps: int, channels_last: bool = True, pad_channels_to: int = 1) -> float:
+    """Median ms of one forward + the needed backward, bf16 (fp32 on CPU), channels_last unless told.
+
+    `pad_channels_to` rounds the input and output channels up to a multiple (zero channels
+    and zero weights give the same outputs): what a padded implementation of the layer would cost.
+    """
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    fmt = torch.channels_last if (cuda and channels_last) else torch.contiguous_format
+    up = lambda c: -(-c // pad_channels_to) * pad_channels_to  # noqa: E731
+    x_shape = (x_shape[0], up(x_shape[1]), *x_shape[2:])
+    w_shape = (up(w_shape[0]), up(w_shape[1]), *w_shape[2:])
     x = torch.randn(x_shape, device=device, dtype=dtype).contiguous(memory_format=fmt).requires_grad_(dgrad)
     w = (torch.randn(w_shape, device=device, dtype=dtype) * 0.02).contiguous(memory_format=fmt).requires_grad_(wgrad)
     inputs = [t for t, need in ((x, dgrad), (w, wgrad)) if need]
@@ -91,6 +98,8 @@ def main() -> None:
     p.add_argument("--n-blocks", type=int, default=3)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--alternatives", action="store_true",
+                   help="also time the top rows in NCHW and with channels padded to multiples of 8 and 32")
     p.add_argument("--device", default="cuda", help="cpu only to check the script itself")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -110,7 +119,7 @@ def main() -> None:
         flops = 2 * x_shape[0] * w_shape[0] * w_shape[1] * w_shape[2] * w_shape[3] * out_hw[0] * out_hw[1]
         flops *= 1 + dgrad + wgrad
         rows.append({"layers": sorted({name for name, _ in users}), "calls": n, "x": x_shape, "w": w_shape, "stride": stride[0],
-                     "dilation": dilation[0], "dgrad": dgrad, "wgrad": wgrad, "ms_per_call": ms, "ms_per_step": ms * n,
+                     "padding": padding[0], "dilation": dilation[0], "dgrad": dgrad, "wgrad": wgrad, "ms_per_call": ms, "ms_per_step": ms * n,
                      "tflops": flops / ms / 1e9})
     rows.sort(key=lambda r: -r["ms_per_step"])
     total = sum(r["ms_per_step"] for r in rows)
@@ -122,6 +131,15 @@ def main() -> None:
         layers = ", ".join(r["layers"][:2]) + (f" (+{len(r['layers']) - 2})" if len(r["layers"]) > 2 else "")
         print(f"{r['ms_per_step']:>8.2f} {r['ms_per_step'] / total * 100:>5.1f}% {r['calls']:>5} {r['ms_per_call']:>8.3f} "
               f"{r['tflops']:>6.0f} {str(r['x']):>20} {str(r['w']):>16} {r['stride']:>2} {r['dilation']:>2} {bwd:<12} {layers}")
+    if args.alternatives:
+        alternatives = {"nchw": {"channels_last": False}, "pad8": {"pad_channels_to": 8}, "pad32": {"pad_channels_to": 32}}
+        print(f"\nalternatives for the top {args.top} (ms per call; same outputs)")
+        print(f"{'as run':>8} " + " ".join(f"{k:>8}" for k in alternatives) + "   layers")
+        for r in rows[:args.top]:
+            shape = (r["x"], r["w"], (r["stride"],) * 2, (r["padding"],) * 2, (r["dilation"],) * 2, r["dgrad"], r["wgrad"])
+            r["alternatives_ms"] = {k: time_conv(*shape, device, args.reps, **kw) for k, kw in alternatives.items()}
+            print(f"{r['ms_per_call']:>8.3f} " + " ".join(f"{v:>8.3f}" for v in r["alternatives_ms"].values()) +
+                  f"   {', '.join(r['layers'][:2])}")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "size": args.size, "batch": args.batch, "total_ms": total, "rows": rows},
                                        indent=2))

@@ -70,7 +70,7 @@ def main() -> None:
                                                         "--steps", "20", "--warmup", "3", "--profile", "--breakdown",
                                                         "--out", str(out / "compile_losses.json")], out, args.timeout)
     if "convs" not in args.skip:  # prints its own table; kept in convs.json
-        _run("convs", [py, "benchmarks/bench_convs.py", "--size", "256", "--batch", "24", "--out", str(out / "convs.json")],
+        _run("convs", [py, "benchmarks/bench_convs.py", "--size", "256", "--batch", "24", "--alternatives", "--out", str(out / "convs.json")],
              out, args.timeout)
     if "epoch" not in args.skip:
         res["epoch"] = _run("epoch", [py, "benchmarks/bench_epoch.py", "--size", "128", "--batch", "32", "--steps", "400", "--identities", "600",
