@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers_train import ROOT, run_stage, stage_env
+
 TOY = ["--ngf", "4", "--ndf", "8", "--n-blocks", "1"]
 
 
-def _run(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def _run(args: list[str], tmp: Path, timeout: int = 300) -> None:
+    proc = run_stage([sys.executable, *args], stage_env(tmp, threads=1), ROOT, timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
 
 
 def test_bench_convs_records_each_conv_with_the_backward_the_step_needs(tmp_path):
     out = tmp_path / "convs.json"
     _run(["benchmarks/bench_convs.py", "--device", "cpu", "--size", "64", "--batch", "2", "--reps", "1", *TOY,
-          "--out", str(out)])
+          "--out", str(out)], tmp_path)
     rows = json.loads(out.read_text())["rows"]
     by_layer: dict[str, list[dict]] = {}
     for r in rows:
@@ -44,7 +41,7 @@ def test_bench_convs_records_each_conv_with_the_backward_the_step_needs(tmp_path
 @pytest.mark.slow
 def test_bench_ddp_measures_one_and_two_gloo_ranks(tmp_path):
     _run(["benchmarks/bench_ddp.py", "--device", "cpu", "--variant", "fp32", "--gpus", "1", "2", "--size", "64",
-          "--batch", "1", "--steps", "1", "--warmup", "1", "--skip-curves", "--out-dir", str(tmp_path)], timeout=600)
+          "--batch", "1", "--steps", "1", "--warmup", "1", "--skip-curves", "--out-dir", str(tmp_path)], tmp_path, timeout=600)
     steps = json.loads((tmp_path / "ddp.json").read_text())["steps"]
     assert [s["gpus"] for s in steps] == [1, 2]
     one, two = steps
