@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from geogan.model import load_generator, remove, save_generator, to_tensor, to_uint8, transfer
 from geogan.nets import (HEATMAP_CHANNELS, Discriminator, FlowNet, Generator, build_nets, count_parameters,
@@ -208,6 +209,155 @@ def test_instance_norm_is_torchs_eager_and_compiled(channels_last):
         torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], g_ref, rtol=1e-4, atol=1e-5)
     assert compiled.is_contiguous(memory_format=fmt)
     assert not list(norm.parameters()) and not list(norm.buffers())  # checkpoints are nn.InstanceNorm2d's
+
+
+def _graph_ops(ops: list[str]):
+    """A torch.compile backend that records the traced graph's ops and runs it eagerly."""
+
+    def backend(gm, example_inputs):
+        ops.extend(str(n.target) for n in gm.graph.nodes if n.op in ("call_function", "call_method"))
+        return gm
+
+    return backend
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("pad", [1, 3])
+def test_reflection_pad_backward_fold_equals_torchs(pad, channels_last):
+    """The compiled ReflectionPad's hand-written backward (slices, flips, adds) is torch's, both layouts.
+
+    aot_eager traces the backward through AOTAutograd, as Inductor does; the graph must hold
+    our autograd.Function (so the stock backward, which copied to NCHW, is not the one used).
+    """
+    from geogan.nets.layers import ReflectionPad
+
+    torch._dynamo.reset()  # each case compiles the same forward: do not run into dynamo's recompile limit
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 5, 9, 11, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn(2, 5, 9 + 2 * pad, 11 + 2 * pad, dtype=torch.float64)
+    ref = torch.nn.ReflectionPad2d(pad)(x)
+    (g_ref,) = torch.autograd.grad(ref, x, grad)
+    ops: list[str] = []
+    torch.compile(ReflectionPad(pad), backend=_graph_ops(ops), fullgraph=True)(x)
+    assert any("autograd_function_apply" in op for op in ops), ops
+    y = torch.compile(ReflectionPad(pad), backend="aot_eager", fullgraph=True)(x)
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], g_ref, rtol=1e-12, atol=1e-12)
+    off = ReflectionPad(pad)
+    off.fold_backward = False  # the benchmark's switch back to the stock op
+    torch.testing.assert_close(torch.compile(off, backend="aot_eager")(x), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("in_ch", "out_ch", "kernel", "stride"), [(3, 16, 7, 1), (32, 3, 7, 1), (3, 8, 3, 2), (16, 16, 3, 1)])
+def test_channel_padded_conv_equals_nn_conv(in_ch, out_ch, kernel, stride):
+    """Compiled, geogan's Conv2d zero-pads thin channel counts to 8: same values, gradients and state_dict."""
+    from geogan.nets.layers import Conv2d
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2).to(memory_format=torch.channels_last)
+    conv = Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2).to(memory_format=torch.channels_last)
+    conv.load_state_dict(ref.state_dict())
+    assert {k: v.shape for k, v in conv.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    x = torch.randn(2, in_ch, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y_ref = ref(x)
+    grad = torch.randn_like(y_ref)
+    g_ref = torch.autograd.grad(y_ref, [x, ref.weight, ref.bias], grad)
+    ops: list[str] = []
+    y = torch.compile(conv, backend=_graph_ops(ops), fullgraph=True)(x)
+    padded = in_ch % 8 or out_ch % 8
+    assert any("pad" in op for op in ops) == bool(padded), ops
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    assert y.shape == y_ref.shape
+    for g, r in zip(torch.autograd.grad(y, [x, conv.weight, conv.bias], grad), g_ref):
+        assert g.shape == r.shape
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("in_ch", "out_ch", "kernel", "size"), [(3, 16, 7, 262), (32, 3, 7, 38), (48, 2, 7, 20), (16, 16, 3, 18),
+                                                          (6, 16, 5, 14)])
+def test_space_to_depth_conv_equals_conv(in_ch, out_ch, kernel, size):
+    """A thin stride-1 conv computed on 2x2 pixel blocks is the same conv (float64: exact up to rounding)."""
+    from geogan.nets.layers import space_to_depth_conv
+
+    torch.manual_seed(0)
+    x = torch.randn(2, in_ch, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(out_ch, in_ch, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(out_ch, dtype=torch.float64, requires_grad=True)
+    ref = F.conv2d(x, w, b)
+    y = space_to_depth_conv(x, w, b)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(ref)
+    for g, r in zip(torch.autograd.grad(y, [x, w, b], grad), torch.autograd.grad(ref, [x, w, b], grad)):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10)
+
+
+def test_compiled_conv_takes_the_block_path_only_where_it_applies():
+    from geogan.nets.layers import Conv2d
+
+    assert Conv2d(3, 16, 7).space_to_depth and Conv2d(32, 3, 7).space_to_depth and Conv2d(6, 16, 5).space_to_depth
+    assert not Conv2d(32, 32, 7).space_to_depth  # wide enough for cuDNN
+    assert not Conv2d(16, 16, 3).space_to_depth  # 3x3: slower on blocks (benchmarks/NOTES.md run 15)
+    assert not Conv2d(3, 16, 7, padding=3).space_to_depth and not Conv2d(3, 16, 7, stride=2).space_to_depth
+    torch._dynamo.reset()
+    conv = Conv2d(3, 4, 5)
+    for size, blocks in ((10, True), (9, False)):  # odd sizes fall back to the plain (channel-padded) conv
+        ops: list[str] = []
+        x = torch.randn(1, 3, size, size)
+        y = torch.compile(conv, backend=_graph_ops(ops), fullgraph=True, dynamic=False)(x)
+        assert any("pixel_unshuffle" in op for op in ops) == blocks, ops
+        torch.testing.assert_close(y, F.conv2d(x, conv.weight, conv.bias), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_written_out_upsampling_equals_interpolate(channels_last):
+    """Compiled, Upsample2x is its fixed stencil: the values and gradients of F.interpolate (bilinear x2)."""
+    from geogan.nets.layers import Upsample2x
+
+    torch._dynamo.reset()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 5, 7, 9, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    ref = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    grad = torch.randn_like(ref)
+    (g_ref,) = torch.autograd.grad(ref, x, grad)
+    ops: list[str] = []
+    torch.compile(Upsample2x(), backend=_graph_ops(ops), fullgraph=True)(x)
+    assert ops and not [op for op in ops if "interpolate" in op or "upsample" in op], ops
+    y = torch.compile(Upsample2x(), backend="aot_eager", fullgraph=True)(x)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], g_ref, rtol=1e-12, atol=1e-12)
+    assert y.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(Upsample2x()(x), ref, rtol=0, atol=0)  # eager: the stock op
+
+
+@pytest.mark.slow
+def test_compiled_generator_with_every_lever_equals_eager():
+    """The whole training cycle, channels_last, traced as Inductor traces it (aot_eager: forward and
+    backward graphs, no kernels generated) takes every compiled-only path of geogan.nets.layers and
+    computes what eager computes: outputs and every gradient."""
+    from geogan.nets.layers import Conv2d, ReflectionPad, Upsample2x
+
+    torch._dynamo.reset()
+    gen = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3).generator.double().to(memory_format=torch.channels_last)
+    modules = list(gen.modules())
+    assert any(isinstance(m, Conv2d) and m.space_to_depth for m in modules)
+    assert any(isinstance(m, ReflectionPad) for m in modules) and any(isinstance(m, Upsample2x) for m in modules)
+    x_a, x_b = (_images(2, 32, s).double().contiguous(memory_format=torch.channels_last) for s in (0, 1))
+
+    def run(forward):
+        gen.zero_grad()
+        out = forward(x_a, x_b, 0.1)
+        tensors = [out.x_out, out.mask, out.flow_ab, out.x_removed, out.x_rec_a, out.x_rec_b]
+        sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype).view(t.shape)).sum() for t in tensors).backward()
+        return [t.detach() for t in tensors], {n: p.grad.clone() for n, p in gen.named_parameters() if p.grad is not None}
+
+    (eager_out, eager_grads), (comp_out, comp_grads) = run(gen), run(torch.compile(gen, backend="aot_eager"))
+    for e, c in zip(eager_out, comp_out):
+        torch.testing.assert_close(c, e, rtol=1e-9, atol=1e-9)
+    assert eager_grads.keys() == comp_grads.keys()
+    for name, g in eager_grads.items():
+        torch.testing.assert_close(comp_grads[name], g, rtol=1e-7, atol=1e-9, msg=name)
 
 
 @pytest.mark.slow

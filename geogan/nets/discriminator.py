@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from geogan.nets.layers import InstanceNorm
+from geogan.nets.layers import Conv2d, InstanceNorm
 
 DILATIONS = (2, 4, 6)
 
@@ -27,14 +27,14 @@ class ScaleDiscriminator(nn.Module):
         c4 = min(8 * ndf, 512)
         act = lambda: nn.LeakyReLU(0.2, inplace=True)  # noqa: E731
         self.trunk = nn.Sequential(
-            nn.Conv2d(3, c1, 3, 2, 1), act(),
+            Conv2d(3, c1, 3, 2, 1), act(),
             nn.Conv2d(c1, c2, 3, 2, 1), InstanceNorm(), act(),
             nn.Conv2d(c2, c3, 3, 2, 1), InstanceNorm(), act(),
         )
         self.dilated = nn.ModuleList(nn.Conv2d(c3, c4, 3, padding=d, dilation=d) for d in DILATIONS)
         self.merge = nn.Sequential(nn.Conv2d(len(DILATIONS) * c4, c4, 1), act())
-        self.patch_head = nn.Conv2d(c4, 1, 3, padding=1)
-        self.cls_head = nn.Conv2d(c4, 1, 3, padding=1)
+        self.patch_head = Conv2d(c4, 1, 3, padding=1)
+        self.cls_head = Conv2d(c4, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> patch map (B, 1, H/8, W/8), domain logit (B,)."""
