@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_train import WEIGHTS, random_batch  # noqa: E402
 from geogan.nets import build_nets  # noqa: E402
+from geogan.nets.layers import space_to_depth_conv  # noqa: E402
 from geogan.training.steps import StepContext, build_training, train_step  # noqa: E402
 
 
@@ -56,11 +57,14 @@ def record_convs(size: int, batch: int, device: torch.device, ngf: int, ndf: int
 
 
 def time_conv(x_shape, w_shape, stride, padding, dilation, dgrad: bool, wgrad: bool, device: torch.device,
-              reps: int, channels_last: bool = True, pad_channels_to: int = 1) -> float:
+              reps: int, channels_last: bool = True, pad_channels_to: int = 1, blocks: bool = False) -> float:
     """Median ms of one forward + the needed backward, bf16 (fp32 on CPU), channels_last unless told.
 
     `pad_channels_to` rounds the input and output channels up to a multiple (zero channels
     and zero weights give the same outputs): what a padded implementation of the layer would cost.
+    `blocks` times `geogan.nets.layers.space_to_depth_conv` instead (2x2 pixel blocks, pixel
+    (un)shuffles and the weight transform included, run eagerly): stride-1 unpadded odd kernels only.
+    On a GPU the reps run back to back between two CUDA events (launch overhead hidden, as in a step).
     """
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -71,22 +75,53 @@ def time_conv(x_shape, w_shape, stride, padding, dilation, dgrad: bool, wgrad: b
     x = torch.randn(x_shape, device=device, dtype=dtype).contiguous(memory_format=fmt).requires_grad_(dgrad)
     w = (torch.randn(w_shape, device=device, dtype=dtype) * 0.02).contiguous(memory_format=fmt).requires_grad_(wgrad)
     inputs = [t for t, need in ((x, dgrad), (w, wgrad)) if need]
-    grad = None
-    times = []
-    for i in range(reps + 2):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        y = F.conv2d(x, w, None, stride, padding, dilation)
-        if grad is None:
-            grad = torch.randn_like(y)
+    if blocks:
+        conv = lambda: space_to_depth_conv(x, w, None, 8, fmt == torch.channels_last)  # noqa: E731
+    else:
+        conv = lambda: F.conv2d(x, w, None, stride, padding, dilation)  # noqa: E731
+    grad = torch.randn_like(conv())
+
+    def once() -> None:
+        y = conv()
         if inputs:
             torch.autograd.grad(y, inputs, grad)
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append((time.perf_counter() - t0) * 1e3)
+
+    for _ in range(3):  # cuDNN's algorithm search (cudnn.benchmark) and allocations
+        once()
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(3):
+            start.record()
+            for _ in range(reps):
+                once()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / reps)
+        return sorted(times)[1]
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        once()
+        times.append((time.perf_counter() - t0) * 1e3)
     return sorted(times)[len(times) // 2]
+
+
+def blocks_apply(r: dict) -> bool:
+    """Whether a recorded conv is one `space_to_depth_conv` can compute (stride 1, unpadded, odd square kernel, even H, W)."""
+    k = r["w"][2]
+    return (r["stride"] == 1 and r["padding"] == 0 and r["dilation"] == 1 and k == r["w"][3] and k % 2 == 1 and k >= 3
+            and r["x"][2] % 2 == 0 and r["x"][3] % 2 == 0)
+
+
+def warm_up_gpu(seconds: float = 2.0) -> None:
+    """Run matmuls until the GPU has reached its working clocks (the first rows were timed slow before)."""
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -99,12 +134,14 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--alternatives", action="store_true",
-                   help="also time the top rows in NCHW and with channels padded to multiples of 8 and 32")
+                   help="also time the top rows in NCHW, with channels padded to multiples of 8 and 32, and on 2x2 pixel blocks")
     p.add_argument("--device", default="cuda", help="cpu only to check the script itself")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":
+        warm_up_gpu()
     calls = record_convs(args.size, args.batch, device, args.ngf, args.ndf, args.n_blocks)
     # Calls of one shape time alike whichever layer makes them: time each shape once.
     by_shape: dict[tuple, list] = {}
@@ -132,13 +169,17 @@ def main() -> None:
         print(f"{r['ms_per_step']:>8.2f} {r['ms_per_step'] / total * 100:>5.1f}% {r['calls']:>5} {r['ms_per_call']:>8.3f} "
               f"{r['tflops']:>6.0f} {str(r['x']):>20} {str(r['w']):>16} {r['stride']:>2} {r['dilation']:>2} {bwd:<12} {layers}")
     if args.alternatives:
-        alternatives = {"nchw": {"channels_last": False}, "pad8": {"pad_channels_to": 8}, "pad32": {"pad_channels_to": 32}}
-        print(f"\nalternatives for the top {args.top} (ms per call; same outputs)")
+        alternatives = {"nchw": {"channels_last": False}, "pad8": {"pad_channels_to": 8}, "pad32": {"pad_channels_to": 32},
+                        "blocks": {"blocks": True}}
+        print(f"\nalternatives for the top {args.top} (ms per call; same outputs; blocks = space_to_depth_conv, eager,"
+              " shuffles included; - = does not apply)")
         print(f"{'as run':>8} " + " ".join(f"{k:>8}" for k in alternatives) + "   layers")
         for r in rows[:args.top]:
             shape = (r["x"], r["w"], (r["stride"],) * 2, (r["padding"],) * 2, (r["dilation"],) * 2, r["dgrad"], r["wgrad"])
-            r["alternatives_ms"] = {k: time_conv(*shape, device, args.reps, **kw) for k, kw in alternatives.items()}
-            print(f"{r['ms_per_call']:>8.3f} " + " ".join(f"{v:>8.3f}" for v in r["alternatives_ms"].values()) +
+            r["alternatives_ms"] = {k: time_conv(*shape, device, args.reps, **kw) for k, kw in alternatives.items()
+                                    if k != "blocks" or blocks_apply(r)}
+            print(f"{r['ms_per_call']:>8.3f} " + " ".join(f"{r['alternatives_ms'][k]:>8.3f}" if k in r["alternatives_ms"]
+                                                          else f"{'-':>8}" for k in alternatives) +
                   f"   {', '.join(r['layers'][:2])}")
     if args.out:
         args.out.write_text(json.dumps({"device": name, "size": args.size, "batch": args.batch, "total_ms": total, "rows": rows},

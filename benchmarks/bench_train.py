@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geogan.data.dataset import Batch  # noqa: E402
 from geogan.nets import build_nets  # noqa: E402
+from geogan.nets.layers import Conv2d, ReflectionPad, Upsample2x  # noqa: E402
 from geogan.training.steps import (  # noqa: E402
     StepContext, build_training, discriminator_phase, generator_forward, generator_phase, train_step,
 )
@@ -60,10 +61,30 @@ def random_batch(batch: int, size: int, device: torch.device, seed: int) -> Batc
 VARIANTS = {"fp32": (False, False), "bf16": (True, False), "bf16_cl": (True, True)}
 
 
+# The compiled-only levers that live in the nets (geogan.nets.layers), on by default; --without turns one off.
+LEVERS = ("fold_pad", "pad_channels", "space_to_depth", "upsample")
+
+
+def disable_levers(module: torch.nn.Module, levers: tuple[str, ...]) -> None:
+    """Turn off named compiled-only levers (benchmarks/NOTES.md runs 14-15): the folded reflection-pad
+    backward, channel padding to 8, thin convs on 2x2 blocks, the written-out bilinear upsampling."""
+    for m in module.modules():
+        if "fold_pad" in levers and isinstance(m, ReflectionPad):
+            m.fold_backward = False
+        if "pad_channels" in levers and isinstance(m, Conv2d):
+            m.channel_multiple = 0
+        if "space_to_depth" in levers and isinstance(m, Conv2d):
+            m.space_to_depth = False
+        if "upsample" in levers and isinstance(m, Upsample2x):
+            m.written_out = False
+
+
 def make_state(size: int, variant: str, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int,
-               compile_losses: bool = False):
+               compile_losses: bool = False, without: tuple[str, ...] = ()):
     torch.manual_seed(0)
     nets = build_nets(ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3, flow_scale=0.1, flow_inputs="rgb")
+    for net in (nets.generator, nets.discriminator):
+        disable_levers(net, without)
     dev = torch.device("cuda")
     bf16, channels_last = VARIANTS[variant]
     state = build_training(nets.generator, nets.discriminator, dev, 1e-4, 1e-4, (0.9, 0.999), channels_last=channels_last,
@@ -86,9 +107,10 @@ def count_flops(size: int, batch: int, ngf: int, ndf: int, n_blocks: int) -> flo
 
 
 def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, steps: int, warmup: int,
-               ngf: int, ndf: int, n_blocks: int, compile_losses: bool = False, profile: bool = False, breakdown: bool = False) -> dict:
+               ngf: int, ndf: int, n_blocks: int, compile_losses: bool = False, profile: bool = False, breakdown: bool = False,
+               without: tuple[str, ...] = ()) -> dict:
     """Time `steps` steps after `warmup`; optionally split the time by phase and profile the same state."""
-    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks, compile_losses)
+    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks, compile_losses, without)
     batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
     t0 = time.perf_counter()
     for i in range(warmup):
@@ -108,7 +130,7 @@ def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, st
     if breakdown:
         result["phase_ms"] = time_phases(state, ctx, batches, steps)
     if profile:
-        result["profile"] = profile_top_kernels(state, ctx, batches[0])
+        result["profile"], result["gpu_busy_ms"] = profile_top_kernels(state, ctx, batches[0])
     return result
 
 
@@ -136,8 +158,11 @@ def time_phases(state, ctx: StepContext, batches: list[Batch], steps: int) -> di
     return totals
 
 
-def profile_top_kernels(state, ctx: StepContext, batch: Batch, top: int = 15) -> list[dict]:
-    """The step's most expensive CUDA kernels over 5 steps of an already warm state."""
+def profile_top_kernels(state, ctx: StepContext, batch: Batch, top: int = 25) -> tuple[list[dict], float]:
+    """The step's most expensive CUDA kernels over 5 steps of an already warm state, and the GPU-busy ms per step.
+
+    Busy time well below the step time would mean the GPU waits on the host (launch-bound).
+    """
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
@@ -149,8 +174,9 @@ def profile_top_kernels(state, ctx: StepContext, batch: Batch, top: int = 15) ->
     events = [ev for ev in prof.key_averages() if ev.device_time_total > 0]
     total = sum(ev.device_time_total for ev in events)
     for ev in sorted(events, key=lambda ev: -ev.device_time_total)[:top]:
-        rows.append({"kernel": ev.key[:160], "share": ev.device_time_total / total, "ms_per_step": ev.device_time_total / 5 / 1e3})
-    return rows
+        rows.append({"kernel": ev.key[:160], "share": ev.device_time_total / total, "ms_per_step": ev.device_time_total / 5 / 1e3,
+                     "calls_per_step": ev.count / 5})
+    return rows, total / 5 / 1e3
 
 
 def main() -> None:
@@ -164,6 +190,8 @@ def main() -> None:
     p.add_argument("--compile-mode", default="none", help="torch.compile mode for the non-fp32 variants; 'none' = eager")
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (not D alone)")
+    p.add_argument("--without", nargs="*", default=[], choices=LEVERS,
+                   help="turn off compiled-only levers of the nets, to measure each one's worth")
     p.add_argument("--ngf", type=int, default=16)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--n-blocks", type=int, default=3)
@@ -185,11 +213,13 @@ def main() -> None:
             for variant in args.variants:
                 mode = None if variant == "fp32" else compile_mode
                 compile_losses = bool(mode) and args.compile_losses
-                name = variant + ("+compile" if mode else "") + ("+losses" if compile_losses else "")
+                without = tuple(args.without) if mode else ()
+                name = (variant + ("+compile" if mode else "") + ("+losses" if compile_losses else "")
+                        + "".join(f"-{lever}" for lever in without))
                 try:
                     r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks,
                                    compile_losses, profile=args.profile and variant == args.variants[-1],
-                                   breakdown=args.breakdown)
+                                   breakdown=args.breakdown, without=without)
                 except torch.OutOfMemoryError:
                     print(f"{size} px batch {batch} {name}: out of memory", flush=True)
                     torch.cuda.empty_cache()
@@ -198,14 +228,16 @@ def main() -> None:
                           "mfu": flops / (r["step_ms"] / 1e3) / (peak * 1e12)})
                 results["rows"].append(r)
                 print(json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
+                if "profile" in r:
+                    print(f"  GPU busy {r['gpu_busy_ms']:.1f} ms per step of {r['step_ms']:.1f}")
                 for row in r.get("profile", []):
-                    print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  {row['kernel']}")
+                    print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  x{row['calls_per_step']:<4.0f} {row['kernel']}")
                 torch.cuda.empty_cache()
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    print(f"\n{'size':>4} {'batch':>5} {'variant':<26} {'step ms':>8} {'pairs/s':>8} {'TFLOP/step':>10} {'MFU':>6} {'mem GB':>7} {'warmup s':>8}")
+    print(f"\n{'size':>4} {'batch':>5} {'variant':<44} {'step ms':>8} {'pairs/s':>8} {'TFLOP/step':>10} {'MFU':>6} {'mem GB':>7} {'warmup s':>8}")
     for r in results["rows"]:
-        print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<26} {r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f} "
+        print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<44} {r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f} "
               f"{r['tflop_per_step']:>10.2f} {r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>7.1f} {r['warmup_s']:>8.1f}")
         if "phase_ms" in r:
             print("      phases: " + ", ".join(f"{k} {v:.1f} ms" for k, v in r["phase_ms"].items()))

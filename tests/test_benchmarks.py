@@ -21,7 +21,7 @@ def _run(args: list[str], tmp: Path, timeout: int = 300) -> None:
 def test_bench_convs_records_each_conv_with_the_backward_the_step_needs(tmp_path):
     out = tmp_path / "convs.json"
     _run(["benchmarks/bench_convs.py", "--device", "cpu", "--size", "64", "--batch", "2", "--reps", "1", *TOY,
-          "--out", str(out)], tmp_path)
+          "--alternatives", "--top", "4", "--out", str(out)], tmp_path)
     rows = json.loads(out.read_text())["rows"]
     by_layer: dict[str, list[dict]] = {}
     for r in rows:
@@ -36,6 +36,34 @@ def test_bench_convs_records_each_conv_with_the_backward_the_step_needs(tmp_path
     # The flow net's stem sees real a, b (no input gradient) in the cycle's first transfer, fakes in its second.
     assert sorted(r["dgrad"] for r in by_layer["G.flow.encoder.stem.1"]) == [False, True]
     assert all(r["ms_per_call"] > 0 for r in rows)
+    # The alternatives: every top row in NCHW and padded; 2x2 blocks only where they compute the same conv.
+    for r in rows[:4]:
+        alt = r["alternatives_ms"]
+        assert {"nchw", "pad8", "pad32"} <= alt.keys()
+        assert ("blocks" in alt) == (r["stride"] == 1 and r["padding"] == 0 and r["w"][2] % 2 == 1 and r["w"][2] >= 3)
+
+
+def test_bench_train_turns_each_lever_off():
+    """`bench_train.py --without LEVER` must reach every module the lever lives in, and only those."""
+    from benchmarks.bench_train import LEVERS, disable_levers
+    from geogan.nets import build_nets
+    from geogan.nets.layers import Conv2d, ReflectionPad, Upsample2x
+
+    def state(net):
+        return [(type(m).__name__, getattr(m, "fold_backward", None), getattr(m, "channel_multiple", None),
+                 getattr(m, "space_to_depth", None), getattr(m, "written_out", None))
+                for m in net.modules() if isinstance(m, (Conv2d, ReflectionPad, Upsample2x))]
+
+    nets = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=2)
+    on = state(nets.generator)
+    assert all(row[1] is True for row in on if row[0] == "ReflectionPad") and all(row[4] for row in on if row[0] == "Upsample2x")
+    assert all(row[2] == 8 for row in on if row[0] == "Conv2d") and any(row[3] for row in on)
+    disable_levers(nets.generator, LEVERS)
+    off = state(nets.generator)
+    assert all(v in (None, False, 0) for row in off for v in row[1:])
+    only = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=2).generator
+    disable_levers(only, ("upsample",))
+    assert [row for row in state(only) if row[0] != "Upsample2x"] == [row for row in on if row[0] != "Upsample2x"]
 
 
 @pytest.mark.slow
