@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -63,3 +64,77 @@ def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
     # Both ranks stop at the same step; the rank that saw it names the loss, the other says where it was.
     assert r1["raised"] and "g/total" in r1["raised"] and "at step 3" in r1["raised"]
     assert r0["raised"] and "on another rank" in r0["raised"] and "at step 3" in r0["raised"]
+
+
+WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
+
+
+def _toy_batch(seed: int, n: int = 4, size: int = 32):
+    from geogan.data.dataset import Batch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, n, 3, size, size, generator=g) * 2 - 1
+    lm = torch.rand(2, n, 68, 2, generator=g) * 1.6 - 0.8
+    return Batch(x_a=x[0], x_b=x[1], lm_a=lm[0], lm_b=lm[1])
+
+
+def _compiled_state(distributed: bool):
+    from geogan.nets import build_nets
+    from geogan.training.steps import build_training
+
+    torch.manual_seed(0)
+    nets = build_nets(ngf=8, ndf=16, n_blocks=1, n_scales=2)
+    # aot_eager: Dynamo (with DDP's graph splitting) and AOTAutograd as Inductor sees them, no kernels generated.
+    return build_training(nets.generator, nets.discriminator, torch.device("cpu"), 1e-4, 1e-4, (0.5, 0.999),
+                          channels_last=False, compile=True, distributed=distributed, compile_backend="aot_eager")
+
+
+def _compiled_steps(state, batches, rank: int | None) -> None:
+    from geogan.data.dataset import Batch
+    from geogan.training.steps import StepContext, train_step
+
+    ctx = StepContext(size=32, weights=WEIGHTS, refine_weight=0.1, channels_last=True)
+    for b in batches:
+        if rank is not None:  # this rank's half of the global batch
+            b = Batch(*(t[2 * rank:2 * rank + 2] for t in (b.x_a, b.x_b, b.lm_a, b.lm_b)))
+        train_step(state, b, ctx)
+
+
+def _compiled_ddp_rank(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    state = _compiled_state(distributed=True)
+    _compiled_steps(state, [_toy_batch(0), _toy_batch(1)], rank)
+    if rank == 0:
+        torch.save(state.gen.state_dict(), Path(out, "gen.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_compiled_ddp_matches_one_compiled_process(tmp_path):
+    """torch.compile over DDP (as `train.compile` runs on several GPUs) with every compiled-only layer
+    rewrite: 2 gloo ranks on half batches end where one process on the whole batch ends."""
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_compiled_ddp_rank, args=(r, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    assert [p.exitcode for p in procs] == [0, 0]
+    torch.set_num_threads(1)
+    init = _compiled_state(distributed=False).gen.state_dict()
+    state = _compiled_state(distributed=False)
+    _compiled_steps(state, [_toy_batch(0), _toy_batch(1)], None)
+    ref, ddp = state.gen.state_dict(), torch.load(tmp_path / "gen.pt")
+    # Per tensor: how far the two runs' weights are apart, against how far training moved them. Adam's
+    # first steps are about lr * sign(gradient), so elements whose gradient is rounding noise (biases
+    # before an InstanceNorm) differ at the scale of the movement itself: judge the median tensor.
+    ratios = sorted(float((ddp[k] - ref[k]).norm() / ((ref[k] - init[k]).norm() + 1e-12)) for k in ref)
+    assert ratios[len(ratios) // 2] < 1e-3, ratios[len(ratios) // 2]
