@@ -2,6 +2,10 @@
 
 All normalisation is InstanceNorm without affine parameters and without running
 statistics (as the reference), so train and eval modes compute the same function.
+
+Under `torch.compile` some layers run as exact rewrites that compile to faster kernels
+(InstanceNorm, ReflectionPad, Conv2d, Upsample2x; benchmarks/NOTES.md runs 11, 14, 15):
+same values and gradients, same parameters; eager runs the stock ops.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def _fold_reflected(grad: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
     low = grad.narrow(dim, 0, pad).flip(dim)  # lands on input rows 1 .. pad
     high = grad.narrow(dim, pad + n, pad).flip(dim)  # lands on input rows n - 1 - pad .. n - 2
     spread = (0, 0) if dim == 2 else ()
-    return (centre + F.pad(low, (*spread, 1, n - 1 - pad)) + F.pad(high, (*spread, n - 1 - pad, 1)))
+    return centre + F.pad(low, (*spread, 1, n - 1 - pad)) + F.pad(high, (*spread, n - 1 - pad, 1))
 
 
 class ReflectionPad(nn.Module):
@@ -165,7 +169,7 @@ class Conv2d(nn.Conv2d):
                                and min(in_channels, out_channels) <= 16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling() or self.groups != 1:
+        if not torch.compiler.is_compiling() or self.groups != 1 or self.padding_mode != "zeros":
             return super().forward(x)
         # The nets' layout (build_training converts weights): traced activations' strides say less.
         channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)
