@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from geogan.config import Config, config_from_dict
+from geogan.data.dataset import Batch
 from tests.conftest import ROOT, tiny_params_dict
 
 VENV_BIN = Path(sys.executable).parent
@@ -28,6 +29,19 @@ class TinyData:
     prepared: Path
     landmarks: Path
     splits: dict[str, Path]
+
+
+# The reference's loss weights (params.yaml's `loss:`), for tests that call the step directly.
+LOSS_WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0,
+                "lambda_mask": 0.1}
+
+
+def random_batch(seed: int, n: int = 2, size: int = 32) -> Batch:
+    """A random step batch: images in [-1, 1], landmarks inside the frame."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, n, 3, size, size, generator=g) * 2 - 1
+    lm = torch.rand(2, n, 68, 2, generator=g) * 1.6 - 0.8
+    return Batch(x_a=x[0], x_b=x[1], lm_a=lm[0], lm_b=lm[1])
 
 
 def tiny_config(**overrides) -> Config:

@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tests.helpers_train import LOSS_WEIGHTS, random_batch
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -66,18 +68,6 @@ def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
     assert r0["raised"] and "on another rank" in r0["raised"] and "at step 3" in r0["raised"]
 
 
-WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
-
-
-def _toy_batch(seed: int, n: int = 4, size: int = 32):
-    from geogan.data.dataset import Batch
-
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(2, n, 3, size, size, generator=g) * 2 - 1
-    lm = torch.rand(2, n, 68, 2, generator=g) * 1.6 - 0.8
-    return Batch(x_a=x[0], x_b=x[1], lm_a=lm[0], lm_b=lm[1])
-
-
 def _compiled_state(distributed: bool):
     from geogan.nets import build_nets
     from geogan.training.steps import build_training
@@ -93,7 +83,7 @@ def _compiled_steps(state, batches, rank: int | None) -> None:
     from geogan.data.dataset import Batch
     from geogan.training.steps import StepContext, train_step
 
-    ctx = StepContext(size=32, weights=WEIGHTS, refine_weight=0.1, channels_last=True)
+    ctx = StepContext(size=32, weights=LOSS_WEIGHTS, refine_weight=0.1, channels_last=True)
     for b in batches:
         if rank is not None:  # this rank's half of the global batch
             b = Batch(*(t[2 * rank:2 * rank + 2] for t in (b.x_a, b.x_b, b.lm_a, b.lm_b)))
@@ -107,7 +97,7 @@ def _compiled_ddp_rank(rank: int, port: int, out: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=2)
     state = _compiled_state(distributed=True)
-    _compiled_steps(state, [_toy_batch(0), _toy_batch(1)], rank)
+    _compiled_steps(state, [random_batch(0, n=4), random_batch(1, n=4)], rank)
     if rank == 0:
         torch.save(state.gen.state_dict(), Path(out, "gen.pt"))
     dist.destroy_process_group()
@@ -131,7 +121,7 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path):
     torch.set_num_threads(1)
     init = _compiled_state(distributed=False).gen.state_dict()
     state = _compiled_state(distributed=False)
-    _compiled_steps(state, [_toy_batch(0), _toy_batch(1)], None)
+    _compiled_steps(state, [random_batch(0, n=4), random_batch(1, n=4)], None)
     ref, ddp = state.gen.state_dict(), torch.load(tmp_path / "gen.pt")
     # Per tensor: how far the two runs' weights are apart, against how far training moved them. Adam's
     # first steps are about lr * sign(gradient), so elements whose gradient is rounding noise (biases

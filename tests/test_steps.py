@@ -13,14 +13,12 @@ import pytest
 import torch
 import torch._dynamo
 
-from geogan.data.dataset import Batch
-from geogan.nets import build_nets
 from torch._dynamo.utils import counters
 
+from geogan.nets import build_nets
 from geogan.training.steps import StepContext, build_training, train_step
-
-WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
-
+from tests.helpers_train import LOSS_WEIGHTS as WEIGHTS
+from tests.helpers_train import random_batch as _batch
 
 def _state(compiled: bool):
     torch.manual_seed(0)
@@ -28,13 +26,6 @@ def _state(compiled: bool):
     return build_training(nets.generator, nets.discriminator, torch.device("cpu"), 1e-4, 1e-4, (0.5, 0.999),
                           channels_last=False, compile=compiled, distributed=False, compile_losses=True,
                           compile_backend="aot_eager")
-
-
-def _batch(seed: int, n: int = 2, size: int = 32) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(2, n, 3, size, size, generator=g) * 2 - 1
-    lm = torch.rand(2, n, 68, 2, generator=g) * 1.6 - 0.8
-    return Batch(x_a=x[0], x_b=x[1], lm_a=lm[0], lm_b=lm[1])
 
 
 @pytest.mark.parametrize("d_augment", [(), ("color", "translation", "cutout")])
