@@ -4,10 +4,11 @@
 
 Runs, each in its own process (so one's compile caches and memory do not colour another's):
   1. bench_train.py: the training step at 128/256 px, batches 16/24/32/64, fp32 baseline vs bf16 +
-     channels_last (eager), and bf16 + channels_last + torch.compile at 256 px batch 24, with FLOPs
-     and MFU against the bf16 peak measured in the same process, each row's time split by phase
-     (G forward, D update, G update) and the compiled rows profiled (top kernels); then the compiled
-     step with each phase's D input, D and loss terms compiled as one graph (`--compile-losses`, run 9);
+     channels_last (eager), and bf16 + channels_last + torch.compile at 256 px batch 24 with the stock
+     layers (every compiled-only rewrite of geogan.nets.layers off), with FLOPs and MFU against the
+     bf16 peak measured in the same process, each row's time split by phase (G forward, D update,
+     G update) and the compiled rows profiled (top kernels); then the optimised step: the rewrites on
+     and each phase's D input, D and loss terms compiled as one graph (`--compile-losses`, runs 9, 15);
   1b. bench_convs.py: every convolution of one step timed alone, by shape and layer (256 px, batch 24);
   2. bench_epoch.py: the real `train` stage (loader, logging, checkpoints) against the bare step;
   3. bench_landmarks.py: FAN batched on the GPU vs face-alignment's stock per-image call;
@@ -26,6 +27,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_train import LEVERS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,9 +66,11 @@ def main() -> None:
                                       "--variants", "fp32", "bf16", "bf16_cl", "--steps", "10", "--warmup", "3",
                                       "--breakdown", "--out", str(out / "train.json")], out, args.timeout)
     if "compile" not in args.skip:
+        # Compiled with the stock layers (every rewrite of geogan.nets.layers off), to show what the rewrites add.
         res["compile"] = _run("compile", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
                                           "--variants", "bf16_cl", "--compile-mode", "default", "--steps", "20",
-                                          "--warmup", "3", "--profile", "--breakdown", "--out", str(out / "compile.json")], out, args.timeout)
+                                          "--warmup", "3", "--profile", "--breakdown", "--without", *LEVERS,
+                                          "--out", str(out / "compile.json")], out, args.timeout)
     if "compile_losses" not in args.skip:
         res["compile_losses"] = _run("compile_losses", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
                                                         "--variants", "bf16_cl", "--compile-mode", "default", "--compile-losses",
@@ -105,10 +112,11 @@ def print_summary(res: dict) -> None:
     peak = next(((res.get(k) or {}).get("bf16_peak_tflops") for k in steps if res.get(k)), None)
     if rows:
         print(f"training step (bf16 peak measured {peak:.0f} TFLOP/s; reference 256 px b24: 39.7 pairs/s, measured on an H100)")
-        print(f"{'px':>4} {'batch':>5} {'variant':<25} {'ms':>7} {'pairs/s':>8} {'x ref':>6} {'MFU':>6} {'GB':>5} {'warm s':>7}")
+        width = max(len(r["variant"]) for r in rows)
+        print(f"{'px':>4} {'batch':>5} {'variant':<{width}} {'ms':>7} {'pairs/s':>8} {'x ref':>6} {'MFU':>6} {'GB':>5} {'warm s':>7}")
         for r in rows:
             x_ref = f"{r['pairs_per_s'] / 39.7:.1f}" if (r["size"], r["batch"]) == (256, 24) else ""
-            print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<25} {r['step_ms']:>7.1f} {r['pairs_per_s']:>8.1f} {x_ref:>6} "
+            print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<{width}} {r['step_ms']:>7.1f} {r['pairs_per_s']:>8.1f} {x_ref:>6} "
                   f"{r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>5.1f} {r['warmup_s']:>7.1f}")
             if r.get("phase_ms"):
                 print("      " + ", ".join(f"{k} {v:.1f} ms" for k, v in r["phase_ms"].items()))
