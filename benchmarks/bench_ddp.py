@@ -30,8 +30,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-BASE = HERE / "params-synthetic128-gpu.yaml"
-
 
 def worker(args: argparse.Namespace) -> None:
     """One rank of the step-scaling run (started by torchrun)."""
@@ -134,27 +132,20 @@ def torchrun(n: int, cmd: list[str], timeout: float, log: Path) -> int:
 
 def loss_curves(gpus: list[int], args: argparse.Namespace, out: Path, work: Path) -> dict:
     """The train stage at one global batch for N = 1 (twice) and every larger N; losses compared with the first run."""
-    from benchmarks.variant_params import write_variant
-    from geogan.config import load_config
-    from geogan.stages import ingest, landmarks, split
+    from benchmarks.variant_params import prepare_synthetic
 
-    params = work / "params.yaml"
-    write_variant(BASE, params, [f"data.resolution={args.curve_size}", f"data.synthetic_identities={args.curve_identities}",
-                                 f"train.batch_size={args.curve_batch}", f"train.steps={args.curve_steps}",
-                                 f"train.log_every={args.curve_log_every}", f"train.image_every={args.curve_steps}",
-                                 f"train.checkpoint_every={args.curve_steps}"])
-    cfg = load_config(params)
+    params, cfg, split_file = prepare_synthetic(work, [
+        f"data.resolution={args.curve_size}", f"data.synthetic_identities={args.curve_identities}",
+        f"train.batch_size={args.curve_batch}", f"train.steps={args.curve_steps}", f"train.log_every={args.curve_log_every}",
+        f"train.image_every={args.curve_steps}", f"train.checkpoint_every={args.curve_steps}"])
     attr = cfg.attributes[0]
-    ingest.run(cfg, work / "prepared", progress=False)
-    landmarks.run(cfg, work / "prepared", work / "landmarks", progress=False)
-    split.run(cfg, attr, work / "prepared", work / "landmarks", work / "splits" / f"{attr}.json")
     runs = [("1", 1), ("1-again", 1)] + [(str(n), n) for n in gpus if n > 1]
     histories: dict[str, list[dict]] = {}
     for name, n in runs:
         model = work / f"model-{name}"
         rc = torchrun(n, ["-m", "geogan.stages.train", "--params", str(params), "--attribute", attr,
                           "--prepared", str(work / "prepared"), "--landmarks", str(work / "landmarks"),
-                          "--split", str(work / "splits" / f"{attr}.json"), "--out", str(model),
+                          "--split", str(split_file), "--out", str(model),
                           "--work", str(work / f"run-{name}"), "--no-progress"], args.timeout, out / "curves.log")
         hist = model / "train_history.json"
         if rc == 0 and hist.is_file():

@@ -6,6 +6,11 @@ pairs/s over the last windows with the bare `train_step` on resident random tens
 same resolution, batch and precision (`bench_train.time_steps`).
 
     python3 benchmarks/bench_epoch.py --size 128 --batch 32 --steps 600 --out $OUT/epoch.json
+    python3 benchmarks/bench_epoch.py --size 256 --batch 24 --steps 400 --compile --out $OUT/epoch.json
+
+`--compile` sets `train.compile: true` and compiles the bare step the same way (Inductor's default
+mode, the compiled-only rewrites of geogan.nets.layers on): the loop then has to keep up with the
+fastest step. Compilation happens in the loop's first steps, before the windows that are compared.
 """
 
 from __future__ import annotations
@@ -23,10 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.variant_params import write_variant  # noqa: E402
-from geogan.config import load_config  # noqa: E402
-
-BASE = Path(__file__).resolve().parent / "params-synthetic128-gpu.yaml"
+from benchmarks.variant_params import prepare_synthetic  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,27 +37,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--identities", type=int, default=1000)
+    p.add_argument("--compile", action="store_true", help="torch.compile in the loop and in the bare step")
     p.add_argument("--work", type=Path, default=None, help="where data and runs go (default: a temp folder)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    from geogan.stages import ingest, landmarks, split, train
+    from geogan.stages import train
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-epoch-"))
-    params = work / "params.yaml"
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work.resolve() / 'mlflow.db'}")  # where MLflow is installed
     log_every = max(args.steps // 6, 1)
-    write_variant(BASE, params, [f"data.resolution={args.size}", f"data.synthetic_identities={args.identities}",
-                                 f"train.batch_size={args.batch}", f"train.steps={args.steps}", f"train.log_every={log_every}",
-                                 f"train.image_every={args.steps}", f"train.checkpoint_every={args.steps}"])
-    cfg = load_config(params)
-    attr = cfg.attributes[0]
     t0 = time.perf_counter()
-    ingest.run(cfg, work / "prepared", progress=False)
-    landmarks.run(cfg, work / "prepared", work / "landmarks", progress=False)
-    split.run(cfg, attr, work / "prepared", work / "landmarks", work / "splits" / f"{attr}.json")
+    _, cfg, split_file = prepare_synthetic(work, [
+        f"data.resolution={args.size}", f"data.synthetic_identities={args.identities}", f"train.batch_size={args.batch}",
+        f"train.steps={args.steps}", f"train.log_every={log_every}", f"train.image_every={args.steps}",
+        f"train.checkpoint_every={args.steps}", f"train.compile={str(args.compile).lower()}"])
+    attr = cfg.attributes[0]
     data_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train.run(cfg, attr, work / "prepared", work / "landmarks", work / "splits" / f"{attr}.json", work / "model",
+    train.run(cfg, attr, work / "prepared", work / "landmarks", split_file, work / "model",
               work / "run", progress=False)
     train_s = time.perf_counter() - t0
     history = json.loads((work / "model" / "train_history.json").read_text())
@@ -69,11 +68,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         torch.backends.cudnn.benchmark = True
         m = cfg.model
-        bare = time_steps(args.size, args.batch, variant, None, 30, 5, m.ngf, m.ndf, m.n_blocks)["pairs_per_s"]
+        compile_mode = "default" if cfg.train.compile else None
+        bare = time_steps(args.size, args.batch, variant, compile_mode, 30, 5, m.ngf, m.ndf, m.n_blocks)["pairs_per_s"]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     result = {"device": device, "size": args.size, "batch": args.batch, "steps": args.steps,
               "loop_pairs_per_s": loop, "loop_windows": windows, "bare_step_pairs_per_s": bare, "loop_over_bare": loop / bare,
-              "data_stages_s": data_s, "train_stage_s": train_s, "variant": variant}
+              "data_stages_s": data_s, "train_stage_s": train_s, "variant": variant, "compiled": cfg.train.compile}
     print(json.dumps(result), flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

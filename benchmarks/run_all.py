@@ -10,7 +10,8 @@ Runs, each in its own process (so one's compile caches and memory do not colour 
      G update) and the compiled rows profiled (top kernels); then the optimised step: the rewrites on
      and each phase's D input, D and loss terms compiled as one graph (`--compile-losses`, runs 9, 15);
   1b. bench_convs.py: every convolution of one step timed alone, by shape and layer (256 px, batch 24);
-  2. bench_epoch.py: the real `train` stage (loader, logging, checkpoints) against the bare step;
+  2. bench_epoch.py: the real `train` stage (loader, logging, checkpoints) against the bare step, both
+     compiled, at 256 px batch 24 (can the loader feed the fastest step?);
   3. bench_landmarks.py: FAN batched on the GPU vs face-alignment's stock per-image call;
   4. bench_fid.py: Inception features for 10k images;
   5. bench_ddp.py, when the machine has several GPUs: DDP step scaling from 1 GPU to all of them at
@@ -80,8 +81,8 @@ def main() -> None:
         _run("convs", [py, "benchmarks/bench_convs.py", "--size", "256", "--batch", "24", "--alternatives", "--out", str(out / "convs.json")],
              out, args.timeout)
     if "epoch" not in args.skip:
-        res["epoch"] = _run("epoch", [py, "benchmarks/bench_epoch.py", "--size", "128", "--batch", "32", "--steps", "400", "--identities", "600",
-                                      "--out", str(out / "epoch.json")], out, args.timeout)
+        res["epoch"] = _run("epoch", [py, "benchmarks/bench_epoch.py", "--size", "256", "--batch", "24", "--steps", "400", "--identities", "600",
+                                      "--compile", "--out", str(out / "epoch.json")], out, args.timeout)
     if "landmarks" not in args.skip:
         res["landmarks"] = _run("landmarks", [py, "benchmarks/bench_landmarks.py", "--wheels", str(args.wheels),
                                               "--out", str(out / "landmarks.json")], out, args.timeout)
@@ -127,7 +128,8 @@ def print_summary(res: dict) -> None:
                 print(f"  {k['share'] * 100:5.1f}%  {k['ms_per_step']:7.2f} ms  {k['kernel'][:90]}")
     e = res.get("epoch")
     if e:
-        print(f"\nend to end ({e['size']} px, batch {e['batch']}, {e['variant']}): train stage {e['loop_pairs_per_s']:.1f} pairs/s, "
+        how = e["variant"] + (", compiled" if e.get("compiled") else "")
+        print(f"\nend to end ({e['size']} px, batch {e['batch']}, {how}): train stage {e['loop_pairs_per_s']:.1f} pairs/s, "
               f"bare step {e['bare_step_pairs_per_s']:.1f} pairs/s -> {e['loop_over_bare'] * 100:.0f}%")
     lm = res.get("landmarks")
     if lm:

@@ -16,7 +16,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout, not installed
 
-from geogan.config import ConfigError, load_config  # noqa: E402
+from geogan.config import Config, ConfigError, load_config  # noqa: E402
+
+GPU_BASE = Path(__file__).resolve().parent / "params-synthetic128-gpu.yaml"
 
 
 def write_variant(base: Path, out: Path, assignments: list[str]) -> None:
@@ -34,6 +36,24 @@ def write_variant(base: Path, out: Path, assignments: list[str]) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# {base} with {' '.join(assignments)}\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def prepare_synthetic(work: Path, assignments: list[str]) -> tuple[Path, Config, Path]:
+    """Params = the GPU base file with `assignments`; render the synthetic faces and run the data stages.
+
+    Returns the params file, its config and the first attribute's split, ready for the `train` stage
+    (inputs in `work/prepared` and `work/landmarks`), for the benchmarks that run training for real.
+    """
+    from geogan.stages import ingest, landmarks, split
+
+    params = work / "params.yaml"
+    write_variant(GPU_BASE, params, assignments)
+    cfg = load_config(params)
+    split_file = work / "splits" / f"{cfg.attributes[0]}.json"
+    ingest.run(cfg, work / "prepared", progress=False)
+    landmarks.run(cfg, work / "prepared", work / "landmarks", progress=False)
+    split.run(cfg, cfg.attributes[0], work / "prepared", work / "landmarks", split_file)
+    return params, cfg, split_file
 
 
 if __name__ == "__main__":

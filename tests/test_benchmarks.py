@@ -76,3 +76,15 @@ def test_bench_ddp_measures_one_and_two_gloo_ranks(tmp_path):
     assert one["exposed_comm_ms"] == 0 and one["allreduce_all_grads_ms"] == 0
     assert two["allreduce_all_grads_ms"] > 0 and two["pairs_per_s"] > 0
     assert two["grad_mbytes"] == one["grad_mbytes"] > 50  # the reference widths: G 4.2 M + D 14.1 M parameters
+
+
+@pytest.mark.slow
+def test_bench_epoch_runs_the_train_stage_on_rendered_faces(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "epoch.json"
+    _run(["benchmarks/bench_epoch.py", "--size", "64", "--batch", "2", "--steps", "6", "--identities", "8",
+          "--work", str(work), "--out", str(out)], tmp_path, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["compiled"] is False
+    assert len(result["loop_windows"]) == 3 and all(w > 0 for w in result["loop_windows"])
+    history = json.loads((work / "model" / "train_history.json").read_text())
+    assert [h["step"] for h in history][-1] == 6  # the stage trained the steps asked for, on the params written
