@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from geogan.config import LossConfig  # noqa: E402
 from geogan.data.dataset import Batch  # noqa: E402
 from geogan.nets import build_nets  # noqa: E402
 from geogan.nets.layers import Conv2d, ReflectionPad, Upsample2x  # noqa: E402
@@ -29,7 +30,7 @@ from geogan.training.steps import (  # noqa: E402
     StepContext, build_training, discriminator_phase, generator_forward, generator_phase, train_step,
 )
 
-WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0, "lambda_mask": 0.1}
+WEIGHTS = LossConfig().step_weights()  # params.yaml's defaults
 
 
 def bf16_peak_tflops(n: int = 8192, reps: int = 20) -> float:

@@ -85,6 +85,11 @@ class LossConfig:
     refine_start_step: int = 0  # refinement is off before this step (reference: 10 epochs)
     mask_warmup_steps: int = 0  # lambda_mask ramps linearly from 0 over these steps (0 = full from the start)
 
+    def step_weights(self) -> dict[str, float]:
+        """The weights the training step reads (`StepContext.weights`), keyed by their params names."""
+        names = ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask")
+        return {name: getattr(self, name) for name in names}
+
 
 @dataclass(frozen=True)
 class TrainConfig:

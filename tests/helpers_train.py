@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geogan.config import Config, config_from_dict
+from geogan.config import Config, LossConfig, config_from_dict
 from geogan.data.dataset import Batch
 from tests.conftest import ROOT, tiny_params_dict
 
@@ -32,8 +32,7 @@ class TinyData:
 
 
 # The reference's loss weights (params.yaml's `loss:`), for tests that call the step directly.
-LOSS_WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0,
-                "lambda_mask": 0.1}
+LOSS_WEIGHTS = LossConfig().step_weights()
 
 
 def random_batch(seed: int, n: int = 2, size: int = 32) -> Batch:

@@ -70,3 +70,11 @@ def test_check_attribute():
     assert check_attribute(cfg, "Mustache") == "Mustache"
     with pytest.raises(ConfigError, match="did you mean 'Mustache'"):
         check_attribute(cfg, "Mustach")
+
+
+def test_step_weights_are_the_params_loss_weights():
+    d = tiny_params_dict()
+    d["loss"].update(lambda_tv=3.0, lambda_mask=0.25)
+    weights = config_from_dict(d).loss.step_weights()
+    assert weights["lambda_tv"] == 3.0 and weights["lambda_mask"] == 0.25
+    assert set(weights) == {"lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask"}

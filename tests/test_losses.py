@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from geogan.config import LossConfig
 from geogan.losses import (adv_loss_d, adv_loss_g, cls_loss, discriminator_losses, generator_losses, landmark_loss,
                            mask_loss, rec_loss, tv_loss)
 from geogan.nets import FlowNet, build_nets
@@ -20,8 +21,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-WEIGHTS = {"lambda_adv": 1.0, "lambda_cls": 0.2, "lambda_rec": 5.0, "lambda_landmark": 10.0, "lambda_tv": 1.0,
-           "lambda_mask": 0.1}
+WEIGHTS = LossConfig().step_weights()
 
 
 def _constant_flow(b: int, size: int, d: torch.Tensor) -> torch.Tensor:

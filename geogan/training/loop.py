@@ -106,7 +106,7 @@ def train(
         torch.backends.cudnn.benchmark = True
     use_bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    weights = {k: getattr(cfg.loss, k) for k in ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask")}
+    weights = cfg.loss.step_weights()
     guard = LossGuard(device)
     vis_batch = sampler.batch(0)  # a fixed batch, so grids compare across steps
 
