@@ -162,11 +162,21 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class RegionConfig:
+    """Where an attribute sits: landmark points, widened by margins (see `geogan.landmarks.regions`)."""
+
+    points: tuple[int, ...] = ()  # iBUG-68 indices the attribute covers
+    margin: tuple[float, ...] = (0.0, 0.0)  # (along the eyes, across) widening per side, in inter-ocular distances
+    crop: tuple[float, ...] = (0.25, 0.5)  # (h, w) of the region crop as fractions of the image size
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole of params.yaml."""
 
     attributes: tuple[str, ...] = ("Mustache", "Eyeglasses")
     seed: int = 0
+    regions: dict[str, RegionConfig] = field(default_factory=dict)  # attribute -> its landmark region
     data: DataConfig = field(default_factory=DataConfig)
     landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -206,7 +216,25 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "params") -> Config:
     """Build a `Config` from a nested mapping with every key present (strict)."""
-    return _build(Config, raw, prefix="", source=source)
+    cfg = _build(Config, raw, prefix="", source=source)
+    _check_regions(cfg, source)
+    return cfg
+
+
+def _check_regions(cfg: Config, source: str) -> None:
+    """Every attribute needs a region of valid landmark points, two margins and two crop fractions."""
+    for attribute in cfg.attributes:
+        if attribute not in cfg.regions:
+            raise ConfigError(f"{source}: 'regions' has no entry for attribute '{attribute}' "
+                              f"(has {sorted(cfg.regions)}); give its landmark points, margin and crop")
+    for name, region in cfg.regions.items():
+        key = f"regions.{name}"
+        if len(region.points) < 2 or any(not 0 <= p < 68 for p in region.points):
+            raise ConfigError(f"{source}: '{key}.points' must list at least 2 iBUG-68 indices in [0, 67], got {list(region.points)}")
+        if len(region.margin) != 2 or any(m < 0 for m in region.margin):
+            raise ConfigError(f"{source}: '{key}.margin' must be two non-negative numbers, got {list(region.margin)}")
+        if len(region.crop) != 2 or any(not 0 < c <= 1 for c in region.crop):
+            raise ConfigError(f"{source}: '{key}.crop' must be two fractions in (0, 1], got {list(region.crop)}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -266,12 +294,17 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         if value not in options:
             raise ConfigError(f"{source}: '{key}' must be one of {list(options)}, got {value!r}")
         return value
+    if origin is dict:
+        (key_tp, item_tp) = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {type(value).__name__}")
+        return {_coerce(key_tp, k, key, source): _coerce(item_tp, v, f"{key}.{k}", source) for k, v in value.items()}
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: '{key}' must be a list, got {type(value).__name__}")
         items = tuple(_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value))
-        if len(set(items)) != len(items):
+        if item_tp is not float and len(set(items)) != len(items):  # numbers like margins may repeat
             raise ConfigError(f"{source}: '{key}' has duplicates: {list(items)}")
         return items
     if origin in (typing.Union, types.UnionType):
