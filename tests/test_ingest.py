@@ -97,7 +97,9 @@ def test_celeba_folder_with_bad_files(celeba_folder, shared_faces: Path, tmp_pat
 
     with open(out / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["index", "image", "identity", "partition", "Mustache", "eyeglasses"]
+    # params.yaml's attributes first, in its spelling, then every other CelebA column under its own name
+    assert list(rows[0])[:6] == ["index", "image", "identity", "partition", "Mustache", "eyeglasses"]
+    assert "Male" in rows[0] and "Eyeglasses" not in rows[0] and len(rows[0]) == 4 + 40
     assert [r["image"] for r in rows] == good
     header, labels = read_attr(shared_faces)
     for r in rows:

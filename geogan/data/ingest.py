@@ -137,6 +137,9 @@ def read_celeba_labels(source: Source, files: set[str], attributes: Sequence[str
     columns = match_attributes(attributes, header, attr_where)
     names = [r[0] for r in rows]
     _check_unique(names, attr_where)
+    # Every CelebA column is kept (params.yaml's attributes under their params spelling): domain
+    # populations and the judge's confusions read the others (Male, No_Beard, Goatee, ...).
+    columns.update({c: c for c in header if c not in columns.values()})
     labels = {a: np.array([_flag(r[1 + k], attr_where, r[0], c) for r in rows], dtype=np.uint8)
               for a, c in columns.items() for k in [header.index(c)]}
     image_dir = next((d for d in CELEBA_IMAGE_DIRS if _join(d, names[0]) in files), "img_align_celeba") if names else ""
