@@ -55,8 +55,11 @@ class SplitConfig:
     """Unpaired A (without) / B (with) splits per attribute (the `split` stage)."""
 
     test_fraction: float = 0.2
+    val_fraction: float = 0.0  # held-out identities for choosing checkpoints and thresholds (no source partition)
     max_per_domain: int = 0  # cap on A and on B per partition; 0 = no cap
-    use_source_partition: bool = True  # use the source's train/test partition when it has one
+    use_source_partition: bool = True  # use the source's train/val/test partition when it has one
+    populations: dict[str, str] = field(default_factory=dict)  # attribute -> who may enter A and B, e.g. "Male"
+    match: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> columns A is matched to B on
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,23 @@ def config_from_dict(raw: Mapping[str, Any], source: str = "params") -> Config:
     """Build a `Config` from a nested mapping with every key present (strict)."""
     cfg = _build(Config, raw, prefix="", source=source)
     _check_regions(cfg, source)
+    _check_populations(cfg, source)
     return cfg
+
+
+def _check_populations(cfg: Config, source: str) -> None:
+    """Population expressions parse (their column names are checked against the manifest by the split)."""
+    from geogan.data.population import PopulationError, parse_population
+
+    for key in ("populations", "match"):
+        for attribute in getattr(cfg.split, key):
+            if attribute not in cfg.attributes:
+                raise ConfigError(f"{source}: 'split.{key}.{attribute}': not one of the attributes {list(cfg.attributes)}")
+    for attribute, expr in cfg.split.populations.items():
+        try:
+            parse_population(expr)
+        except PopulationError as e:
+            raise ConfigError(f"{source}: 'split.populations.{attribute}': {e}") from None
 
 
 def _check_regions(cfg: Config, source: str) -> None:

@@ -35,8 +35,8 @@ def test_unpaired_and_deterministic(tmp_path):
     assert s3["train"] != s1["train"]
     ident = np.array(m.identities)
     lab = m.labels["Mustache"]
-    a = {int(i) for p in ("train", "test") for i in s1[p]["A"]}
-    b = {int(i) for p in ("train", "test") for i in s1[p]["B"]}
+    a = {int(i) for p in ("train", "val", "test") for i in s1[p]["A"]}
+    b = {int(i) for p in ("train", "val", "test") for i in s1[p]["B"]}
     assert not set(ident[list(a)]) & set(ident[list(b)]), "an identity is in both A and B"
     assert all(lab[i] == 0 for i in a) and all(lab[i] == 1 for i in b)
     train = {i for d in "AB" for i in s1["train"][d]}
@@ -44,8 +44,8 @@ def test_unpaired_and_deterministic(tmp_path):
     assert not set(ident[list(train)]) & set(ident[list(test)]), "an identity is in both train and test"
     # every image is accounted for: kept, or dropped with a reason
     counts = s1["counts"]
-    kept = sum(counts[k] for k in ("train_A", "train_B", "test_A", "test_B"))
-    assert kept + counts["dropped_identity_in_both"] + counts["dropped_no_landmarks"] == len(m)
+    kept = sum(counts[f"{p}_{d}"] for p in ("train", "val", "test") for d in "AB")
+    assert kept + sum(v for k, v in counts.items() if k.startswith("dropped_")) == len(m)
 
 
 def test_invalid_landmarks_excluded(tmp_path):
@@ -61,7 +61,42 @@ def test_invalid_landmarks_excluded(tmp_path):
 def test_source_partition_used(tmp_path):
     m = _manifest(tmp_path, identities=60, partition=True)
     s = make_split(m, "Eyeglasses", np.ones(len(m), bool), seed=0, test_fraction=0.5)
-    assert all(m.partitions[i] == "test" for d in "AB" for i in s["test"][d])
+    for part in ("train", "val", "test"):  # CelebA's val is its own partition, not training data
+        assert s[part]["A"] and all(m.partitions[i] == part for d in "AB" for i in s[part][d])
+
+
+def test_partitions_are_the_datasets_not_the_attributes(tmp_path):
+    m = _manifest(tmp_path, n=120, identities=40)
+    valid = np.ones(len(m), bool)
+    parts = {}
+    for attribute in ("Mustache", "Eyeglasses"):
+        s = make_split(m, attribute, valid, seed=1, test_fraction=0.25, val_fraction=0.25)
+        parts[attribute] = {i: p for p in ("train", "val", "test") for d in "AB" for i in s[p][d]}
+    shared = parts["Mustache"].keys() & parts["Eyeglasses"].keys()
+    assert len(shared) > 30 and all(parts["Mustache"][i] == parts["Eyeglasses"][i] for i in shared)
+    assert {"train", "val", "test"} == set(parts["Mustache"].values())
+
+
+def test_population_and_matching(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "image", "identity", "partition", "Mustache", "Male", "No_Beard"])
+        for i in range(400):
+            male = int(rng.random() < 0.6)
+            mustache = int(male and rng.random() < 0.3)
+            beard = int(mustache and rng.random() < 0.9 or (male and rng.random() < 0.2))
+            w.writerow([i, f"{i:06d}.png", f"p{i}", "train", mustache, male, 1 - beard])
+    m = read_manifest(path)
+    male = m.labels["Male"].astype(bool)
+    s = make_split(m, "Mustache", np.ones(len(m), bool), seed=0, test_fraction=0.0, population=male,
+                   match=["No_Beard"])
+    a, b = np.array(s["train"]["A"]), np.array(s["train"]["B"])
+    assert male[a].all() and male[b].all()  # women are outside the population
+    assert s["counts"]["dropped_outside_population"] == int((~male).sum())
+    beard_a, beard_b = 1 - m.labels["No_Beard"][a].mean(), 1 - m.labels["No_Beard"][b].mean()
+    assert abs(beard_a - beard_b) < 0.02 < s["counts"]["dropped_unmatched"]  # A now as bearded as B
 
 
 def test_unknown_attribute_suggests(tmp_path):

@@ -17,6 +17,9 @@ from typing import Sequence
 import numpy as np
 
 
+PARTITION_NAMES = ("train", "val", "test")
+
+
 class SplitError(ValueError):
     """A split that cannot be made (unknown attribute, empty domain)."""
 
@@ -75,26 +78,34 @@ def make_split(
     test_fraction: float,
     max_per_domain: int = 0,
     use_source_partition: bool = True,
+    val_fraction: float = 0.0,
+    population: np.ndarray | None = None,
+    match: Sequence[str] = (),
 ) -> dict:
-    """Split the dataset into unpaired train/test A (without) and B (with) index lists.
+    """Split the dataset into unpaired train/val/test A (without) and B (with) index lists.
 
     Args:
         manifest: the prepared dataset's manifest.
         attribute: the attribute name (matched case-insensitively).
         valid: (N,) bool, images usable for training (e.g. landmarks found).
         seed: makes the split deterministic.
-        test_fraction: share of identities (or images, where identities are unknown) held out.
+        test_fraction, val_fraction: shares of identities (or images, where identities are
+            unknown) held out, when the source has no partition of its own.
         max_per_domain: cap on each of A and B per partition (0 = none).
         use_source_partition: use the manifest's partition column when it has one.
+        population: optional (N,) bool, who may enter either domain (e.g. men only).
+        match: label columns on which A is subsampled, per partition, to B's joint distribution.
     Returns:
         The split as a JSON-ready dict (see module docstring); raises SplitError when a
         domain of the training partition is empty.
     """
     column = resolve_attribute(manifest, attribute)
+    match_columns = [resolve_attribute(manifest, c, "the manifest (split.match)") for c in match]
     labels = manifest.labels[column].astype(bool)
     n = len(manifest)
     rng = np.random.default_rng([seed, _stable_int(column)])
     groups = _groups(manifest)
+    in_population = np.ones(n, dtype=bool) if population is None else np.asarray(population, dtype=bool)
 
     # One person never sits in both A and B: a person with and without the attribute is
     # assigned to one domain by a seeded coin, and only their images of that domain are kept.
@@ -106,20 +117,26 @@ def make_split(
         else:
             domain_of_group[g] = "B" if rng.random() < 0.5 else "A"
 
-    partition_of_group = _assign_partitions(manifest, groups, rng, test_fraction, use_source_partition)
-    out = {"train": {"A": [], "B": []}, "test": {"A": [], "B": []}}
-    dropped = {"no_landmarks": 0, "identity_in_both": 0}
+    # Partitions are the dataset's, not the attribute's: the same for every attribute and for the judge.
+    partition_of_row = row_partitions(manifest, seed, test_fraction, val_fraction, use_source_partition)
+    out: dict[str, dict[str, list[int]]] = {p: {"A": [], "B": []} for p in PARTITION_NAMES}
+    dropped = {"no_landmarks": 0, "identity_in_both": 0, "outside_population": 0, "unmatched": 0}
     for g, members in groups.items():
         domain = domain_of_group[g]
-        part = partition_of_group[g]
         for i in members:
-            if not valid[i]:
+            if not in_population[i]:
+                dropped["outside_population"] += 1
+            elif not valid[i]:
                 dropped["no_landmarks"] += 1
             elif labels[i] != (domain == "B"):
                 dropped["identity_in_both"] += 1
             else:
-                out[part][domain].append(int(i))
+                out[partition_of_row[i]][domain].append(int(i))
     for part in out:
+        if match_columns and out[part]["B"]:
+            kept = _match_distribution(out[part]["A"], out[part]["B"], [manifest.labels[c] for c in match_columns], rng)
+            dropped["unmatched"] += len(out[part]["A"]) - len(kept)
+            out[part]["A"] = kept
         for domain in out[part]:
             idx = np.array(sorted(out[part][domain]), dtype=np.int64)
             if max_per_domain and len(idx) > max_per_domain:
@@ -129,26 +146,55 @@ def make_split(
         if not out["train"][domain]:
             raise SplitError(
                 f"split for '{attribute}': no training images {name} the attribute "
-                f"(of {n} images, {int(labels.sum())} have it, {int((~valid).sum())} lack landmarks)"
+                f"(of {n} images, {int(labels.sum())} have it, {int((~valid).sum())} lack landmarks, "
+                f"{int((~in_population).sum())} are outside the population)"
             )
     counts = {f"{p}_{d}": len(out[p][d]) for p in out for d in out[p]}
     counts.update({f"dropped_{k}": v for k, v in dropped.items()})
-    return {"attribute": attribute, "column": column, "seed": seed, "train": out["train"], "test": out["test"], "counts": counts}
+    return {"attribute": attribute, "column": column, "seed": seed, "match": match_columns,
+            **{p: out[p] for p in PARTITION_NAMES}, "counts": counts}
 
 
-def test_mask(manifest: Manifest, seed: int, test_fraction: float, use_source_partition: bool = True) -> np.ndarray:
-    """(N,) bool, True for held-out images: the source partition or a seeded split by identity.
+def _match_distribution(a: list[int], b: list[int], columns: list[np.ndarray], rng: np.random.Generator) -> list[int]:
+    """The largest subsample of A whose joint distribution over `columns` equals B's."""
+    def cell(i: int) -> tuple[int, ...]:
+        return tuple(int(c[i]) for c in columns)
 
-    Used for datasets-wide models (the attribute classifier) that need one train/test
-    partition consistent with the per-attribute splits' notion of a person.
+    b_cells: dict[tuple[int, ...], int] = {}
+    for i in b:
+        b_cells[cell(i)] = b_cells.get(cell(i), 0) + 1
+    a_by_cell: dict[tuple[int, ...], list[int]] = {}
+    for i in a:
+        a_by_cell.setdefault(cell(i), []).append(i)
+    share = {c: k / len(b) for c, k in b_cells.items()}
+    total = min(len(a_by_cell.get(c, [])) / p for c, p in share.items())
+    kept: list[int] = []
+    for c, p in sorted(share.items()):
+        take = min(int(round(total * p)), len(a_by_cell.get(c, [])))
+        if take:
+            kept.extend(rng.choice(a_by_cell[c], size=take, replace=False).tolist())
+    return sorted(kept)
+
+
+def row_partitions(manifest: Manifest, seed: int, test_fraction: float, val_fraction: float = 0.0,
+                   use_source_partition: bool = True) -> np.ndarray:
+    """(N,) array of "train" / "val" / "test": the source's partition, or a seeded split by identity.
+
+    Dataset-wide (seeded by `seed` alone), so every attribute's split and the judge agree on
+    which people are held out.
     """
     rng = np.random.default_rng([seed, _stable_int("__dataset__")])
     groups = _groups(manifest)
-    part = _assign_partitions(manifest, groups, rng, test_fraction, use_source_partition)
-    mask = np.zeros(len(manifest), dtype=bool)
+    part = _assign_partitions(manifest, groups, rng, test_fraction, val_fraction, use_source_partition)
+    out = np.empty(len(manifest), dtype=object)
     for g, members in groups.items():
-        mask[members] = part[g] == "test"
-    return mask
+        out[members] = part[g]
+    return out
+
+
+def test_mask(manifest: Manifest, seed: int, test_fraction: float, use_source_partition: bool = True) -> np.ndarray:
+    """(N,) bool, True for test images (see `row_partitions`)."""
+    return row_partitions(manifest, seed, test_fraction, 0.0, use_source_partition) == "test"
 
 
 def _groups(manifest: Manifest) -> dict[str, list[int]]:
@@ -159,18 +205,18 @@ def _groups(manifest: Manifest) -> dict[str, list[int]]:
     return groups
 
 
-def _assign_partitions(
-    manifest: Manifest, groups: dict[str, list[int]], rng: np.random.Generator, test_fraction: float, use_source: bool
-) -> dict[str, str]:
+def _assign_partitions(manifest: Manifest, groups: dict[str, list[int]], rng: np.random.Generator,
+                       test_fraction: float, val_fraction: float, use_source: bool) -> dict[str, str]:
     has_source = use_source and all(p in {"train", "val", "test"} for p in manifest.partitions)
-    if has_source:
-        # The source's own partition (CelebA: 0 train, 1 val, 2 test); val is kept for training.
-        return {g: ("test" if manifest.partitions[m[0]] == "test" else "train") for g, m in groups.items()}
+    if has_source:  # the source's own partition (CelebA: 0 train, 1 val, 2 test)
+        return {g: manifest.partitions[m[0]] for g, m in groups.items()}
     names = sorted(groups)
     order = rng.permutation(len(names))
     n_test = int(round(test_fraction * len(names)))
+    n_val = int(round(val_fraction * len(names)))
     test = {names[j] for j in order[:n_test]}
-    return {g: ("test" if g in test else "train") for g in names}
+    val = {names[j] for j in order[n_test:n_test + n_val]}
+    return {g: ("test" if g in test else "val" if g in val else "train") for g in names}
 
 
 def _stable_int(text: str) -> int:

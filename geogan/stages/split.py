@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from geogan.config import Config
+from geogan.data.population import select
 from geogan.data.split import make_split, read_manifest
 from geogan.io import atomic_write_json
 from geogan.stages._common import exit_with, load, parser, run_main
@@ -26,8 +27,10 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
         raise ValueError(f"{lm_file}: {lm.shape[0]} rows, but the manifest has {len(manifest)}")
     valid = ~np.isnan(np.asarray(lm)).any(axis=(1, 2))
     s = cfg.split
+    population = select(s.populations.get(attribute, ""), manifest.labels, len(manifest))
     split = make_split(manifest, attribute, valid, seed=cfg.seed, test_fraction=s.test_fraction,
-                       max_per_domain=s.max_per_domain, use_source_partition=s.use_source_partition)
+                       max_per_domain=s.max_per_domain, use_source_partition=s.use_source_partition,
+                       val_fraction=s.val_fraction, population=population, match=s.match.get(attribute, ()))
     for part in ("train", "test"):
         for domain in ("A", "B"):
             if not split[part][domain] and part == "test":
