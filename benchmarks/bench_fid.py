@@ -34,14 +34,8 @@ if importlib.util.find_spec("pytorch_fid") is None:
     sys.exit("bench_fid: pytorch-fid is not importable: `pip install pytorch-fid==0.3.0` "
              "or put its wheel on PYTHONPATH (PYTHONPATH=.whl/pytorch_fid-0.3.0-py3-none-any.whl)")
 
-from geogan.metrics.fid import (
-    extract_features,
-    feature_stats,
-    frechet_distance,
-    kid,
-    load_inception,
-    random_inception,
-)
+from geogan.metrics.fid import extract_features, feature_stats, frechet_distance, kid
+from geogan.metrics.inception import load_inception, random_inception
 
 
 @contextlib.contextmanager

