@@ -159,3 +159,17 @@ def open_tracker(cfg_mlflow: Any, attribute: str, run_id: str | None = None, run
     art = artifact_location(cfg_mlflow.artifact_root, experiment, root)
     all_tags = {"attribute": attribute, **dict(tags or {})}
     return MlflowTracker(uri, experiment, art, run_id=run_id, run_name=run_name, tags=all_tags)
+
+
+def log_evaluation_input(tracker: MlflowTracker, evalset_file: str | Path, evalset: Mapping[str, Any]) -> None:
+    """Log an evaluation set as the run's input dataset (context "evaluation"), named and digested by its file."""
+    import mlflow
+    import pandas as pd
+    from mlflow.entities import DatasetInput, InputTag
+
+    rows = [{"source": s["image"], "source_identity": s["identity"], "reference": r["image"],
+             "reference_identity": r["identity"]} for s in evalset["sources"] for r in evalset["references"]]
+    dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(Path(evalset_file).resolve()),
+                                      name=f"evalset-{evalset['attribute']}", digest=evalset["digest"][:16])
+    tag = InputTag(key="mlflow.data.context", value="evaluation")
+    tracker.client.log_inputs(tracker.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])

@@ -57,6 +57,36 @@ def image_grid(rows: Sequence[tuple[str, torch.Tensor]], max_columns: int = 8, l
     return np.concatenate(tiles, axis=0)
 
 
+def cross_grid_rows(t: dict[str, torch.Tensor], n_sources: int, n_references: int, cell: int = 128,
+                    ) -> list[tuple[str, torch.Tensor]]:
+    """Rows for a sources x references figure from `geogan.evaluation.run_pairs` on every source x reference.
+
+    Layout: the references b and their removals F(b) on top; then for every source a, the row
+    [a, a* with each reference], and under it the warped references b' and the masks m.
+    Cells are resized to `cell` pixels so the figure stays small.
+    """
+    import torch.nn.functional as F
+
+    def shrink(x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        return F.interpolate(x, size=(cell, cell), mode="area") if x.shape[-1] != cell else x
+
+    def grid_of(key: str) -> torch.Tensor:  # (S, R, C, H, W)
+        x = shrink(t[key])
+        return x.view(n_sources, n_references, *x.shape[1:])
+
+    blank = torch.ones(1, 3, cell, cell)
+    out, warp, mask = grid_of("x_out"), grid_of("x_warp"), grid_of("mask").expand(-1, -1, 3, -1, -1) * 2 - 1
+    rows = [("reference b", torch.cat([blank, grid_of("x_b")[0]])),
+            ("removal F(b)", torch.cat([blank, grid_of("x_removed")[0]]))]
+    sources = grid_of("x_a")[:, 0]
+    for i in range(n_sources):
+        rows.append((f"a{i + 1} -> a*", torch.cat([sources[i:i + 1], out[i]])))
+        rows.append(("warped b'", torch.cat([blank, warp[i]])))
+        rows.append(("mask m", torch.cat([blank, mask[i]])))
+    return rows
+
+
 def save_png(path: str | Path, image: np.ndarray) -> Path:
     """Write a uint8 HWC image as PNG atomically."""
     return save_image(path, image, fmt="PNG")

@@ -85,3 +85,22 @@ def box_crop(x: torch.Tensor, box: Box, out_hw: tuple[int, int]) -> torch.Tensor
 def crop_size(crop: tuple[float, float], size: int) -> tuple[int, int]:
     """A crop's (h, w) in pixels from its (h, w) fractions of the image size (at least 8 each)."""
     return max(8, round(crop[0] * size)), max(8, round(crop[1] * size))
+
+
+def soft_box_mask(box: Box, size: int, feather: torch.Tensor) -> torch.Tensor:
+    """(B, 1, size, size) mask: 1 inside the box shrunk by `feather`, fading linearly to 0 at its edge.
+
+    Args:
+        box: the boxes.
+        size: the image size.
+        feather: (B,) fade width in grid units (0 gives `box_mask` up to pixels on the edge).
+    """
+    coords = torch.linspace(-1.0, 1.0, size, device=box.centre.device)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    grid = torch.stack([xx, yy], dim=-1).view(1, size, size, 2) - box.centre.view(-1, 1, 1, 2)
+    s = (grid * box.along.view(-1, 1, 1, 2)).sum(-1).abs()
+    t = (grid * box.across.view(-1, 1, 1, 2)).sum(-1).abs()
+    f = feather.float().clamp_min(1e-6).view(-1, 1, 1)
+    inside_s = ((box.half[:, 0].view(-1, 1, 1) - s) / f).clamp(0, 1)
+    inside_t = ((box.half[:, 1].view(-1, 1, 1) - t) / f).clamp(0, 1)
+    return (inside_s * inside_t).unsqueeze(1)

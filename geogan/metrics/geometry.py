@@ -1,4 +1,4 @@
-"""Geometry and preservation metrics: where the flow puts the reference's landmarks, what stays of the source."""
+"""Per-pair geometry, region and pixel figures: where the flow puts the reference's landmarks, where the mask sits, what else changed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from geogan.nets.flow import sample_at
 
 LEFT_EYE, RIGHT_EYE = slice(36, 42), slice(42, 48)
+PSNR_CAP_DB = 100.0  # the PSNR of identical images (a finite number keeps means and intervals finite)
 
 
 def interocular(lm_px: torch.Tensor) -> torch.Tensor:
@@ -38,17 +39,33 @@ def unwarped_landmark_error(lm_a: torch.Tensor, lm_b: torch.Tensor) -> torch.Ten
     return (lm_a - lm_b).norm(dim=-1).mean(1) / interocular(lm_a).clamp_min(1e-6)
 
 
-def background_l1(x_a: torch.Tensor, x_out: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Mean |a - a*| (in [0, 1] intensity units) where the predicted mask is below `threshold`, per sample."""
-    keep = (mask < threshold).float()  # (B, 1, H, W)
+def mask_in_region(mask: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Share of the mask's mass inside the region, per sample; NaN where the mask is empty (no mass to place).
+
+    Args:
+        mask: (B, 1, H, W) in [0, 1].
+        region: (B, 1, H, W) 0/1 (e.g. `regions.box_mask` of the attribute's landmark box).
+    """
+    mass = mask.float().sum((1, 2, 3))
+    inside = (mask.float() * region.float()).sum((1, 2, 3))
+    return torch.where(mass > 0, inside / mass.clamp_min(1e-12), torch.full_like(mass, float("nan")))
+
+
+def change_outside(x_a: torch.Tensor, x_out: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean |a - a*| (in [0, 1] intensity units) over the pixels outside the region, per sample.
+
+    The region is the attribute's landmark box, not the model's own mask: a mask on the
+    forehead that changes the forehead is caught here.
+    """
+    outside = 1 - region.float()  # (B, 1, H, W)
     diff = (x_a.float() - x_out.float()).abs().mean(1, keepdim=True) / 2
-    return (diff * keep).sum((1, 2, 3)) / keep.sum((1, 2, 3)).clamp_min(1)
+    return (diff * outside).sum((1, 2, 3)) / outside.sum((1, 2, 3)).clamp_min(1)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), per sample."""
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), per sample; identical images give PSNR_CAP_DB."""
     mse = ((x.float() - y.float()) ** 2).mean((1, 2, 3))
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+    return 10 * torch.log10(4.0 / mse.clamp_min(4.0 * 10 ** (-PSNR_CAP_DB / 10)))
 
 
 def region_l1(x: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

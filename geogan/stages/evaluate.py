@@ -1,144 +1,194 @@
-"""Stage `evaluate`: metrics/<attr>.json (DVC metrics), plots/<attr>/ (DVC plots) and the same in the MLflow run."""
+"""Stage `evaluate`: a generator and the two baselines on the attribute's fixed evaluation set, judged by the judge.
+
+Writes metrics/<attr>.json (DVC metrics: each method's figures with 95% intervals and sample
+counts, the evaluation set's digest, the judge's identity), plots/<attr>/ (a results figure and
+the training curves) and the same in the model's MLflow run, with the evaluation set logged as
+the run's input dataset. `--model none` scores the baselines alone.
+
+    geogan evaluate --params params/celeba-128.yaml --attribute Mustache --model path/to/generator.pt \\
+        --prepared data/prepared --landmarks data/landmarks --evalset data/evalsets/Mustache.json \\
+        --judge models/judge --out metrics/Mustache.json --plots plots/Mustache
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from geogan.config import Config
-from geogan.data.dataset import load_prepared
-from geogan.io import atomic_path, atomic_write_json, read_json
-from geogan.stages._common import StageError, add_data_paths, exit_with, load, parser, run_main
+from geogan.io import atomic_path, atomic_write_json
+from geogan.stages._common import StageError, exit_with, load, parser, run_main
 from geogan.training.distributed import resolve_device
 
 
 def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), landmarks: Path = Path("data/landmarks"),
-        split: Path | None = None, model: Path | None = None, classifier: Path = Path("models/classifier"),
-        out: Path | None = None, plots: Path | None = None) -> dict:
-    """Evaluate models/<attr> on the attribute's test pairs; returns the metrics dict."""
+        evalset: Path | None = None, model: str | Path | None = None, judge: Path = Path("models/judge"),
+        out: Path | None = None, plots: Path | None = None, progress: bool = True) -> dict:
+    """Score the model (unless `model` is "none") and the baselines; returns the metrics document."""
     from geogan import evaluation as ev
-    from geogan.model import inference_refine_weight, load_generator
+    from geogan.data.dataset import load_prepared
+    from geogan.data.evalset import pair_rows, read_evalset
+    from geogan.data.split import read_manifest
+    from geogan.metrics.baselines import copy_paste, do_nothing
+    from geogan.metrics.judge import file_sha256
+    from geogan.metrics.registry import flat
     from geogan.visualize import image_grid, save_png
 
-    split = Path(split or f"data/splits/{attribute}.json")
-    model = Path(model or f"models/{attribute}")
-    out = Path(out or f"metrics/{attribute}.json")
-    plots = Path(plots or f"plots/{attribute}")
-    e = cfg.evaluate
-    device = resolve_device(e.device)
-
+    evalset_file = Path(evalset or f"data/evalsets/{attribute}.json")
+    out, plots = Path(out or f"metrics/{attribute}.json"), Path(plots or f"plots/{attribute}")
+    model = str(model if model is not None else f"models/{attribute}")
+    e, region, device = cfg.evaluate, cfg.regions[attribute], resolve_device(cfg.evaluate.device)
+    manifest = read_manifest(Path(prepared) / "manifest.csv")
     data = load_prepared(prepared, landmarks)
-    split_dict = read_json(split)
-    generator, meta = load_generator(model / "generator.pt")
-    pairs = ev.test_pairs(split_dict["test"]["A"], split_dict["test"]["B"], e.num_images, cfg.seed)
-    refine_w = inference_refine_weight(meta)  # the model's own training config, not today's params
-    t = ev.run_transfers(generator, np.asarray(data.images), data.landmarks, pairs, e.batch_size, device, refine_w)
-
-    metrics: dict[str, float | str] = {"num_pairs": len(pairs.idx_a), "train_steps": int(meta.get("step", 0))}
-    metrics.update(ev.geometry_metrics(t))
-    synthetic_file = Path(prepared) / "synthetic.json"
-    if synthetic_file.is_file():
-        from geogan.data.synthetic import face_from_dict
-
-        faces = [face_from_dict(d) for d in read_json(synthetic_file)["faces"]]
-        metrics.update(ev.synthetic_ground_truth(t, faces, pairs, attribute, data.resolution))
-    metrics.update(_identity(cfg.evaluate.identity, t, real_faces=not synthetic_file.is_file()))
-    metrics.update(_judge_and_fid(cfg, attribute, classifier, data, split_dict, t, device))
-
-    history = ev.history_for_plots(model / "train_history.json")
-    grid = image_grid(ev.results_grid_rows(t))
+    es = read_evalset(evalset_file, manifest)
+    judge_file = Path(judge) / "judge.pt"
+    judge_obj = _judge(judge_file, es, manifest, data.resolution, device)
+    src_rows, ref_rows, _, _ = pair_rows(es)
+    inputs = ev.EvalInputs.for_pairs(
+        data.images, data.landmarks, src_rows, ref_rows, attribute, region,
+        real_with=np.asarray(es["real"]["with"], np.int64), real_without=np.asarray(es["real"]["without"], np.int64),
+        judge=judge_obj, inception=_inception(e, device), faces=_synthetic_faces(prepared),
+        embedder=_embedder(e.identity, real_faces=not (Path(prepared) / "synthetic.json").is_file()),
+        batch_size=e.batch_size, device=device, progress=progress)
+    methods: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
+    if model != "none":
+        methods["model"], meta = _generator(model, device)
+    methods["copy_paste"] = lambda a, b, la, lb: copy_paste(a, b, la, lb, region.points, region.margin, e.copy_paste_feather)
+    methods["do_nothing"] = do_nothing
+    results, grids = ev.evaluate(methods, inputs, e.bootstrap, e.kid_subsets, cfg.seed)
+    report = {"attribute": attribute, "train_steps": int(meta.get("step", 0)),
+              "eval_set": {"file": str(evalset_file), "digest": es["digest"], "sources": len(es["sources"]),
+                           "references": len(es["references"]), "pairs": es["num_pairs"],
+                           "population": es["population"] or "everyone"},
+              "judge": {"sha256": file_sha256(judge_file), "threshold": judge_obj.threshold(attribute),
+                        "test": {k.split("/", 1)[1]: v for k, v in judge_obj.meta.get("test", {}).items()
+                                 if k.startswith(f"{judge_obj.attributes[judge_obj.index(attribute)]}/")}},
+              "fid_weights": inputs.inception.name if inputs.inception is not None else None,
+              **{name: flat(est) for name, est in results.items()}}
     with atomic_path(plots) as tmp:
         tmp.mkdir()
-        atomic_write_json(tmp / "train_losses.json", history)
-        save_png(tmp / "transfers.png", grid)
-    atomic_write_json(out, metrics)
-    _log_to_mlflow(cfg, attribute, meta, metrics, plots)
-    return metrics
+        folder = Path(model).parent if Path(model).is_file() else Path(model)
+        atomic_write_json(tmp / "train_losses.json", ev.history_for_plots(folder / "train_history.json"))
+        save_png(tmp / "transfers.png", image_grid(ev.results_grid_rows(grids)))
+    atomic_write_json(out, report)
+    if progress:
+        from geogan.metrics.report import comparison_table
+
+        print(f"{attribute}: {es['num_pairs']} pairs ({len(es['sources'])} sources x {len(es['references'])} references), "
+              f"evaluation set {es['digest'][:12]}\n" + comparison_table({m: report[m] for m in methods}))
+    if meta:
+        _log_to_mlflow(cfg, attribute, meta, report, plots, evalset_file, es)
+    return report
 
 
-def _identity(mode: str, t: dict, real_faces: bool) -> dict:
-    """dlib face-embedding distance source vs output; `auto` runs it on real faces when dlib is installed."""
-    from geogan.evaluation import identity_metrics_of
-    from geogan.metrics.identity import FaceEmbedder, IdentityModelMissing
+def _judge(judge_file: Path, evalset: dict, manifest, resolution: int, device) -> Any:
+    """The judge, refused when it saw a face or a person of the evaluation set."""
+    from geogan.data.evalset import check_judge_disjoint
+    from geogan.metrics.judge import load_judge
 
-    if mode == "off" or (mode == "auto" and not real_faces):
-        return {}
-    try:
-        embedder = FaceEmbedder()
-    except IdentityModelMissing as e:
-        if mode == "require":
-            raise StageError(f"evaluate.identity is 'require' but {e}") from e
-        print(f"note: identity metric skipped: {e}")
-        return {}
-    return identity_metrics_of(t, embedder)
-
-
-def _judge_and_fid(cfg: Config, attribute: str, classifier_dir: Path, data, split_dict: dict, t: dict, device) -> dict:
-    """Transfer success by the attribute classifier, and FID (or the clearly named fid_clf fallback)."""
-    from geogan.evaluation import judge_metrics
-    from geogan.metrics.classifier import load_classifier, penultimate_features, predict_proba
-    from geogan.metrics.fid import compute_fid_metrics, load_inception
-    from geogan.model import to_tensor
-
-    e = cfg.evaluate
-    out: dict = {}
-    clf_file = Path(classifier_dir) / "classifier.pt"
-    clf = None
-    if clf_file.is_file():
-        clf, clf_meta = load_classifier(clf_file, map_location=device)
-        names = [n.lower() for n in clf_meta["attributes"]]
-        if attribute.lower() not in names:
-            raise StageError(f"{clf_file}: classifier was trained on {clf_meta['attributes']}, not '{attribute}'")
-        idx = names.index(attribute.lower())
-        out.update(judge_metrics(t, lambda x: predict_proba(clf, x.to(device)), idx, e.batch_size))
-        acc = clf_meta.get("metrics", {}).get(f"acc/{clf_meta['attributes'][idx]}")
-        if acc is not None:
-            out["judge_accuracy"] = float(acc)
+    judge = load_judge(judge_file, map_location=device)
+    judge.index(evalset["attribute"])
+    if judge.net.input_size != resolution:
+        raise StageError(f"{judge_file}: the judge takes {judge.net.input_size} px images, the data are {resolution} px")
+    if judge.trained_on:
+        check_judge_disjoint(judge.trained_on, evalset, manifest)
     else:
-        print(f"note: {clf_file} not found; transfer_success is not computed")
+        print(f"note: {judge_file} does not say what it trained on (supplied judge): its independence is not checked")
+    return judge
+
+
+def _generator(model: str, device) -> tuple[Any, dict]:
+    from geogan.evaluation import generator_method
+    from geogan.model import inference_refine_weight, load_generator
+    from geogan.stages.transfer import resolve_generator_file
+
+    generator, meta = load_generator(resolve_generator_file(model), map_location=device)
+    return generator_method(generator, inference_refine_weight(meta)), meta  # the model's own training config
+
+
+def _inception(e, device) -> Any:
+    from geogan.metrics.inception import load_inception
 
     if e.fid == "off":
-        return out
-    real = to_tensor(np.asarray(data.images)[split_dict["test"]["B"]])
+        return None
     extractor = load_inception(e.inception_weights, device=device)
     if extractor is None and e.fid == "require":
         raise StageError("evaluate.fid is 'require' but the FID Inception weights are missing (see the line above)")
-    fallback = (lambda x: penultimate_features(clf, x.to(device))) if (clf is not None and e.fid_fallback_classifier) else None
-    out.update(compute_fid_metrics(real, t["x_out"], extractor=extractor, fallback_extractor=fallback,
-                                   allow_fallback=e.fid_fallback_classifier, require=e.fid == "require",
-                                   batch_size=e.batch_size, device=device))
-    return out
+    return extractor
 
 
-def _log_to_mlflow(cfg: Config, attribute: str, meta: dict, metrics: dict, plots: Path) -> None:
+def _embedder(mode: str, real_faces: bool) -> Any:
+    """dlib's face embedder; `auto` uses it on real faces when dlib is installed."""
+    from geogan.metrics.identity import FaceEmbedder, IdentityModelMissing
+
+    if mode == "off" or (mode == "auto" and not real_faces):
+        return None
     try:
-        from geogan.tracking import open_tracker
-    except ImportError:
-        return
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
+        return FaceEmbedder()
+    except IdentityModelMissing as err:
+        if mode == "require":
+            raise StageError(f"evaluate.identity is 'require' but {err}") from err
+        print(f"note: identity metric skipped: {err}")
+        return None
+
+
+def _synthetic_faces(prepared: Path) -> list | None:
+    from geogan.data.synthetic import load_synthetic
+
+    file = Path(prepared) / "synthetic.json"
+    return load_synthetic(file)[0] if file.is_file() else None
+
+
+def _log_to_mlflow(cfg: Config, attribute: str, meta: dict, report: dict, plots: Path, evalset_file: Path,
+                   evalset: dict) -> None:
+    """The figures (eval/<key>, eval/<baseline>/<key>), the figure, and the evaluation set as the run's input."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
         print("MLflow is not installed: metrics only in the metrics file")
         return
+    from geogan.metrics.registry import tracking_metrics
+    from geogan.tracking import log_evaluation_input, open_tracker
+
     tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"), run_name=f"{attribute}-train")
-    numeric = {f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    tracker.log_metrics(numeric, step=int(meta.get("step", 0)))
-    for f in sorted(plots.iterdir()):
-        tracker.log_artifact(f, "evaluation")
+    created, status = tracker.run_id != meta.get("mlflow_run_id"), "FAILED"  # a run made here is ours to end
+    try:
+        tracker.log_metrics({f"eval/{k}": v for k, v in tracking_metrics(report).items()}, step=int(meta.get("step", 0)))
+        tracker.set_tags({"eval.set_digest": evalset["digest"], "eval.judge_sha256": report["judge"]["sha256"]})
+        log_evaluation_input(tracker, evalset_file, evalset)
+        for f in sorted(plots.iterdir()):
+            tracker.log_artifact(f, "evaluation")
+        status = "FINISHED"
+    finally:
+        if created:
+            tracker.finish(status)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__, attribute=True)
-    add_data_paths(p, model=True)
-    p.add_argument("--classifier", type=Path, default=Path("models/classifier"))
+    p.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    p.add_argument("--landmarks", type=Path, default=Path("data/landmarks"))
+    p.add_argument("--evalset", type=Path, default=None, help="default: data/evalsets/<attribute>.json")
+    p.add_argument("--model", default=None, help="a folder, a generator.pt, a models:/ URI, or 'none' "
+                                                 "(baselines only); default: models/<attribute>")
+    p.add_argument("--judge", type=Path, default=Path("models/judge"))
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--plots", type=Path, default=None)
     args = p.parse_args(argv)
-    exit_with(run_main("evaluate", lambda: run(load(args), args.attribute, args.prepared, args.landmarks, args.split,
-                                               args.model, args.classifier, args.out, args.plots)))
+    exit_with(run_main("evaluate", lambda: _summary(run(load(args), args.attribute, args.prepared, args.landmarks,
+                                                        args.evalset, args.model, args.judge, args.out, args.plots))))
 
 
-if __name__ == "__main__":
-    main()
+def _summary(report: dict) -> dict:
+    """The headline figures of each method, for the stage's one-line summary."""
+    from geogan.metrics.registry import find
+
+    out = {}
+    for method in ("model", "copy_paste", "do_nothing"):
+        if method in report:
+            hits = [find(report[method], k) for k in ("transfer_success", "judge_fp", "kid_a2b", "landmark_err", "gt_psnr")]
+            out[method] = {k: round(v, 4) for k, v in filter(None, hits) if v is not None}
+    return out

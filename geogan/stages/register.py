@@ -16,6 +16,7 @@ from geogan.tracking import tracking_uri
 def run(cfg: Config, attribute: str, model: Path | None = None, metrics: Path | None = None, split: Path | None = None,
         out: Path | None = None) -> dict:
     """Register the model; write registry/<attr>.json with the model URI and version."""
+    from geogan.metrics.registry import tracking_metrics
     from geogan.registry import log_and_register
 
     model = Path(model or f"models/{attribute}")
@@ -28,7 +29,7 @@ def run(cfg: Config, attribute: str, model: Path | None = None, metrics: Path | 
     tags = {"data_version": split_fingerprint(split), "git_commit": git_commit(), "attribute": attribute,
             "train_steps": str(meta.get("step"))}
     model_uri, version = log_and_register(model / "generator.pt", attribute, meta.get("mlflow_run_id"), uri, tags,
-                                          {k: v for k, v in values.items() if isinstance(v, (int, float))})
+                                          tracking_metrics(values))
     record = {"attribute": attribute, "model_uri": model_uri, "registered_model": f"geogan-{attribute}",
               "version": str(version), "alias": "candidate", **tags}
     atomic_write_json(out, record)

@@ -28,7 +28,7 @@ def run(cfg: Config, attribute: str, prepared: Path, landmarks: Path, split: Pat
     from geogan.io import read_json
     from geogan.model import inference_refine_weight, load_generator
     from geogan.stages.transfer import resolve_generator_file
-    from geogan.visualize import image_grid, save_image
+    from geogan.visualize import cross_grid_rows, image_grid, save_image
 
     data = load_prepared(prepared, landmarks)
     split_dict = read_json(split)
@@ -45,10 +45,11 @@ def run(cfg: Config, attribute: str, prepared: Path, landmarks: Path, split: Pat
     if from_train:
         print(f"showcase: only {len(held_out)} held-out references; the last {len(from_train)} columns are training references")
     generator, meta = load_generator(resolve_generator_file(str(model)))
-    pairs = ev.cross_pairs(sources, references)
-    t = ev.run_transfers(generator, np.asarray(data.images), data.landmarks, pairs, cfg.evaluate.batch_size,
-                         resolve_device(cfg.evaluate.device), inference_refine_weight(meta))
-    image = image_grid(ev.cross_grid_rows(t, n_sources, n_references, cell), max_columns=n_references + 1, label_width=96)
+    device = resolve_device(cfg.evaluate.device)
+    src_rows, ref_rows = ev.cross_pairs(sources, references)
+    t = ev.run_pairs(ev.generator_method(generator.to(device), inference_refine_weight(meta)), data.images,
+                     data.landmarks, src_rows, ref_rows, cfg.evaluate.batch_size, device)
+    image = image_grid(cross_grid_rows(t, n_sources, n_references, cell), max_columns=n_references + 1, label_width=96)
     save_image(out, image)
     return {"out": str(out), "sources": sources, "references": references, "references_from_train": from_train,
             "size_px": list(image.shape[:2])}
