@@ -45,18 +45,35 @@ def landmarks(params_yaml: str, prepared: Input[Dataset], landmarks: Output[Data
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train_classifier(params_yaml: str, prepared: Input[Dataset], classifier: Output[Model]):
-    """The attribute classifier that judges transfers at evaluation."""
+def train_judge(params_yaml: str, prepared: Input[Dataset], judge: Output[Model]):
+    """The attribute classifier that judges every evaluation: train partition only, stopped on val, registered in MLflow."""
     import tempfile
     from pathlib import Path
 
-    from geogan.stages import train_classifier as stage
+    from geogan.stages import train_judge as stage
     from geogan.stages.pipeline import jsonable, write_params
 
     with tempfile.TemporaryDirectory() as tmp:
         _, cfg = write_params(params_yaml, tmp)
-        summary = stage.run(cfg, prepared=Path(prepared.path), out=Path(classifier.path), progress=False)
-    classifier.metadata.update(jsonable(summary))
+        summary = stage.run(cfg, prepared=Path(prepared.path), out=Path(judge.path), progress=False)
+    judge.metadata.update(jsonable(summary))
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evalset(params_yaml: str, attribute: str, prepared: Input[Dataset], landmarks: Input[Dataset],
+            evalset: Output[Dataset]):
+    """The fixed evaluation set of one attribute (test sources x references, other people), with its digest."""
+    import tempfile
+    from pathlib import Path
+
+    from geogan.stages import evalset as stage
+    from geogan.stages.pipeline import jsonable, write_params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, cfg = write_params(params_yaml, tmp)
+        summary = stage.run(cfg, attribute, prepared=Path(prepared.path), landmarks=Path(landmarks.path),
+                            out=Path(evalset.path))
+    evalset.metadata.update(jsonable(summary))
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -127,9 +144,9 @@ def train_pytorchjob(params_yaml: str, attribute: str, prepared: Input[Dataset],
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(params_yaml: str, attribute: str, prepared: Input[Dataset], landmarks: Input[Dataset],
-             split: Input[Dataset], model: Input[Model], classifier: Input[Model], metrics: Output[Metrics],
+             evalset: Input[Dataset], model: Input[Model], judge: Input[Model], metrics: Output[Metrics],
              plots: Output[Dataset]):
-    """Evaluate the generator; the metrics JSON is the Metrics artefact's file, its numbers logged on it."""
+    """Score the generator and the baselines on the evaluation set; the metrics JSON is the Metrics artefact's file."""
     import tempfile
     from pathlib import Path
 
@@ -139,8 +156,8 @@ def evaluate(params_yaml: str, attribute: str, prepared: Input[Dataset], landmar
     with tempfile.TemporaryDirectory() as tmp:
         _, cfg = write_params(params_yaml, tmp)
         stage.run(cfg, attribute, prepared=Path(prepared.path), landmarks=Path(landmarks.path),
-                  split=Path(split.path), model=Path(model.path), classifier=Path(classifier.path),
-                  out=Path(metrics.path), plots=Path(plots.path))
+                  evalset=Path(evalset.path), model=Path(model.path), judge=Path(judge.path),
+                  out=Path(metrics.path), plots=Path(plots.path), progress=False)
     log_metrics_file(metrics, metrics.path)
 
 

@@ -123,25 +123,34 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Evaluation of a trained model (the `evaluate` stage)."""
+    """Evaluation of a generator and the baselines on the fixed evaluation set (the `evalset` and `evaluate` stages)."""
 
-    num_images: int = 64  # test pairs evaluated
+    sources: int = 100  # per attribute: test faces without it (one per person where possible) ...
+    references: int = 10  # ... each paired with every one of these test faces with it (other people)
+    populations: dict[str, str] = field(default_factory=dict)  # attribute -> who may be drawn, e.g. "Male"
+    bootstrap: int = 1000  # resamples of sources and references behind every 95% interval
     batch_size: int = 16
-    fid: Literal["auto", "require", "off"] = "auto"  # require = fail without Inception weights
-    fid_fallback_classifier: bool = True  # without Inception weights, report fid_clf instead
-    inception_weights: str = ""  # path to pt_inception-2015-12-05-6726825d.pth; "" = torch hub cache
+    fid: Literal["auto", "require", "off"] = "auto"  # require = fail without the Inception weights
+    inception_weights: str = ""  # pt_inception-2015-12-05-6726825d.pth or fid-helper's default_1.pt; "" = search
+    kid_subsets: int = 100  # KID's random subsets (its std is over these)
     identity: Literal["auto", "require", "off"] = "auto"  # dlib face-embedding distance; auto = real faces, when dlib is installed
+    copy_paste_feather: float = 0.15  # the copy-paste baseline's mask fades over this many inter-ocular distances
     device: str = "auto"
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
-    """The attribute classifier that judges transfer (the `train_classifier` stage)."""
+class JudgeConfig:
+    """The attribute classifier that judges transfers (the `train_judge` stage), trained once per data version."""
 
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    weights: str = ""  # optional pretrained ResNet-18 weights
+    width: int = 32  # channels of the first stage (x2 per stage)
+    max_steps: int = 3000  # an upper bound: early stopping on val ends it sooner
+    eval_every: int = 250  # steps between checks on val
+    patience: int = 4  # checks on val without a better mean AUC before stopping
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    confusions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> label columns its test verdicts are broken down by
+    weights: str = ""  # a judge file (format geogan-judge/1) to use instead of training one
     device: str = "auto"
 
 
@@ -149,8 +158,9 @@ class ClassifierConfig:
 class PromoteConfig:
     """The gate a candidate must pass to become `champion`."""
 
-    min_transfer_success: float = 0.5
-    max_fid: float = 1.0e9
+    min_transfer_success: float = 0.5  # the judge's verdict on a*
+    max_kid_vs_copy_paste: float = 1.0  # kid_a2b at most this multiple of the copy-paste baseline's
+    min_identity_kept: float = 0.8  # share of pairs whose output stays the source's person; 0 = not gated
     max_landmark_error: float = 1.0
     allow_worse_than_champion: bool = False
 
@@ -186,7 +196,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -229,15 +239,18 @@ def _check_populations(cfg: Config, source: str) -> None:
     """Population expressions parse (their column names are checked against the manifest by the split)."""
     from geogan.data.population import PopulationError, parse_population
 
-    for key in ("populations", "match"):
-        for attribute in getattr(cfg.split, key):
+    keyed = {"split.populations": cfg.split.populations, "split.match": cfg.split.match,
+             "evaluate.populations": cfg.evaluate.populations, "judge.confusions": cfg.judge.confusions}
+    for key, mapping in keyed.items():
+        for attribute in mapping:
             if attribute not in cfg.attributes:
-                raise ConfigError(f"{source}: 'split.{key}.{attribute}': not one of the attributes {list(cfg.attributes)}")
-    for attribute, expr in cfg.split.populations.items():
-        try:
-            parse_population(expr)
-        except PopulationError as e:
-            raise ConfigError(f"{source}: 'split.populations.{attribute}': {e}") from None
+                raise ConfigError(f"{source}: '{key}.{attribute}': not one of the attributes {list(cfg.attributes)}")
+    for key in ("split.populations", "evaluate.populations"):
+        for attribute, expr in keyed[key].items():
+            try:
+                parse_population(expr)
+            except PopulationError as e:
+                raise ConfigError(f"{source}: '{key}.{attribute}': {e}") from None
 
 
 def _check_regions(cfg: Config, source: str) -> None:

@@ -1,4 +1,4 @@
-"""The GeoGAN Kubeflow pipeline: ingest -> landmarks -> classifier, then per attribute split -> train -> evaluate -> register.
+"""The GeoGAN Kubeflow pipeline: ingest -> landmarks, judge, then per attribute split, evalset -> train -> evaluate -> register.
 
 The same stages as dvc.yaml, driven by the same params.yaml (passed whole as `params_yaml`).
 Platform settings (GPUs, CPU/memory, the data PVC, secrets, node placement) are applied at
@@ -8,7 +8,7 @@ tests/test_pipeline.py checks that the committed YAML equals a fresh compile.
 
 from kfp import dsl, kubernetes
 
-from components import evaluate, ingest, landmarks, register, split, train, train_classifier, train_pytorchjob
+from components import evalset, evaluate, ingest, landmarks, register, split, train, train_judge, train_pytorchjob
 from geogan.stages.pipeline import (DATA_MOUNT, DATA_PVC, GPU_NODE_LABEL, GPU_RESOURCE, IMAGE, MLFLOW_SECRET,
                                     MLFLOW_SECRET_KEYS, PACKAGE, S3_SECRET, S3_SECRET_KEYS)
 
@@ -31,13 +31,14 @@ def _on_gpu(task: dsl.PipelineTask, gpus) -> dsl.PipelineTask:
     return task
 
 
-def _evaluate_and_register(inputs: dict, generator, classifier, image) -> None:
+def _evaluate_and_register(inputs: dict, generator, judge, evalset_data, image) -> None:
     """Evaluate a trained generator, then register it (the tail of both training branches).
 
     Each branch has its own tail because kfp.local cannot yet resolve `dsl.OneOf` over
     artefacts ("Expected 1 artifact in ArtifactSelectorSpec"); on a cluster only one branch runs.
     """
-    evaluate_task = _on_gpu(_on_cluster(evaluate(**inputs, model=generator, classifier=classifier),
+    evaluate_task = _on_gpu(_on_cluster(evaluate(**{k: v for k, v in inputs.items() if k != "split"}, model=generator,
+                                                 judge=judge, evalset=evalset_data),
                                         image, cpu="4", memory="16Gi"), gpus=1)
     register_task = _on_cluster(
         register(params_yaml=inputs["params_yaml"], attribute=inputs["attribute"], model=generator,
@@ -67,14 +68,18 @@ def geogan_pipeline(
     landmarks_task = _on_gpu(_on_cluster(
         landmarks(params_yaml=params_yaml, prepared=ingest_task.outputs["prepared"]),
         image, cpu="4", memory="16Gi"), gpus=1)
-    classifier_task = _on_cluster(
-        train_classifier(params_yaml=params_yaml, prepared=ingest_task.outputs["prepared"]),
-        image, cpu="8", memory="16Gi")
+    judge_task = _on_gpu(_on_cluster(
+        train_judge(params_yaml=params_yaml, prepared=ingest_task.outputs["prepared"]),
+        image, cpu="8", memory="16Gi"), gpus=1)
 
     with dsl.ParallelFor(attributes) as attribute:
         split_task = _on_cluster(
             split(params_yaml=params_yaml, attribute=attribute, prepared=ingest_task.outputs["prepared"],
                   landmarks=landmarks_task.outputs["landmarks"]),
+            image, cpu="1", memory="4Gi")
+        evalset_task = _on_cluster(
+            evalset(params_yaml=params_yaml, attribute=attribute, prepared=ingest_task.outputs["prepared"],
+                    landmarks=landmarks_task.outputs["landmarks"]),
             image, cpu="1", memory="4Gi")
         inputs = dict(params_yaml=params_yaml, attribute=attribute, prepared=ingest_task.outputs["prepared"],
                       landmarks=landmarks_task.outputs["landmarks"], split=split_task.outputs["split"])
@@ -84,13 +89,15 @@ def geogan_pipeline(
                 train_pytorchjob(**inputs, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, image=image, nodes=train_nodes,
                                  gpus_per_node=gpus_per_node),
                 image, cpu="1", memory="4Gi")
-            _evaluate_and_register(inputs, job_task.outputs["generator"], classifier_task.outputs["classifier"], image)
+            _evaluate_and_register(inputs, job_task.outputs["generator"], judge_task.outputs["judge"],
+                                   evalset_task.outputs["evalset"], image)
         with dsl.Else(name="single-node"):
             train_task = _on_gpu(_on_cluster(
                 train(**inputs, work_root=work_root),
                 image, cpu="8", memory="32Gi"), gpus=gpus_per_node)
             train_task.set_retry(num_retries=2)  # resumes from its checkpoints in work_root
-            _evaluate_and_register(inputs, train_task.outputs["generator"], classifier_task.outputs["classifier"], image)
+            _evaluate_and_register(inputs, train_task.outputs["generator"], judge_task.outputs["judge"],
+                                   evalset_task.outputs["evalset"], image)
 
 
 if __name__ == "__main__":

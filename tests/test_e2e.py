@@ -17,7 +17,7 @@ ATTRS = ("Mustache", "Eyeglasses")
 # The smallest nets: this checks the plumbing (DVC, MLflow, registry, serving), not the model.
 TINY = {"train.steps": 4, "train.checkpoint_every": 2, "train.image_every": 4, "train.log_every": 2,
         "model.ngf": 4, "model.ndf": 4, "model.n_scales": 1,
-        "classifier.steps": 3, "evaluate.num_images": 4, "evaluate.fid": "auto"}
+        "judge.max_steps": 3, "evaluate.sources": 4, "evaluate.references": 2, "evaluate.fid": "auto"}
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -46,9 +46,10 @@ def _dvc(repo: Path, env: dict, *args: str, timeout: float = 600) -> subprocess.
 
 def _outputs(repo: Path) -> list[Path]:
     outs = [repo / "data/prepared/images.npy", repo / "data/prepared/manifest.csv", repo / "data/landmarks/landmarks.npy",
-            repo / "models/classifier/classifier.pt"]
+            repo / "models/judge/judge.pt", repo / "models/judge/trained_on.json"]
     for a in ATTRS:
-        outs += [repo / f"data/splits/{a}.json", repo / f"models/{a}/generator.pt", repo / f"models/{a}/meta.json",
+        outs += [repo / f"data/splits/{a}.json", repo / f"data/evalsets/{a}.json", repo / f"models/{a}/generator.pt",
+                 repo / f"models/{a}/meta.json",
                  repo / f"metrics/{a}.json", repo / f"registry/{a}.json"]
     return outs
 
@@ -66,7 +67,8 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert not missing, f"missing outputs: {missing}"
     for a in ATTRS:
         metrics = json.loads((repo / f"metrics/{a}.json").read_text())
-        assert {"landmark_err", "gt_psnr"} <= metrics.keys(), metrics
+        for method in ("model", "copy_paste", "do_nothing"):  # 4 sources x 2 references, FID/KID on
+            assert {"landmark_err_8", "gt_psnr_8", "transfer_success_8", "kid_a2b_8"} <= metrics[method].keys(), metrics
         assert json.loads((repo / f"models/{a}/meta.json").read_text())["step"] == TINY["train.steps"]
 
     second = _dvc(repo, env, "repro")

@@ -21,7 +21,7 @@ from tests.conftest import ROOT, tiny_params_dict
 pytest.importorskip("kfp")
 
 COMPILED = ROOT / "pipelines" / "geogan_pipeline.yaml"
-GPU_EXECUTORS = {"exec-landmarks", "exec-train", "exec-evaluate", "exec-evaluate-2"}
+GPU_EXECUTORS = {"exec-landmarks", "exec-train-judge", "exec-train", "exec-evaluate", "exec-evaluate-2"}
 
 
 def _load_package(path: Path) -> dict:
@@ -305,7 +305,8 @@ def _dvc_commands(attributes: list[str]) -> list[str]:
 @pytest.mark.slow
 def test_kfp_local_runs_the_pipeline_like_the_dvc_path(tmp_path, monkeypatch):
     """The whole pipeline under kfp.local (SubprocessRunner, no Docker) on the tiny synthetic config,
-    then dvc.yaml's commands on the same params: same prepared data, landmarks and splits, same metric keys."""
+    then dvc.yaml's commands on the same params: same prepared data, landmarks, splits and evaluation sets,
+    same metric keys."""
     from kfp import local
 
     from pipelines.geogan_pipeline import geogan_pipeline
@@ -340,7 +341,7 @@ def test_kfp_local_runs_the_pipeline_like_the_dvc_path(tmp_path, monkeypatch):
         assert (run_dir / "ingest" / "prepared" / rel).read_bytes() == (dvc_dir / "data/prepared" / rel).read_bytes()
     assert ((run_dir / "landmarks" / "landmarks" / "landmarks.npy").read_bytes()
             == (dvc_dir / "data/landmarks/landmarks.npy").read_bytes())
-    assert (run_dir / "train-classifier" / "classifier").is_dir()
+    assert (run_dir / "train-judge" / "judge" / "judge.pt").is_file()
 
     # Per attribute (ParallelFor iterations are for-loop-*-iteration-<i>, in attributes order).
     iterations = sorted(run_dir.glob("for-loop-*-iteration-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
@@ -352,11 +353,15 @@ def test_kfp_local_runs_the_pipeline_like_the_dvc_path(tmp_path, monkeypatch):
         assert not list(it.glob("train-pytorchjob*")), "train_nodes=1 must not take the PyTorchJob branch"
         kfp_split = it / "split" / "split"
         assert kfp_split.read_bytes() == (dvc_dir / "data/splits" / f"{attribute}.json").read_bytes(), attribute
+        kfp_evalset = it / "evalset" / "evalset"
+        assert kfp_evalset.read_bytes() == (dvc_dir / "data/evalsets" / f"{attribute}.json").read_bytes(), attribute
         assert (it / "train" / "generator" / "generator.pt").is_file()
         kfp_metrics = json.loads((evaluate_dir / "metrics").read_text())
         dvc_metrics = json.loads((dvc_dir / "metrics" / f"{attribute}.json").read_text())
         assert set(kfp_metrics) == set(dvc_metrics), attribute
-        for key in ("num_pairs", "train_steps"):
+        for method in ("model", "copy_paste", "do_nothing"):
+            assert set(kfp_metrics[method]) == set(dvc_metrics[method]), (attribute, method)
+        for key in ("eval_set", "train_steps"):
             assert kfp_metrics[key] == dvc_metrics[key], (attribute, key)
         logged = json.loads((evaluate_dir / "executor_output.json").read_text())
         metadata = logged["artifacts"]["metrics"]["artifacts"][0]["metadata"]
