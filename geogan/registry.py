@@ -20,10 +20,6 @@ from typing import Any, Iterator, Mapping, Sequence
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 MODEL_NAME = "generator"  # the logged model's name inside its run
-NO_FID_GATE = 1e9  # promote.max_fid at or above this: FID is not gated
-# Columns of the comparison table, in order (metric names as `evaluate` writes them).
-KEY_METRICS = ("transfer_success", "removal_success", "judge_accuracy", "fid", "fid_clf", "kid",
-               "landmark_err", "background_l1", "gt_psnr", "train_steps")
 
 
 class PromotionRefused(RuntimeError):
@@ -201,37 +197,52 @@ def gate_checks(
 ) -> list[dict[str, Any]]:
     """Each gate condition on the candidate's metrics, with its figures and verdict.
 
+    Metrics are found by name whatever their sample count (`transfer_success` reads
+    `transfer_success_1000`); the copy-paste baseline's are `copy_paste/<name>_<count>`.
+
     Args:
-        candidate: metrics of the candidate's run (names as `evaluate` writes them).
-        gate: PromoteConfig or a mapping with min_transfer_success, max_fid,
-            max_landmark_error, allow_worse_than_champion.
+        candidate: metrics of the candidate's run (names as `evaluate` logs them, `eval/` stripped).
+        gate: PromoteConfig or a mapping with min_transfer_success, max_kid_vs_copy_paste,
+            min_identity_kept (0 = not gated), max_landmark_error, allow_worse_than_champion.
         champion: metrics of the current champion's run, if there is one.
     Returns:
         [{"check", "metric", "value", "op", "threshold", "passed"}], in a stable order.
     """
+    from geogan.metrics.registry import find
+
     checks: list[dict[str, Any]] = []
 
-    def add(check: str, metric: str, value: float | None, op: str, threshold: float) -> None:
-        ok = value is not None and math.isfinite(value) and (value >= threshold if op == ">=" else value <= threshold)
+    def value_of(metrics: Mapping[str, float], name: str) -> tuple[str, float | None]:
+        hit = find(metrics, name)
+        return (hit[0], hit[1]) if hit else (f"{name}_<n>", None)
+
+    def add(check: str, metric: str, value: float | None, op: str, threshold: float | None) -> None:
+        ok = (value is not None and threshold is not None and math.isfinite(value) and math.isfinite(threshold)
+              and (value >= threshold if op == ">=" else value <= threshold))
         checks.append({"check": check, "metric": metric, "value": value, "op": op, "threshold": threshold, "passed": ok})
 
-    add("promote.min_transfer_success", "transfer_success", candidate.get("transfer_success"), ">=",
+    add("promote.min_transfer_success", *value_of(candidate, "transfer_success"), ">=",
         float(_gate_value(gate, "min_transfer_success")))
-    max_fid = float(_gate_value(gate, "max_fid"))
-    fid_key = "fid" if "fid" in candidate else "fid_clf" if "fid_clf" in candidate else "fid"
-    if fid_key in candidate or max_fid < NO_FID_GATE:
-        add("promote.max_fid", fid_key, candidate.get(fid_key), "<=", max_fid)
-    add("promote.max_landmark_error", "landmark_err", candidate.get("landmark_err"), "<=",
+    kid_key, kid = value_of(candidate, "kid_a2b")
+    _, kid_copy_paste = value_of(candidate, "copy_paste/kid_a2b")
+    ratio = float(_gate_value(gate, "max_kid_vs_copy_paste"))
+    add("promote.max_kid_vs_copy_paste", kid_key, kid, "<=", None if kid_copy_paste is None else ratio * kid_copy_paste)
+    min_kept = float(_gate_value(gate, "min_identity_kept"))
+    if min_kept > 0:
+        add("promote.min_identity_kept", *value_of(candidate, "identity_kept"), ">=", min_kept)
+    add("promote.max_landmark_error", *value_of(candidate, "landmark_err"), "<=",
         float(_gate_value(gate, "max_landmark_error")))
-    if champion and not _gate_value(gate, "allow_worse_than_champion") and "transfer_success" in champion:
-        add("not worse than champion", "transfer_success", candidate.get("transfer_success"), ">=",
-            float(champion["transfer_success"]))
+    if champion and not _gate_value(gate, "allow_worse_than_champion"):
+        _, champion_value = value_of(champion, "transfer_success")
+        if champion_value is not None:
+            add("not worse than champion", *value_of(candidate, "transfer_success"), ">=", champion_value)
     return checks
 
 
 def _describe(c: dict[str, Any]) -> str:
     value = "missing" if c["value"] is None else f"{c['value']:.4g}"
-    return f"{c['metric']} {value} (needs {c['op']} {c['threshold']:.4g}, {c['check']})"
+    threshold = "a missing baseline" if c["threshold"] is None else f"{c['threshold']:.4g}"
+    return f"{c['metric']} {value} (needs {c['op']} {threshold}, {c['check']})"
 
 
 def promote(attribute: str, gate: Any, tracking_uri: str, client: Any = None) -> dict[str, Any]:
@@ -270,29 +281,28 @@ def promote(attribute: str, gate: Any, tracking_uri: str, client: Any = None) ->
 
 
 def compare_runs(tracking_uri: str, experiment_prefix: str, attributes: Sequence[str]) -> list[dict[str, Any]]:
-    """The latest evaluated run of each attribute's experiment, with key metrics and aliases.
+    """The latest evaluated run of each attribute's experiment, with its metrics and the aliases.
 
     Args:
         tracking_uri: the tracking/registry server or store.
         experiment_prefix: experiments are `<prefix>-<Attribute>`.
         attributes: attributes to list (one row each, even without runs).
     Returns:
-        Rows {"attribute", "run_id", "run_name", "status", "started", <KEY_METRICS>, "champion", "candidate"}.
+        Rows {"attribute", "run_id", "run_name", "status", "started", "metrics", "tags", "champion", "candidate"}.
     """
     client = _client(tracking_uri)
     rows = []
     for attribute in attributes:
-        row: dict[str, Any] = {"attribute": attribute}
+        row: dict[str, Any] = {"attribute": attribute, "metrics": {}, "tags": {}}
         exp = client.get_experiment_by_name(f"{experiment_prefix}-{attribute}")
         runs = (client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50)
                 if exp else [])
         # The newest run that was evaluated; an unevaluated (e.g. crashed) newer run is skipped.
         run = next((r for r in runs if any(k.startswith("eval/") for k in r.data.metrics)), runs[0] if runs else None)
         if run is not None:
-            metrics = _run_metrics(client, run.info.run_id)
             row.update(run_id=run.info.run_id, run_name=run.info.run_name, status=run.info.status,
-                       started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)))
-            row.update({k: metrics[k] for k in KEY_METRICS if k in metrics})
+                       started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
+                       metrics=_run_metrics(client, run.info.run_id), tags=dict(run.data.tags))
         for alias in (CHAMPION, CANDIDATE):
             version = _version_by_alias(client, registered_name(attribute), alias)
             row[alias] = int(version.version) if version else None
@@ -301,22 +311,16 @@ def compare_runs(tracking_uri: str, experiment_prefix: str, attributes: Sequence
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table of `compare_runs` rows; metric columns that no row has are left out."""
-    columns = ["attribute", "run_id", "status", "started"]
-    columns += [k for k in KEY_METRICS if any(k in r for r in rows)] + [CHAMPION, CANDIDATE]
+    """Per attribute: its run and aliases, then each metric with its interval, the model beside the baselines."""
+    from geogan.metrics.report import by_method, comparison_table
 
-    def cell(row: Mapping[str, Any], key: str) -> str:
-        v = row.get(key)
-        if v is None:
-            return "-"
-        if key == "run_id":
-            return str(v)[:8]
-        if isinstance(v, float):
-            return f"{v:.0f}" if key == "train_steps" else f"{v:.4g}"
-        return str(v)
-
-    table = [columns] + [[cell(r, c) for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    blocks = []
+    for r in rows:
+        head = (f"{r['attribute']}: run {str(r.get('run_id') or '-')[:8]} ({r.get('status', 'no runs')}, "
+                f"{r.get('started', '-')}), {CHAMPION} {r.get(CHAMPION) or '-'}, {CANDIDATE} {r.get(CANDIDATE) or '-'}")
+        digest = r.get("tags", {}).get("eval.set_digest")
+        if digest:
+            head += f", evaluation set {digest[:12]}, judge {r['tags'].get('eval.judge_sha256', '?')[:12]}"
+        methods = by_method(r.get("metrics", {}))
+        blocks.append(head + ("\n" + comparison_table(methods) if methods else "\n(no evaluation yet)"))
+    return "\n\n".join(blocks)

@@ -22,9 +22,14 @@ from geogan.registry import (
 )
 from tests.mlflow_server import mlflow_server
 
-GATE = PromoteConfig(min_transfer_success=0.5, max_fid=100.0, max_landmark_error=0.5, allow_worse_than_champion=False)
-GOOD = {"transfer_success": 0.8, "fid": 40.0, "landmark_err": 0.1, "removal_success": 0.7}
-BAD = {"transfer_success": 0.2, "fid": 400.0, "landmark_err": 0.1, "removal_success": 0.7}
+GATE = PromoteConfig(min_transfer_success=0.5, max_kid_vs_copy_paste=1.0, min_identity_kept=0.8, max_landmark_error=0.5,
+                     allow_worse_than_champion=False)
+# Names as `evaluate` logs them: with their sample counts, the baselines under their own prefix.
+GOOD = {"transfer_success_1000": 0.8, "transfer_success_1000_lo": 0.7, "transfer_success_1000_hi": 0.9,
+        "kid_a2b_1000": 0.02, "copy_paste/kid_a2b_1000": 0.05, "identity_kept_1000": 0.95, "landmark_err_1000": 0.1,
+        "copy_paste/transfer_success_1000": 0.4, "do_nothing/transfer_success_1000": 0.03}
+BAD = {**GOOD, "transfer_success_1000": 0.2, "transfer_success_1000_lo": 0.15, "transfer_success_1000_hi": 0.25,
+       "kid_a2b_1000": 0.09}
 SIZE = 64
 
 
@@ -90,8 +95,9 @@ def test_register_promote_refuse_and_serve_champion(server, generator_file):
     with pytest.raises(PromotionRefused) as refused:
         promote("Mustache", GATE, server)
     message = str(refused.value)
-    assert "transfer_success 0.2" in message and "fid 400" in message and "landmark_err" not in message
-    assert {f["metric"] for f in refused.value.failures} == {"transfer_success", "fid"}
+    assert "transfer_success_1000 0.2" in message and "kid_a2b_1000 0.09 (needs <= 0.05" in message
+    assert "landmark_err" not in message and "identity" not in message
+    assert {f["metric"] for f in refused.value.failures} == {"transfer_success_1000", "kid_a2b_1000"}
     assert client.get_model_version_by_alias("geogan-Mustache", "champion").version == "1"
     assert sorted(int(v.version) for v in client.search_model_versions("name='geogan-Mustache'")) == [1, 2]
 
@@ -115,10 +121,15 @@ def test_register_promote_refuse_and_serve_champion(server, generator_file):
 
     # The cross-attribute table: latest evaluated run, aliases, a row for an attribute without runs.
     rows = compare_runs(server, "geogan", ["Mustache", "Eyeglasses"])
-    assert rows[0]["transfer_success"] == pytest.approx(0.2) and rows[0]["champion"] == 1 and rows[0]["candidate"] == 2
-    assert rows[1] == {"attribute": "Eyeglasses", "champion": None, "candidate": None}
-    table = format_table(rows)
-    assert table.splitlines()[0].split()[:2] == ["attribute", "run_id"] and "Mustache" in table and "Eyeglasses" in table
+    assert rows[0]["metrics"]["transfer_success_1000"] == pytest.approx(0.2)
+    assert rows[0]["champion"] == 1 and rows[0]["candidate"] == 2
+    assert rows[1] == {"attribute": "Eyeglasses", "metrics": {}, "tags": {}, "champion": None, "candidate": None}
+    table = format_table(rows).splitlines()
+    assert table[0].startswith("Mustache: run ") and "champion 1, candidate 2" in table[0]
+    assert table[1].split() == ["metric", "model", "copy_paste", "do_nothing"]
+    row = next(line for line in table if line.startswith("transfer_success_1000"))
+    assert row.split()[1:] == ["0.2", "[0.15,", "0.25]", "0.4", "0.03"]  # the model's interval, the baselines beside
+    assert "Eyeglasses: run -" in table[-2] and table[-1] == "(no evaluation yet)"
 
 
 def test_promote_without_candidate_is_refused(server):
@@ -126,13 +137,22 @@ def test_promote_without_candidate_is_refused(server):
         promote("Bald", GATE, server)
 
 
-def test_gate_checks_champion_comparison_and_fid_fallback():
-    worse = {"transfer_success": 0.6, "fid_clf": 3.0, "landmark_err": 0.2}
-    checks = gate_checks(worse, GATE, champion={"transfer_success": 0.8})
-    failed = [c for c in checks if not c["passed"]]
-    assert [c["check"] for c in failed] == ["not worse than champion"]
-    assert any(c["metric"] == "fid_clf" and c["passed"] for c in checks)  # fid_clf is gated under its own name
-    allowed = gate_checks(worse, {**GATE.__dict__, "allow_worse_than_champion": True}, champion={"transfer_success": 0.8})
+def test_gate_checks_transfer_kid_against_copy_paste_identity_and_the_champion():
+    worse = {**GOOD, "transfer_success_1000": 0.6}
+    checks = gate_checks(worse, GATE, champion={"transfer_success_1000": 0.8})
+    assert [c["check"] for c in checks] == ["promote.min_transfer_success", "promote.max_kid_vs_copy_paste",
+                                            "promote.min_identity_kept", "promote.max_landmark_error",
+                                            "not worse than champion"]
+    assert [c["check"] for c in checks if not c["passed"]] == ["not worse than champion"]
+    allowed = gate_checks(worse, {**GATE.__dict__, "allow_worse_than_champion": True}, champion={"transfer_success_1000": 0.8})
     assert all(c["passed"] for c in allowed)
-    missing = gate_checks({"landmark_err": 0.1}, GATE)
-    assert {c["metric"] for c in missing if not c["passed"]} == {"transfer_success", "fid"}
+    # KID is judged against the copy-paste baseline of the same evaluation, scaled by the ratio.
+    kid = {c["check"]: c for c in gate_checks({**GOOD, "kid_a2b_1000": 0.06}, GATE)}["promote.max_kid_vs_copy_paste"]
+    assert not kid["passed"] and kid["threshold"] == pytest.approx(0.05)
+    assert all(c["passed"] for c in gate_checks({**GOOD, "kid_a2b_1000": 0.06}, {**GATE.__dict__, "max_kid_vs_copy_paste": 1.5}))
+    # What was not measured fails, naming the metric; identity is not gated at min_identity_kept 0.
+    missing = gate_checks({"landmark_err_64": 0.1}, GATE)
+    assert {c["metric"] for c in missing if not c["passed"]} == {"transfer_success_<n>", "kid_a2b_<n>", "identity_kept_<n>"}
+    synthetic = gate_checks({k: v for k, v in GOOD.items() if not k.startswith("identity")},
+                            {**GATE.__dict__, "min_identity_kept": 0.0})
+    assert all(c["passed"] for c in synthetic) and "promote.min_identity_kept" not in [c["check"] for c in synthetic]
