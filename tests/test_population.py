@@ -52,3 +52,14 @@ def test_config_checks_populations_at_load():
     params["split"]["populations"] = {"Beard": "Male"}
     with pytest.raises(ConfigError, match=r"'split.populations.Beard': not one of the attributes"):
         config_from_dict(params)
+
+
+def test_config_checks_evaluation_populations_and_judge_confusions_at_load():
+    params = tiny_params_dict()
+    params["evaluate"]["populations"] = {"Mustache": "Male | "}
+    with pytest.raises(ConfigError, match=r"'evaluate.populations.Mustache': population 'Male | ': ends where"):
+        config_from_dict(params)
+    params["evaluate"]["populations"] = {}
+    params["judge"]["confusions"] = {"Goatee": ["No_Beard"]}
+    with pytest.raises(ConfigError, match=r"'judge.confusions.Goatee': not one of the attributes"):
+        config_from_dict(params)
