@@ -167,9 +167,12 @@ class _Collector:
         from geogan.data import synthetic
 
         inp, size = self.inputs, x_a.shape[-1]
-        pairs = list(zip(inp.src_rows[sl], inp.ref_rows[sl]))
-        gt = np.stack([synthetic.render_transfer(inp.faces[a], inp.faces[b], inp.attribute, size) for a, b in pairs])
-        cover = np.stack([synthetic.attribute_mask_for(inp.faces[a], inp.faces[b], inp.attribute, size) for a, b in pairs])
+        rendered = inp.cache.setdefault("ground_truth", {})  # the same for every method: rendered once per pair
+        for a, b in zip(inp.src_rows[sl], inp.ref_rows[sl]):
+            if (a, b) not in rendered:
+                rendered[a, b] = (synthetic.render_transfer(inp.faces[a], inp.faces[b], inp.attribute, size),
+                                  synthetic.attribute_mask_for(inp.faces[a], inp.faces[b], inp.attribute, size))
+        gt, cover = (np.stack(v) for v in zip(*(rendered[a, b] for a, b in zip(inp.src_rows[sl], inp.ref_rows[sl]))))
         gt_t = torch.from_numpy(gt).permute(0, 3, 1, 2).float().to(x_out.device) / 127.5 - 1
         cover_t = torch.from_numpy(cover).float().unsqueeze(1).to(x_out.device)
         self.add("gt_psnr", geometry.psnr(x_out, gt_t).cpu())
@@ -248,8 +251,12 @@ def shared_observations(inputs: EvalInputs) -> dict[str, np.ndarray]:
     if inputs.inception is not None:
         from geogan.metrics.fid import extract_features
 
+        from tqdm import tqdm
+
         for key, rows in (("f_real_with", inputs.real_with), ("f_real_without", inputs.real_without)):
-            out[key] = extract_features(inputs.inception, np.asarray(inputs.images[np.sort(rows)]), inputs.batch_size)
+            with tqdm(total=len(rows), desc=f"Inception, real {key[7:]}", leave=False, disable=not inputs.progress) as bar:
+                out[key] = extract_features(inputs.inception, np.asarray(inputs.images[np.sort(rows)]), inputs.batch_size,
+                                            progress=lambda done: bar.update(done - bar.n))
     if inputs.embedder is not None:
         out["e_src"] = inputs.embedder.embed(np.asarray(inputs.images[src]), np.asarray(inputs.landmarks[src]))
         e_ref = inputs.embedder.embed(np.asarray(inputs.images[ref]), np.asarray(inputs.landmarks[ref]))

@@ -135,6 +135,26 @@ def test_a_judge_that_saw_an_evaluated_face_is_refused(run, tmp_path, capsys):
     assert not (tmp_path / "m.json").exists()
 
 
+def test_a_judge_of_your_own_is_measured_on_the_test_partition_and_its_independence_said_unchecked(
+        run, tmp_path, monkeypatch, capsys):
+    from geogan.stages import evaluate, train_judge
+
+    root, data = run["root"], run["data"]
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    cfg = tiny_config(**{**SMALL, "judge.weights": str(root / "judge" / "judge.pt")})
+    train_judge.run(cfg, data.prepared, tmp_path / "own", progress=False)
+    assert json.loads((tmp_path / "own" / "trained_on.json").read_text()) == {"known": False}
+    measured = json.loads((tmp_path / "own" / "metrics.json").read_text())
+    trained = json.loads((root / "judge" / "metrics.json").read_text())
+    assert measured[f"{ATTR}/auc"] == trained[f"{ATTR}/auc"]  # the same judge on the same test partition
+    capsys.readouterr()
+    report = evaluate.run(cfg, ATTR, data.prepared, data.landmarks, root / "evalsets" / f"{ATTR}.json", "none",
+                          tmp_path / "own", tmp_path / "m.json", tmp_path / "plots", progress=False)
+    assert "its independence is not checked" in capsys.readouterr().out
+    assert set(report) >= {"copy_paste", "do_nothing"} and "model" not in report
+
+
 def _celeba_manifest():
     """CelebA's own partition, identity and attribute files for celeba-20k, as a manifest (no images needed)."""
     from geogan.data.split import Manifest

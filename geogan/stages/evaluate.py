@@ -192,3 +192,7 @@ def _summary(report: dict) -> dict:
             hits = [find(report[method], k) for k in ("transfer_success", "judge_fp", "kid_a2b", "landmark_err", "gt_psnr")]
             out[method] = {k: round(v, 4) for k, v in filter(None, hits) if v is not None}
     return out
+
+
+if __name__ == "__main__":
+    main()
