@@ -46,6 +46,11 @@ def test_sources_and_references_are_test_faces_of_other_people_one_per_person():
     assert all(manifest.labels["Mustache"][f["row"]] == 1 for f in ref)
     assert len({f["identity"] for f in src}) == 8 and len({f["identity"] for f in ref}) == 4
     assert not {f["identity"] for f in src} & {f["identity"] for f in ref}
+    # Every person with a mustache as a reference (5 of them have it in one image only): of the 15 people
+    # with faces without one, only the 10 who are nobody's reference may give the 12 sources.
+    every = _draw(manifest, partitions, n_sources=12, n_references=10)
+    assert not {f["identity"] for f in every["sources"]} & {f["identity"] for f in every["references"]}
+    assert len({f["identity"] for f in every["sources"]}) == 10
     src_rows, ref_rows, src_pos, ref_pos = pair_rows(es)
     assert src_rows.tolist()[:5] == [src[0]["row"]] * 4 + [src[1]["row"]] and ref_pos.tolist()[:5] == [0, 1, 2, 3, 0]
     # FID's real sets: every test face with / without it

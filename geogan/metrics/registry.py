@@ -53,7 +53,7 @@ def register_metric(name: str, needs: Sequence[str]) -> Callable:
     def add(fn: Callable) -> Callable:
         if name in _METRICS:
             raise ValueError(f"metric '{name}' is registered twice")
-        _METRICS[name] = MetricSpec(name, tuple(needs), fn, (fn.__doc__ or "").strip().splitlines()[0])
+        _METRICS[name] = MetricSpec(name, tuple(needs), fn, next(iter((fn.__doc__ or "").strip().splitlines()), ""))
         return fn
 
     return add
