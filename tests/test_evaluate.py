@@ -137,17 +137,25 @@ def test_a_judge_that_saw_an_evaluated_face_is_refused(run, tmp_path, capsys):
 
 def test_a_judge_of_your_own_is_measured_on_the_test_partition_and_its_independence_said_unchecked(
         run, tmp_path, monkeypatch, capsys):
+    from geogan.metrics.judge import load_judge, save_judge
     from geogan.stages import evaluate, train_judge
 
     root, data = run["root"], run["data"]
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    trained = json.loads((root / "judge" / "metrics.json").read_text())
+    # Trained by this stage on the same data elsewhere (a GPU): measured again, its record of what it saw kept.
     cfg = tiny_config(**{**SMALL, "judge.weights": str(root / "judge" / "judge.pt")})
+    train_judge.run(cfg, data.prepared, tmp_path / "same", progress=False)
+    assert (tmp_path / "same" / "trained_on.json").read_text() == (root / "judge" / "trained_on.json").read_text()
+    assert json.loads((tmp_path / "same" / "metrics.json").read_text())[f"{ATTR}/auc"] == trained[f"{ATTR}/auc"]
+    # Trained on other data: what it saw is unknown, and evaluation says its independence is unchecked.
+    other = load_judge(root / "judge" / "judge.pt")
+    other.meta["data_version"] = "other data"
+    save_judge(tmp_path / "other.pt", other)
+    cfg = tiny_config(**{**SMALL, "judge.weights": str(tmp_path / "other.pt")})
     train_judge.run(cfg, data.prepared, tmp_path / "own", progress=False)
     assert json.loads((tmp_path / "own" / "trained_on.json").read_text()) == {"known": False}
-    measured = json.loads((tmp_path / "own" / "metrics.json").read_text())
-    trained = json.loads((root / "judge" / "metrics.json").read_text())
-    assert measured[f"{ATTR}/auc"] == trained[f"{ATTR}/auc"]  # the same judge on the same test partition
     capsys.readouterr()
     report = evaluate.run(cfg, ATTR, data.prepared, data.landmarks, root / "evalsets" / f"{ATTR}.json", "none",
                           tmp_path / "own", tmp_path / "m.json", tmp_path / "plots", progress=False)

@@ -1,11 +1,11 @@
-"""Tables of evaluation figures: each metric with its 95% interval and sample count, the model beside the baselines."""
+"""The evaluation's metrics document, and its tables: each metric with its 95% interval and count, the baselines beside the model."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping
 
-from geogan.metrics.registry import find
+from geogan.metrics.registry import find, flat
 
 METHODS = ("model", "copy_paste", "do_nothing")
 # The figures a table shows, in order (docs/metrics.md explains each).
@@ -61,3 +61,19 @@ def comparison_table(methods: Mapping[str, Mapping[str, Any]]) -> str:
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def evaluation_report(attribute: str, evalset: Mapping[str, Any], evalset_file: Any, judge: Any, judge_sha256: str,
+                      inception: Any, results: Mapping[str, Mapping[str, Any]], train_steps: int) -> dict[str, Any]:
+    """The metrics document of one evaluation: what was scored on what, by whom, and every method's figures."""
+    name = judge.attributes[judge.index(attribute)]
+    return {
+        "attribute": attribute, "train_steps": train_steps,
+        "eval_set": {"file": str(evalset_file), "digest": evalset["digest"], "sources": len(evalset["sources"]),
+                     "references": len(evalset["references"]), "pairs": evalset["num_pairs"],
+                     "population": evalset["population"] or "everyone"},
+        "judge": {"sha256": judge_sha256, "threshold": judge.threshold(attribute),
+                  "test": {k.split("/", 1)[1]: v for k, v in judge.meta.get("test", {}).items() if k.startswith(f"{name}/")}},
+        "fid_weights": inception.name if inception is not None else None,
+        **{method: flat(estimates) for method, estimates in results.items()},
+    }

@@ -31,9 +31,8 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     from geogan.data.dataset import load_prepared
     from geogan.data.evalset import pair_rows, read_evalset
     from geogan.data.split import read_manifest
-    from geogan.metrics.baselines import copy_paste, do_nothing
     from geogan.metrics.judge import file_sha256
-    from geogan.metrics.registry import flat
+    from geogan.metrics.report import evaluation_report
     from geogan.visualize import image_grid, save_png
 
     evalset_file = Path(evalset or f"data/evalsets/{attribute}.json")
@@ -52,22 +51,10 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
         judge=judge_obj, inception=_inception(e, device), faces=_synthetic_faces(prepared),
         embedder=_embedder(e.identity, real_faces=not (Path(prepared) / "synthetic.json").is_file()),
         batch_size=e.batch_size, device=device, progress=progress)
-    methods: dict[str, Any] = {}
-    meta: dict[str, Any] = {}
-    if model != "none":
-        methods["model"], meta = _generator(model, device)
-    methods["copy_paste"] = lambda a, b, la, lb: copy_paste(a, b, la, lb, region.points, region.margin, e.copy_paste_feather)
-    methods["do_nothing"] = do_nothing
+    methods, meta = _methods(cfg, attribute, model, device)
     results, grids = ev.evaluate(methods, inputs, e.bootstrap, e.kid_subsets, cfg.seed)
-    report = {"attribute": attribute, "train_steps": int(meta.get("step", 0)),
-              "eval_set": {"file": str(evalset_file), "digest": es["digest"], "sources": len(es["sources"]),
-                           "references": len(es["references"]), "pairs": es["num_pairs"],
-                           "population": es["population"] or "everyone"},
-              "judge": {"sha256": file_sha256(judge_file), "threshold": judge_obj.threshold(attribute),
-                        "test": {k.split("/", 1)[1]: v for k, v in judge_obj.meta.get("test", {}).items()
-                                 if k.startswith(f"{judge_obj.attributes[judge_obj.index(attribute)]}/")}},
-              "fid_weights": inputs.inception.name if inputs.inception is not None else None,
-              **{name: flat(est) for name, est in results.items()}}
+    report = evaluation_report(attribute, es, evalset_file, judge_obj, file_sha256(judge_file), inputs.inception,
+                               results, int(meta.get("step", 0)))
     with atomic_path(plots) as tmp:
         tmp.mkdir()
         folder = Path(model).parent if Path(model).is_file() else Path(model)
@@ -82,6 +69,20 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     if meta:
         _log_to_mlflow(cfg, attribute, meta, report, plots, evalset_file, es)
     return report
+
+
+def _methods(cfg: Config, attribute: str, model: str, device) -> tuple[dict[str, Any], dict]:
+    """The generator (unless "none") and the two baselines, and the generator's meta."""
+    from geogan.metrics.baselines import copy_paste, do_nothing
+
+    region, feather = cfg.regions[attribute], cfg.evaluate.copy_paste_feather
+    methods: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
+    if model != "none":
+        methods["model"], meta = _generator(model, device)
+    methods["copy_paste"] = lambda a, b, la, lb: copy_paste(a, b, la, lb, region.points, region.margin, feather)
+    methods["do_nothing"] = do_nothing
+    return methods, meta
 
 
 def _judge(judge_file: Path, evalset: dict, manifest, resolution: int, device) -> Any:

@@ -1,10 +1,11 @@
 """Stage `train_judge`: the attribute classifier that judges every evaluation, trained once per data version.
 
 Trains on the dataset's train partition only, stops early and sets thresholds on val, and reports
-AUC, balanced accuracy and recalls on test; or, with `judge.weights`, measures a judge of the
-user's own on the same test partition. Writes out/judge.pt, out/metrics.json (the test report)
-and out/trained_on.json (the images and people it trained and was selected on), then registers
-it in MLflow as `geogan-judge` when MLflow is installed.
+AUC, balanced accuracy and recalls on test; or, with `judge.weights`, measures a judge of the user's
+own on the same test partition (one this stage trained on the same data elsewhere, e.g. on a GPU,
+keeps its record of the rows it saw; any other judge's is unknown). Writes out/judge.pt,
+out/metrics.json (the test report) and out/trained_on.json (the images and people it trained and
+was selected on), then registers it in MLflow as `geogan-judge` when MLflow is installed.
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ def run(cfg: Config, prepared: Path = Path("data/prepared"), out: Path = Path("m
     confusions = {a: {c: manifest.labels[resolve_attribute(manifest, c, "the manifest (judge.confusions)")]
                       for c in cols} for a, cols in cfg.judge.confusions.items()}
     images = np.load(Path(prepared) / "images.npy", mmap_mode="r")
+    version = data_version(prepared)
     if cfg.judge.weights:
         judge = load_judge(cfg.judge.weights)
         figures = _measure(judge, images, labels, rows["test"], list(cfg.attributes), confusions)
-        judge = Judge(judge.net, judge.attributes, judge.thresholds, {}, {**judge.meta, "supplied": cfg.judge.weights})
+        # A judge this stage trained elsewhere (e.g. on a GPU) on the same data keeps its record of what it saw.
+        seen = judge.trained_on if judge.meta.get("data_version") == version else {}
+        judge = Judge(judge.net, judge.attributes, judge.thresholds, seen, {**judge.meta, "supplied": cfg.judge.weights})
     else:
         judge, figures = _fit(cfg, np.asarray(images), labels, rows, confusions, progress)
-    judge.meta.update({"data_version": data_version(prepared), "resolution": int(images.shape[1]),
+    judge.meta.update({"data_version": version, "resolution": int(images.shape[1]),
                        "columns": columns, "test": figures})
     with atomic_path(out) as tmp:
         tmp.mkdir()
