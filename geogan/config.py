@@ -72,6 +72,7 @@ class ModelConfig:
     n_scales: int = 3
     flow_inputs: Literal["rgb", "rgb+landmarks"] = "rgb"
     flow_scale: float = 0.1  # flow head output is multiplied by this (reference: / 10)
+    local_ndf: int = 0  # channels of the local attribute discriminator on the region crop (0 = none)
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,14 @@ class LossConfig:
     refine_weight: float = 0.1  # w in residual = 2 tanh(r) w m
     refine_start_step: int = 0  # refinement is off before this step (reference: 10 epochs)
     mask_warmup_steps: int = 0  # lambda_mask ramps linearly from 0 over these steps (0 = full from the start)
+    lambda_local_adv: float = 1.0  # the local attribute discriminator's LSGAN term (with model.local_ndf > 0)
+    lambda_local_cls: float = 1.0  # ... and its has-attribute term
+    lambda_mask_region: float = 0.0  # mask mass outside the attribute's landmark region
 
     def step_weights(self) -> dict[str, float]:
         """The weights the training step reads (`StepContext.weights`), keyed by their params names."""
-        names = ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask")
+        names = ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask",
+                 "lambda_local_adv", "lambda_local_cls", "lambda_mask_region")
         return {name: getattr(self, name) for name in names}
 
 
@@ -110,6 +115,8 @@ class TrainConfig:
     augment_flip: bool = True  # horizontal flip, applied to landmarks too
     # DiffAugment on everything D sees (reals and fakes, both updates): for small real sets
     d_augment: tuple[Literal["color", "translation", "cutout"], ...] = ()
+    cutout_spares_region: bool = False  # cutout never covers the attribute's region (a label it would erase)
+    ema_decay: float = 0.0  # exponential moving average of G for evaluation and export (0 = none)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on cuda
     channels_last: bool = True  # only takes effect on cuda

@@ -56,21 +56,29 @@ def mlflow_home(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- library level (fast, in-process)
 
-@pytest.mark.parametrize("extra", [{}, {"train.d_augment": ["color", "translation", "cutout"], "loss.mask_warmup_steps": 3}],
-                         ids=["plain", "diffaugment+mask-warmup"])
+REGION_TERMS_AND_EMA = {"model.local_ndf": 8, "loss.lambda_mask_region": 0.5, "train.cutout_spares_region": True,
+                        "train.d_augment": ["color", "translation", "cutout"], "train.ema_decay": 0.9}
+
+
+@pytest.mark.parametrize("extra", [{}, {"train.d_augment": ["color", "translation", "cutout"], "loss.mask_warmup_steps": 3},
+                                   REGION_TERMS_AND_EMA],
+                         ids=["plain", "diffaugment+mask-warmup", "region-terms+ema"])
 def test_stop_and_resume_in_process_is_bit_exact(tmp_path, data, extra):
     # DiffAugment draws from torch's RNG every step: resuming restores it, so the runs still agree bit for bit.
+    # With EMA the exported weights are the average, which the checkpoint carries too.
     cfg = tiny_config(**{**QUIET, "train.steps": 4, "train.checkpoint_every": 100, **extra})
-    full = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "full", key="k", progress=False)
-    part = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, stop_after=2)
+    region = cfg.regions[ATTR]
+    full = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "full", key="k", progress=False, region=region)
+    part = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, stop_after=2,
+                 region=region)
     assert part.step == 2 and checkpoint_steps(tmp_path / "part") == [2]
-    rest = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False)
+    rest = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, region=region)
     assert rest.resumed_from == 2 and rest.step == 4
     assert states_differ(part.generator_state, rest.generator_state), "the resumed run did not train"
     assert_states_equal(full.generator_state, rest.generator_state)
     # A checkpoint made under another resume key (other settings or data) is not resumed.
     other = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="other", progress=False,
-                  stop_after=1)
+                  stop_after=1, region=region)
     assert other.resumed_from == 0 and other.step == 1
 
 

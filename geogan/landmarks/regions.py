@@ -8,6 +8,7 @@ Everything works in the [-1, 1] grid units of `geogan.nets.flow` (align_corners=
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,3 +86,22 @@ def box_crop(x: torch.Tensor, box: Box, out_hw: tuple[int, int]) -> torch.Tensor
 def crop_size(crop: tuple[float, float], size: int) -> tuple[int, int]:
     """A crop's (h, w) in pixels from its (h, w) fractions of the image size (at least 8 each)."""
     return max(8, round(crop[0] * size)), max(8, round(crop[1] * size))
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """What the training step needs of one attribute's region: points, margins and crop size in pixels."""
+
+    points: tuple[int, ...]
+    margin: tuple[float, float]
+    crop_hw: tuple[int, int]
+
+    @classmethod
+    def from_config(cls, region: Any, size: int) -> "RegionSpec":
+        """From a `regions.<attr>` config entry (`geogan.config.RegionConfig`) at an image size."""
+        return cls(tuple(region.points), (float(region.margin[0]), float(region.margin[1])), crop_size(tuple(region.crop), size))
+
+
+def outside_mass(mask: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean mask value outside a (B, 1, H, W) 0/1 region, over the batch (a scalar)."""
+    return (mask.float() * (1.0 - region)).mean()

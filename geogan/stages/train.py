@@ -52,7 +52,8 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
         })
         tracker = _open_tracker(cfg, attribute, work, key, data_version) if env.is_main else NullTracker()
         try:
-            result = train(cfg, sampler, env, work, key, tracker=tracker, progress=progress)
+            result = train(cfg, sampler, env, work, key, tracker=tracker, progress=progress,
+                           region=cfg.regions.get(attribute))
         except NonFiniteLossError as e:
             _finish(tracker, "FAILED")
             raise StageError(str(e)) from e
@@ -83,7 +84,7 @@ def _generator_from_state(cfg: Config, state: dict):
 
     m = cfg.model
     gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
-                     flow_inputs=m.flow_inputs).generator
+                     flow_inputs=m.flow_inputs, local_ndf=m.local_ndf).generator
     gen.load_state_dict(state)
     return gen
 
