@@ -10,6 +10,7 @@ COMMANDS = {
     "ingest": "prepare a dataset (synthetic, CelebA folder, folder + CSV, or S3)",
     "landmarks": "68-point landmarks for the prepared dataset",
     "split": "unpaired A/B split of one attribute",
+    "pack": "the training rows of some splits as compact WebP, to carry to a GPU machine",
     "train_classifier": "the attribute classifier that judges transfers",
     "train": "train GeoGAN for one attribute (resumable; torchrun for several GPUs)",
     "evaluate": "FID, transfer success, landmark error, synthetic ground truth",
