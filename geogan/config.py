@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ import yaml
 
 class ConfigError(ValueError):
     """A params file that does not match the config schema."""
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's YAML 1.1 rules read `1e-4` (no dot) as a string; YAML 1.2, DVC and a reader see a number."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
 @dataclass(frozen=True)
@@ -214,7 +223,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(raw, dict):
@@ -226,7 +235,12 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "params") -> Config:
     """Build a `Config` from a nested mapping with every key present (strict)."""
+    from geogan.config_ranges import range_errors
+
     cfg = _build(Config, raw, prefix="", source=source)
+    errors = range_errors(cfg, source)
+    if errors:
+        raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more out of range)" if len(errors) > 1 else ""))
     _check_regions(cfg, source)
     _check_populations(cfg, source)
     return cfg
@@ -344,6 +358,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _is_number(value):
+            raise ConfigError(f"{source}: '{key}' must be a number, got the string {value!r} (write it unquoted, e.g. 1.0e-4)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
         return float(value)
@@ -352,6 +368,14 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
         return value
     raise ConfigError(f"{source}: '{key}': unsupported type {tp}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any, path: Path) -> None:
