@@ -36,7 +36,6 @@ class Range:
 POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 FRACTION = Range(0, 1)
-DECAY = Range(0, 1, low_open=True)  # a learning-rate multiplier: shrinks, never zeroes
 BETA = Range(0, 1, high_open=True)  # Adam's moment coefficients
 
 RANGES: dict[str, Range] = {
@@ -52,7 +51,7 @@ RANGES: dict[str, Range] = {
     "loss.refine_weight": NON_NEGATIVE, "loss.refine_start_step": NON_NEGATIVE, "loss.mask_warmup_steps": NON_NEGATIVE,
     "train.steps": POSITIVE, "train.batch_size": POSITIVE, "train.lr_g": POSITIVE, "train.lr_d": POSITIVE,
     "train.beta1": BETA, "train.beta2": BETA, "train.lr_decay_every": NON_NEGATIVE,
-    "train.lr_decay_g": DECAY, "train.lr_decay_d": DECAY,
+    "train.lr_decay_g": POSITIVE, "train.lr_decay_d": POSITIVE,
     "train.checkpoint_every": POSITIVE, "train.log_every": POSITIVE, "train.image_every": POSITIVE,
     "train.seed": NON_NEGATIVE,
     "classifier.steps": POSITIVE, "classifier.batch_size": POSITIVE, "classifier.lr": POSITIVE,

@@ -110,6 +110,14 @@ def test_nan_batch_stops_before_saving_in_process(tmp_path, data):
 
 # ---------------------------------------------------------------- the train stage as a process
 
+def _run_status(mlflow_home: Path, work: Path) -> str:
+    """The status of the MLflow run a training in `work` logged to."""
+    from mlflow import MlflowClient
+
+    run_id = json.loads((work / "mlflow_run.json").read_text())["run_id"]
+    return MlflowClient(stage_env(mlflow_home)["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status
+
+
 def _start(params: Path, data, out: Path, work: Path, env: dict, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(train_cmd(params, ATTR, data, out, work), env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -167,6 +175,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data, mlflow_home):
     assert Path(m.group(2)).name == f"ckpt-{stopped_at:08d}.pt"
     assert torch.load(m.group(2), weights_only=True)["step"] == stopped_at
     assert not out.exists(), "an interrupted run must not write the model output"
+    assert _run_status(mlflow_home, work) == "KILLED"
 
     # `train.steps` is not part of the resume key: a shorter run picks up where this one stopped.
     params2 = write_params(tmp_path / "params2.yaml", **{"train.steps": stopped_at + 2, "train.checkpoint_every": first, **QUIET})
@@ -174,6 +183,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data, mlflow_home):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert re.search(rf"resuming from .* at step {stopped_at}\b", rerun.stdout), rerun.stdout
     assert (out / "generator.pt").is_file()
+    assert _run_status(mlflow_home, work) == "FINISHED", "the resumed run is the same MLflow run, ended again"
 
 
 def test_non_finite_loss_exits_2_and_keeps_the_last_good_checkpoint(tmp_path, data, mlflow_home):
@@ -191,6 +201,7 @@ def test_non_finite_loss_exits_2_and_keeps_the_last_good_checkpoint(tmp_path, da
     bad_step = int(m.group(2))
     assert all(s < bad_step for s in checkpoint_steps(work)), (checkpoint_steps(work), bad_step)
     assert checkpoint_steps(work), "the good checkpoints before the bad step are gone"
+    assert _run_status(mlflow_home, work) == "FAILED"
     for path in list_checkpoints(work / "checkpoints"):
         state = torch.load(path, weights_only=True)
         assert all_finite({k: state[k] for k in ("generator", "discriminator", "opt_g", "opt_d")}), path

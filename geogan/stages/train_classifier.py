@@ -11,6 +11,7 @@ from geogan.config import Config
 from geogan.data.split import read_manifest, resolve_attribute, test_mask
 from geogan.io import atomic_path, atomic_write_json
 from geogan.stages._common import exit_with, load, parser, run_main
+from geogan.tracking import checked_tracking_uri, mlflow_installed, run_ends
 from geogan.training.distributed import resolve_device
 
 
@@ -18,6 +19,8 @@ def run(cfg: Config, prepared: Path = Path("data/prepared"), out: Path = Path("m
     """Train on the prepared images' labels; write out/classifier.pt and out/metrics.json."""
     from geogan.metrics.classifier import save_classifier, train_classifier
 
+    if mlflow_installed():
+        checked_tracking_uri(cfg.mlflow.tracking_uri)  # before any work
     manifest = read_manifest(Path(prepared) / "manifest.csv")
     columns = [resolve_attribute(manifest, a) for a in cfg.attributes]
     labels = np.stack([manifest.labels[c] for c in columns], axis=1).astype(np.float32)  # (N, A)
@@ -39,15 +42,14 @@ def run(cfg: Config, prepared: Path = Path("data/prepared"), out: Path = Path("m
 
 
 def _log(cfg: Config, metrics: dict) -> None:
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
+    if not mlflow_installed():
         return
     from geogan.tracking import open_tracker
 
     tracker = open_tracker(cfg.mlflow, "classifier", run_name="attribute-classifier", tags={"stage": "train_classifier"})
-    tracker.log_metrics({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, step=cfg.classifier.steps)
-    tracker.finish()
+    with run_ends(tracker):
+        tracker.log_metrics({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+                            step=cfg.classifier.steps)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

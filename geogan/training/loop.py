@@ -20,6 +20,7 @@ from geogan.config import Config, RegionConfig, config_to_dict
 from geogan.landmarks.regions import RegionSpec
 from geogan.data.dataset import Batch, UnpairedSampler
 from geogan.nets import build_nets
+from geogan.signals import Stopped
 from geogan.tracking import NullTracker, Tracker
 from geogan.training import checkpoint as ckpt
 from geogan.training.distributed import DistEnv, any_flag, params_in_sync
@@ -30,7 +31,7 @@ from geogan.training.steps import (LossGuard, NonFiniteLossError, RegionView, St
 from geogan.visualize import image_grid, save_png
 
 
-class Interrupted(RuntimeError):
+class Interrupted(Stopped):
     """SIGTERM/SIGINT arrived; a checkpoint was saved before leaving."""
 
 
