@@ -9,8 +9,9 @@ import numpy as np
 
 from geogan.config import Config
 from geogan.data.dataset import load_prepared
-from geogan.io import atomic_path, atomic_write_json, read_json
+from geogan.io import atomic_path, atomic_write_json, file_sha256, read_json
 from geogan.stages._common import StageError, add_data_paths, exit_with, load, parser, run_main
+from geogan.tracking import checked_tracking_uri, mlflow_installed, run_ends
 from geogan.training.distributed import resolve_device
 
 
@@ -28,6 +29,8 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     plots = Path(plots or f"plots/{attribute}")
     e = cfg.evaluate
     device = resolve_device(e.device)
+    if mlflow_installed():
+        checked_tracking_uri(cfg.mlflow.tracking_uri)  # before any work
 
     data = load_prepared(prepared, landmarks)
     split_dict = read_json(split)
@@ -36,7 +39,9 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     refine_w = inference_refine_weight(meta)  # the model's own training config, not today's params
     t = ev.run_transfers(generator, np.asarray(data.images), data.landmarks, pairs, e.batch_size, device, refine_w)
 
-    metrics: dict[str, float | str] = {"num_pairs": len(pairs.idx_a), "train_steps": int(meta.get("step", 0))}
+    # The generator's digest binds these figures to its weights: `register` refuses them for other weights.
+    metrics: dict[str, float | str] = {"num_pairs": len(pairs.idx_a), "train_steps": int(meta.get("step", 0)),
+                                       "generator_sha256": file_sha256(model / "generator.pt")}
     metrics.update(ev.geometry_metrics(t))
     synthetic_file = Path(prepared) / "synthetic.json"
     if synthetic_file.is_file():
@@ -113,20 +118,18 @@ def _judge_and_fid(cfg: Config, attribute: str, classifier_dir: Path, data, spli
 
 
 def _log_to_mlflow(cfg: Config, attribute: str, meta: dict, metrics: dict, plots: Path) -> None:
-    try:
-        from geogan.tracking import open_tracker
-    except ImportError:
-        return
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
+    """Into the training run (a history; the registry keeps each version's own figures), else a run of its own."""
+    if not mlflow_installed():
         print("MLflow is not installed: metrics only in the metrics file")
         return
-    tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"), run_name=f"{attribute}-train")
-    numeric = {f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    tracker.log_metrics(numeric, step=int(meta.get("step", 0)))
-    for f in sorted(plots.iterdir()):
-        tracker.log_artifact(f, "evaluation")
+    from geogan.tracking import open_tracker
+
+    tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"), run_name=f"{attribute}-evaluate")
+    with run_ends(tracker):  # ends only a run it started
+        numeric = {f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        tracker.log_metrics(numeric, step=int(meta.get("step", 0)))
+        for f in sorted(plots.iterdir()):
+            tracker.log_artifact(f, "evaluation")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,30 +7,35 @@ from typing import Sequence
 
 from geogan.config import Config
 from geogan.data.split import split_fingerprint
-from geogan.io import atomic_write_json, read_json
-from geogan.stages._common import exit_with, load, parser, run_main
+from geogan.io import atomic_write_json, file_sha256, read_json
+from geogan.stages._common import StageError, exit_with, load, parser, run_main
 from geogan.stages.train import git_commit
-from geogan.tracking import tracking_uri
+from geogan.tracking import checked_tracking_uri
 
 
 def run(cfg: Config, attribute: str, model: Path | None = None, metrics: Path | None = None, split: Path | None = None,
         out: Path | None = None) -> dict:
-    """Register the model; write registry/<attr>.json with the model URI and version."""
+    """Register the model (or find its weights already registered); write registry/<attr>.json with the URI and version."""
     from geogan.registry import log_and_register
 
     model = Path(model or f"models/{attribute}")
     metrics = Path(metrics or f"metrics/{attribute}.json")
     split = Path(split or f"data/splits/{attribute}.json")
     out = Path(out or f"registry/{attribute}.json")
+    uri = checked_tracking_uri(cfg.mlflow.tracking_uri)
     meta = read_json(model / "meta.json")
     values = read_json(metrics)
-    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    sha = file_sha256(model / "generator.pt")
+    evaluated = values.get("generator_sha256")
+    if evaluated is not None and evaluated != sha:  # figures of other weights must never gate these
+        raise StageError(f"{metrics} evaluates the generator {str(evaluated)[:12]}, not {model / 'generator.pt'} "
+                         f"({sha[:12]}): run the evaluate stage again")
     tags = {"data_version": split_fingerprint(split), "git_commit": git_commit(), "attribute": attribute,
             "train_steps": str(meta.get("step"))}
     model_uri, version = log_and_register(model / "generator.pt", attribute, meta.get("mlflow_run_id"), uri, tags,
                                           {k: v for k, v in values.items() if isinstance(v, (int, float))})
     record = {"attribute": attribute, "model_uri": model_uri, "registered_model": f"geogan-{attribute}",
-              "version": str(version), "alias": "candidate", **tags}
+              "version": str(version), "alias": "candidate", "generator_sha256": sha, **tags}
     atomic_write_json(out, record)
     return record
 
