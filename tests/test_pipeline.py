@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -330,10 +331,11 @@ def test_kfp_local_runs_the_pipeline_like_the_dvc_path(tmp_path, monkeypatch):
     dvc_dir.mkdir()
     (dvc_dir / "params.yaml").write_text(params_text)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{dvc_dir}/mlflow.db")
+    launcher_env = {**os.environ, "GEOGAN_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     for cmd in _dvc_commands(attributes):
         argv = shlex.split(cmd)
-        assert argv[0] == "python"
-        subprocess.run([sys.executable, *argv[1:]], cwd=dvc_dir, check=True)
+        assert argv[0] == "bin/geogan-stage"
+        subprocess.run([str(ROOT / argv[0]), *argv[1:]], cwd=dvc_dir, env=launcher_env, check=True)
 
     # Shared steps: byte-identical outputs.
     for rel in ("manifest.csv", "images.npy"):

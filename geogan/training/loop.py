@@ -90,7 +90,7 @@ def train(
     nets = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales,
                       flow_scale=m.flow_scale, flow_inputs=m.flow_inputs, local_ndf=m.local_ndf)
     start = 0
-    state = ckpt.load_latest(ckpt_dir, key, map_location="cpu")
+    state = ckpt.load_latest(ckpt_dir, key, map_location="cpu", max_step=t.steps)
     if state is None and t.init_from:
         _init_generator(nets.generator, Path(t.init_from), env)
     if state is not None:
