@@ -197,3 +197,28 @@ def test_help_names_the_command_and_version_is_printed(capsys):
     finally:
         sys.argv[0] = argv0
     assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: geogan train ")
+
+
+def test_stage_launcher_finds_the_venv_without_path_and_names_a_wrong_interpreter(tmp_path: Path):
+    """dvc.yaml's `bin/geogan-stage <stage>` in a fresh shell: the clone's .venv, whatever PATH holds."""
+    import shutil
+    import subprocess
+
+    clone = tmp_path / "clone"
+    (clone / "bin").mkdir(parents=True)
+    shutil.copy2(ROOT / "bin" / "geogan-stage", clone / "bin")
+    shutil.copytree(ROOT / "geogan", clone / "geogan", ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / ".venv").symlink_to(sys.prefix, target_is_directory=True)  # what `make demo` leaves
+    shell = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+    def stage(env: dict) -> subprocess.CompletedProcess:
+        return subprocess.run(["bin/geogan-stage", "train", "--help"], cwd=clone, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    found = stage(shell)
+    assert found.returncode == 0 and found.stdout.startswith("usage: python -m geogan.stages.train"), found.stderr
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    wrong = stage({**shell, "GEOGAN_PYTHON": str(tmp_path / "bare" / "bin" / "python")})
+    assert wrong.returncode == 127 and wrong.stdout == "", wrong
+    (line,) = wrong.stderr.splitlines()
+    assert line.startswith(f"geogan-stage: {tmp_path / 'bare' / 'bin' / 'python'} cannot import torch"), line
