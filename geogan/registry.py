@@ -297,7 +297,7 @@ def promote(attribute: str, gate: Any, tracking_uri: str, client: Any = None) ->
     metrics = version_metrics(candidate)
     result = {"model": name, "version": int(candidate.version),
               "previous_champion": int(champion.version) if champion else None, "metrics": metrics}
-    if champion is not None and champion.version == candidate.version:
+    if champion is not None and str(champion.version) == str(candidate.version):
         return {**result, "promoted": False, "checks": [], "reason": f"version {candidate.version} is already {CHAMPION}"}
     if not metrics:
         raise PromotionRefused(f"{name} version {candidate.version} carries no evaluation (tags {EVAL_TAG}*): "
@@ -308,8 +308,8 @@ def promote(attribute: str, gate: Any, tracking_uri: str, client: Any = None) ->
         raise PromotionRefused(
             f"{name} version {candidate.version} refused: " + "; ".join(_describe(c) for c in failures), failures
         )
-    client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    client.set_model_version_tag(name, candidate.version, "promoted_from", str(champion.version) if champion else "none")
+    client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
+    client.set_model_version_tag(name, str(candidate.version), "promoted_from", str(champion.version) if champion else "none")
     return {**result, "promoted": True, "checks": checks}
 
 

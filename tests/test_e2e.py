@@ -129,7 +129,7 @@ def _check_candidate_is_on_disk(uri: str, repo: Path, steps: int) -> None:
     for a in ATTRS:
         version = client.get_model_version_by_alias(f"geogan-{a}", "candidate")
         on_disk = json.loads((repo / f"metrics/{a}.json").read_text())
-        assert version.version == "1", f"{a}: the first weights came back as version {version.version}"
+        assert int(version.version) == 1, f"{a}: the first weights came back as version {version.version}"
         assert version.tags["generator_sha256"] == file_sha256(repo / f"models/{a}/generator.pt")
         assert version_metrics(version)["train_steps"] == steps
         assert version_metrics(version)["landmark_err"] == on_disk["landmark_err"]
