@@ -36,7 +36,7 @@ class Range:
 POSITIVE = Range(0, low_open=True)
 NON_NEGATIVE = Range(0)
 FRACTION = Range(0, 1)
-BETA = Range(0, 1, high_open=True)  # Adam's moment coefficients
+BETA = Range(0, 1, high_open=True)  # Adam's moment coefficients, an EMA's decay: 1 would never move
 
 RANGES: dict[str, Range] = {
     "seed": NON_NEGATIVE,
@@ -45,15 +45,16 @@ RANGES: dict[str, Range] = {
     "landmarks.batch_size": POSITIVE,
     "split.test_fraction": FRACTION, "split.val_fraction": FRACTION, "split.max_per_domain": NON_NEGATIVE,
     "model.ngf": POSITIVE, "model.ndf": POSITIVE, "model.n_blocks": NON_NEGATIVE, "model.n_scales": POSITIVE,
-    "model.flow_scale": POSITIVE,
+    "model.flow_scale": POSITIVE, "model.local_ndf": NON_NEGATIVE,
     "loss.lambda_adv": NON_NEGATIVE, "loss.lambda_cls": NON_NEGATIVE, "loss.lambda_rec": NON_NEGATIVE,
     "loss.lambda_landmark": NON_NEGATIVE, "loss.lambda_tv": NON_NEGATIVE, "loss.lambda_mask": NON_NEGATIVE,
     "loss.refine_weight": NON_NEGATIVE, "loss.refine_start_step": NON_NEGATIVE, "loss.mask_warmup_steps": NON_NEGATIVE,
+    "loss.lambda_local_adv": NON_NEGATIVE, "loss.lambda_local_cls": NON_NEGATIVE, "loss.lambda_mask_region": NON_NEGATIVE,
     "train.steps": POSITIVE, "train.batch_size": POSITIVE, "train.lr_g": POSITIVE, "train.lr_d": POSITIVE,
     "train.beta1": BETA, "train.beta2": BETA, "train.lr_decay_every": NON_NEGATIVE,
     "train.lr_decay_g": POSITIVE, "train.lr_decay_d": POSITIVE,
     "train.checkpoint_every": POSITIVE, "train.log_every": POSITIVE, "train.image_every": POSITIVE,
-    "train.seed": NON_NEGATIVE,
+    "train.seed": NON_NEGATIVE, "train.ema_decay": BETA,
     "classifier.steps": POSITIVE, "classifier.batch_size": POSITIVE, "classifier.lr": POSITIVE,
     "evaluate.num_images": POSITIVE, "evaluate.batch_size": POSITIVE,
     "promote.min_transfer_success": FRACTION, "promote.max_fid": NON_NEGATIVE, "promote.max_landmark_error": NON_NEGATIVE,

@@ -77,7 +77,8 @@ def test_step_weights_are_the_params_loss_weights():
     d["loss"].update(lambda_tv=3.0, lambda_mask=0.25)
     weights = config_from_dict(d).loss.step_weights()
     assert weights["lambda_tv"] == 3.0 and weights["lambda_mask"] == 0.25
-    assert set(weights) == {"lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask"}
+    assert set(weights) == {"lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask",
+                            "lambda_local_adv", "lambda_local_cls", "lambda_mask_region"}
 
 
 @pytest.mark.parametrize("key,value,message", [
