@@ -255,6 +255,7 @@ def test_cli_submit_prints_the_url(tmp_path, monkeypatch, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params_dict()))
     monkeypatch.setattr(kfp, "Client", _FakeKfpClient)
+    monkeypatch.setattr("geogan.tracking.probe", lambda url, *a, **k: 200)  # the fake host "answers"
     gp.main(["submit", "--host", "http://h:1", "--attribute", "Mustache", "--params", str(params),
              "--package", str(COMPILED), "--experiment", "e", "--no-cache"])
     assert capsys.readouterr().out.strip() == "http://h:1/#/runs/details/run-42"

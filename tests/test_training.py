@@ -78,7 +78,7 @@ def test_stop_and_resume_in_process_is_bit_exact(tmp_path, data, extra):
     assert_states_equal(full.generator_state, rest.generator_state)
     # Fewer steps than were trained (params set back after `dvc exp run`): the checkpoint at or below train.steps.
     back = train(tiny_config(**{**QUIET, "train.steps": 2, "train.checkpoint_every": 100, **extra}),
-                 library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False)
+                 library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, region=region)
     assert (back.resumed_from, back.step) == (2, 2)
     assert_states_equal(part.generator_state, back.generator_state)
     # A checkpoint made under another resume key (other settings or data) is not resumed.

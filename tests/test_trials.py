@@ -189,14 +189,14 @@ def test_help_names_the_command_and_version_is_printed(capsys):
     from geogan import __version__, cli
 
     cli.main(["--version"])
-    assert capsys.readouterr().out == f"geogan {__version__}\n"
+    assert capsys.readouterr().out.strip() == f"geogan {__version__}"
     argv0 = sys.argv[0]
     try:
         with pytest.raises(SystemExit) as done:
             cli.main(["train", "--help"])
     finally:
         sys.argv[0] = argv0
-    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: geogan train ")
+    assert done.value.code == 0 and capsys.readouterr().out.lstrip().startswith("usage: geogan train ")
 
 
 def test_stage_launcher_finds_the_venv_without_path_and_names_a_wrong_interpreter(tmp_path: Path):
