@@ -13,9 +13,11 @@ FROM python:3.11.7-slim-bookworm AS mlflow-server
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY requirements.lock /tmp/requirements.lock
-# mlflow and boto3 are pinned by the lock (-c); psycopg2 is the PostgreSQL driver the lock does not need.
+# mlflow and boto3 are pinned by the lock (-c); the PostgreSQL driver and Flask-WTF (CSRF for the
+# basic-auth app, `mlflow[auth]`) are what the lock does not need.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir -c /tmp/requirements.lock mlflow boto3 psycopg2-binary==2.9.13 \
+        Flask-WTF==1.3.0 WTForms==3.3.2 \
     && rm /tmp/requirements.lock \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin mlflow
 USER 1000:1000

@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test setup ui clean
 
-# dvc.yaml's commands say `python -m geogan.stages...`: the venv must come first on PATH.
+# The tests start dvc, torchrun and mlflow from the venv. dvc.yaml's stages need no PATH:
+# bin/geogan-stage finds .venv itself, so the README's `.venv/bin/dvc ...` works in any shell.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 demo: setup  ## install everything, then run the whole pipeline on the embedded synthetic faces
-	$(RUN) dvc repro
+	$(BIN)/dvc repro
 	@echo
-	@$(RUN) geogan compare --params params.yaml || true
+	@$(BIN)/geogan compare --params params.yaml || true
 	@echo
 	@echo "Done. Open the MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ import yaml
 
 class ConfigError(ValueError):
     """A params file that does not match the config schema."""
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's YAML 1.1 rules read `1e-4` (no dot) as a string; YAML 1.2, DVC and a reader see a number."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class ModelConfig:
     n_scales: int = 3
     flow_inputs: Literal["rgb", "rgb+landmarks"] = "rgb"
     flow_scale: float = 0.1  # flow head output is multiplied by this (reference: / 10)
+    local_ndf: int = 0  # channels of the local attribute discriminator on the region crop (0 = none)
 
 
 @dataclass(frozen=True)
@@ -87,10 +97,14 @@ class LossConfig:
     refine_weight: float = 0.1  # w in residual = 2 tanh(r) w m
     refine_start_step: int = 0  # refinement is off before this step (reference: 10 epochs)
     mask_warmup_steps: int = 0  # lambda_mask ramps linearly from 0 over these steps (0 = full from the start)
+    lambda_local_adv: float = 1.0  # the local attribute discriminator's LSGAN term (with model.local_ndf > 0)
+    lambda_local_cls: float = 1.0  # ... and its has-attribute term
+    lambda_mask_region: float = 0.0  # mask mass outside the attribute's landmark region
 
     def step_weights(self) -> dict[str, float]:
         """The weights the training step reads (`StepContext.weights`), keyed by their params names."""
-        names = ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask")
+        names = ("lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask",
+                 "lambda_local_adv", "lambda_local_cls", "lambda_mask_region")
         return {name: getattr(self, name) for name in names}
 
 
@@ -110,6 +124,8 @@ class TrainConfig:
     augment_flip: bool = True  # horizontal flip, applied to landmarks too
     # DiffAugment on everything D sees (reals and fakes, both updates): for small real sets
     d_augment: tuple[Literal["color", "translation", "cutout"], ...] = ()
+    cutout_spares_region: bool = False  # cutout never covers the attribute's region (a label it would erase)
+    ema_decay: float = 0.0  # exponential moving average of G for evaluation and export (0 = none)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on cuda
     channels_last: bool = True  # only takes effect on cuda
@@ -217,7 +233,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(raw, dict):
@@ -229,7 +245,12 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "params") -> Config:
     """Build a `Config` from a nested mapping with every key present (strict)."""
+    from geogan.config_ranges import range_errors
+
     cfg = _build(Config, raw, prefix="", source=source)
+    errors = range_errors(cfg, source)
+    if errors:
+        raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more out of range)" if len(errors) > 1 else ""))
     _check_regions(cfg, source)
     _check_populations(cfg, source)
     return cfg
@@ -350,6 +371,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _is_number(value):
+            raise ConfigError(f"{source}: '{key}' must be a number, got the string {value!r} (write it unquoted, e.g. 1.0e-4)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
         return float(value)
@@ -358,6 +381,14 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
         return value
     raise ConfigError(f"{source}: '{key}': unsupported type {tp}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any, path: Path) -> None:

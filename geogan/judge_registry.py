@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import mlflow.pyfunc
 import numpy as np
 
-from geogan.metrics.judge import file_sha256
+from geogan.io import file_sha256
 
 MODEL_NAME = "geogan-judge"
 JUDGE_ARTIFACT = "judge"
@@ -85,7 +85,7 @@ def log_and_register_judge(judge_file: str | Path, figures: Mapping[str, float],
     from geogan.metrics.judge import load_judge
     from geogan.registry import _using_tracking_uri
     from geogan.serving import encode_image
-    from geogan.tracking import open_tracker
+    from geogan.tracking import open_tracker, run_ends
 
     judge_file = Path(judge_file)
     sha = file_sha256(judge_file)
@@ -96,8 +96,7 @@ def log_and_register_judge(judge_file: str | Path, figures: Mapping[str, float],
         return f"models:/{MODEL_NAME}/{known.version}", int(known.version)
     judge = load_judge(judge_file)
     tracker = open_tracker(cfg.mlflow, "judge", run_name="judge", tags={"stage": "train_judge"})
-    status = "FAILED"
-    try:
+    with run_ends(tracker):  # FINISHED, FAILED or KILLED, never left RUNNING
         plain = config_to_dict(cfg)
         tracker.log_params({f"judge.{k}": v for k, v in plain["judge"].items()}
                            | {f"split.{k}": plain["split"][k] for k in ("test_fraction", "val_fraction", "use_source_partition")}
@@ -117,7 +116,4 @@ def log_and_register_judge(judge_file: str | Path, figures: Mapping[str, float],
         for k, v in tags.items():
             client.set_model_version_tag(MODEL_NAME, version, k, v)
         client.set_registered_model_alias(MODEL_NAME, ALIAS, version)
-        status = "FINISHED"
-    finally:
-        tracker.finish(status)
     return f"models:/{MODEL_NAME}/{version}", int(version)

@@ -23,8 +23,8 @@ from geogan.nets.generator import CycleOutputs
 # One discriminator output per scale: (patch map (B, 1, h, w), domain logit (B,)).
 DOutputs = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
-LOSS_NAMES_G = ("adv", "cls", "rec", "landmark", "tv", "mask")
-LOSS_NAMES_D = ("adv", "cls")
+LOSS_NAMES_G = ("adv", "cls", "rec", "landmark", "tv", "mask")  # always; plus local_adv, local_cls, mask_region when on
+LOSS_NAMES_D = ("adv", "cls")  # plus local_adv, local_cls with the local discriminator
 N_FAKE_ROLES = 4  # x_out, x_removed, x_rec_b, x_rec_a, concatenated in this order
 FAKE_DOMAINS = (1.0, 0.0, 1.0, 0.0)  # their target domains: 1 = has the attribute (built on the device below)
 
@@ -173,6 +173,19 @@ def generator_loss_terms(out: CycleOutputs, d_fake: DOutputs, n: int, lm_a: torc
         "mask": mask_loss(out.mask) + mask_loss(out.mask_rec),
     }
     return losses
+
+
+def local_generator_terms(d_local: tuple[torch.Tensor, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """G's terms from the local discriminator on the four fakes' region crops (same roles as the global D).
+
+    Args:
+        d_local: (patch map (4n, 1, h, w), domain logit (4n,)) on the crops of cat([x_out, x_removed, x_rec_b, x_rec_a]).
+        n: pairs in the batch.
+    """
+    patch, logit = d_local
+    roles = torch.arange(N_FAKE_ROLES * n, device=logit.device) // n
+    domains = (roles % 2 == 0).float()  # x_out and x_rec_b should have the attribute, the others not
+    return {"local_adv": N_FAKE_ROLES * adv_loss_g([patch]), "local_cls": N_FAKE_ROLES * cls_loss([logit], domains)}
 
 
 def discriminator_losses(d_all: DOutputs, n_real_a: int, n_real_b: int, n_fake: int, weights: dict[str, float],

@@ -146,6 +146,8 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"to_tensor: expected (H, W, 3) or (N, H, W, 3), got {arr.shape}")
+    if not arr.flags.writeable:  # a PIL image's array: torch would warn on every call (the data is copied below anyway)
+        arr = arr.copy()
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
     return x / 127.5 - 1.0
 

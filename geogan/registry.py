@@ -2,23 +2,28 @@
 
 Registered models are `geogan-<Attribute>`; registration moves alias `candidate`,
 promotion moves alias `champion` (aliases, not the deprecated stages). Nothing here
-deletes or overwrites a version: a new registration is a new version. Metrics are read
-from the version's run, where `evaluate` logs them as `eval/<name>`. mlflow is imported
-inside the functions.
+deletes or overwrites a version. A version is its generator's weights: it carries their
+SHA-256 and the evaluation of exactly those weights as tags `eval/<name>`, which are the
+figures `promote` gates on and `compare` shows; weights the registry already holds are
+not registered twice. mlflow is imported inside the functions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from geogan.io import file_sha256
+
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+SHA_TAG = "generator_sha256"  # version tag: the digest of the weights the version holds
+EVAL_TAG = "eval/"  # version tags eval/<metric>: the evaluation of exactly those weights
+EVAL_SET_TAG, JUDGE_TAG = "eval.set_digest", "eval.judge_sha256"  # version tags: what that evaluation scored, and who
 MODEL_NAME = "generator"  # the logged model's name inside its run
 
 
@@ -28,6 +33,10 @@ class PromotionRefused(RuntimeError):
     def __init__(self, message: str, failures: Sequence[dict[str, Any]] = ()):
         super().__init__(message)
         self.failures = list(failures)
+
+
+class ModelNotFound(LookupError):
+    """A models:/ URI names a model, alias or version the registry does not hold."""
 
 
 def registered_name(attribute: str) -> str:
@@ -66,14 +75,6 @@ def _using_tracking_uri(uri: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _example_images(size: int) -> tuple[Any, Any]:
     import numpy as np
 
@@ -94,9 +95,12 @@ def _ensure_run(client: Any, run_id: str | None, attribute: str, experiment_pref
             return run_id
         except MlflowException:  # a run id from another store (e.g. trained elsewhere)
             pass
+    from geogan.tracking import artifacts_beside
+
     name = f"{experiment_prefix}-{attribute}"
     exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts_beside(
+        client.tracking_uri, name))
     return client.create_run(exp_id, run_name=f"{attribute}-register", tags={"attribute": attribute}).info.run_id
 
 
@@ -108,8 +112,12 @@ def log_and_register(
     tags: Mapping[str, Any],
     metrics: Mapping[str, float],
     experiment_prefix: str = "geogan",
+    evaluated_on: Mapping[str, str] | None = None,
 ) -> tuple[str, int]:
-    """Log the generator as a pyfunc model under its run and register it as the candidate.
+    """Register the generator as the candidate, with its evaluation as the version's own gate figures.
+
+    Weights already registered under this name (same SHA-256) are not logged again: that
+    version becomes the candidate, and its `eval/` tags are replaced by `metrics`.
 
     Args:
         generator_file: the generator.pt written by the train stage.
@@ -118,55 +126,85 @@ def log_and_register(
             starts a run in experiment `<experiment_prefix>-<attribute>`.
         tracking_uri: the tracking (and registry) server or store.
         tags: version tags, e.g. data_version (md5 of the split file), git_commit.
-        metrics: evaluation metrics; those the run lacks are logged to it as `eval/<name>`.
+        metrics: the evaluation of exactly these weights; numbers become tags `eval/<name>`.
         experiment_prefix: for a run created here.
+        evaluated_on: what that evaluation scored and who judged, e.g. {EVAL_SET_TAG: digest, JUDGE_TAG: sha256},
+            set beside its figures.
     Returns:
         (model URI `models:/geogan-<attribute>/<version>`, version number).
     """
+    generator_file = Path(generator_file)
+    if not generator_file.is_file():
+        raise FileNotFoundError(f"{generator_file}: generator file not found (run the train stage)")
+    client = _client(tracking_uri)
+    name = registered_name(attribute)
+    sha = file_sha256(generator_file)
+    version = _version_with_sha(client, name, sha)
+    if version is None:
+        run_id = _ensure_run(client, run_id, attribute, experiment_prefix)
+        version = _log_model_version(client, generator_file, name, run_id, tracking_uri)
+        version_tags = {**{k: str(v) for k, v in tags.items()}, "attribute": attribute, "run_id": run_id,
+                        SHA_TAG: sha}
+        for k, v in version_tags.items():
+            client.set_model_version_tag(name, str(version), k, v)
+    _set_evaluation(client, name, str(version), metrics, evaluated_on or {})
+    client.set_registered_model_alias(name, CANDIDATE, str(version))
+    return f"models:/{name}/{version}", int(version)
+
+
+def _set_evaluation(client: Any, name: str, version: str, metrics: Mapping[str, float],
+                    evaluated_on: Mapping[str, str]) -> None:
+    """The version's `eval/` tags become exactly `metrics` (an earlier evaluation's other names go)."""
+    new = {f"{EVAL_TAG}{k}": repr(float(v)) for k, v in metrics.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+    new.update({k: str(v) for k, v in evaluated_on.items()})
+    old = client.get_model_version(name, version).tags
+    for k in old:
+        if (k.startswith(EVAL_TAG) or k in (EVAL_SET_TAG, JUDGE_TAG)) and k not in new:
+            client.delete_model_version_tag(name, version, k)
+    for k, v in new.items():
+        client.set_model_version_tag(name, version, k, v)
+
+
+def _version_with_sha(client: Any, name: str, sha: str) -> int | None:
+    """The first version of `name` whose weights have this SHA-256, if any."""
+    same = [int(v.version) for v in client.search_model_versions(f"name='{name}'") if v.tags.get(SHA_TAG) == sha]
+    return min(same) if same else None
+
+
+def _log_model_version(client: Any, generator_file: Path, name: str, run_id: str, tracking_uri: str) -> int:
+    """Log the generator as a pyfunc model under `run_id` and register it; the run keeps its status."""
     import mlflow
     import pandas as pd
     import torch
-    from mlflow.entities import Metric
 
     from geogan.model import load_generator
     from geogan.serving import GENERATOR_ARTIFACT, GeoGANPyfunc, inference_refine_weight, model_signature
 
-    generator_file = Path(generator_file)
-    if not generator_file.is_file():
-        raise FileNotFoundError(f"{generator_file}: generator file not found (run the train stage)")
-    _, meta = load_generator(generator_file, map_location="cpu")
-    client = _client(tracking_uri)
-    run_id = _ensure_run(client, run_id, attribute, experiment_prefix)
-
-    # Promotion reads the run, so the evaluated figures must be on it.
-    have = client.get_run(run_id).data.metrics
-    now = int(time.time() * 1000)
-    new = [Metric(f"eval/{k}", float(v), now, 0) for k, v in metrics.items()
-           if math.isfinite(float(v)) and have.get(f"eval/{k}") != float(v)]
-    if new:
-        client.log_batch(run_id, metrics=new)
-
-    source, reference = _example_images(int(meta.get("resolution", 64)))
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "pandas",
-                    f"mlflow=={mlflow.__version__}"]
-    name = registered_name(attribute)
-    with _using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            python_model=GeoGANPyfunc(),
-            artifacts={GENERATOR_ARTIFACT: str(generator_file)},
-            code_paths=[str(Path(__file__).resolve().parent)],  # the geogan package travels with the model
-            signature=model_signature(inference_refine_weight(meta)),
-            input_example=pd.DataFrame({"source": [source], "reference": [reference]}),
-            pip_requirements=requirements,
-        )
-        version = mlflow.register_model(info.model_uri, name).version
-    version_tags = {**{k: str(v) for k, v in tags.items()}, "attribute": attribute, "run_id": run_id,
-                    "generator_sha256": _sha256(generator_file)}
-    for k, v in version_tags.items():
-        client.set_model_version_tag(name, str(version), k, v)
-    client.set_registered_model_alias(name, CANDIDATE, str(version))
-    return f"models:/{name}/{version}", int(version)
+    status = client.get_run(run_id).info.status
+    try:
+        _, meta = load_generator(generator_file, map_location="cpu")
+        source, reference = _example_images(int(meta.get("resolution", 64)))
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "pandas",
+                        f"mlflow=={mlflow.__version__}"]
+        with _using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_NAME,
+                python_model=GeoGANPyfunc(),
+                artifacts={GENERATOR_ARTIFACT: str(generator_file)},
+                code_paths=[str(Path(__file__).resolve().parent)],  # the geogan package travels with the model
+                signature=model_signature(inference_refine_weight(meta)),
+                input_example=pd.DataFrame({"source": [source], "reference": [reference]}),
+                pip_requirements=requirements,
+            )
+            return int(mlflow.register_model(info.model_uri, name).version)
+    except BaseException:
+        if status == "RUNNING":  # a run started for this registration ends with it
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    finally:
+        if status != "RUNNING":  # the training run's own end (FINISHED, KILLED) is not registration's to change
+            client.set_terminated(run_id, status=status)
 
 
 def _version_by_alias(client: Any, name: str, alias: str) -> Any | None:
@@ -178,14 +216,33 @@ def _version_by_alias(client: Any, name: str, alias: str) -> Any | None:
         return None
 
 
-def _run_metrics(client: Any, run_id: str | None) -> dict[str, float]:
-    """A run's latest metrics with `eval/` stripped (an unprefixed name loses to eval/)."""
-    if not run_id:
-        return {}
-    raw = client.get_run(run_id).data.metrics
-    out = {k: v for k, v in raw.items() if not k.startswith("eval/")}
-    out.update({k[len("eval/"):]: v for k, v in raw.items() if k.startswith("eval/")})
-    return out
+def check_model_uri(uri: str, tracking_uri: str) -> None:
+    """For `models:/<name>@<alias>` or `models:/<name>/<version>`: raise ModelNotFound, listing what exists."""
+    from mlflow.exceptions import MlflowException
+
+    ref = uri[len("models:/"):]
+    name, sep, rest = ref.partition("@")
+    alias, version = (rest, None) if sep else (None, None)
+    if not sep:
+        name, _, version = ref.partition("/")
+    client = _client(tracking_uri)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise ModelNotFound(f"{uri}: no registered model '{name}' (registered: {', '.join(names) or 'none'})") from None
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    aliases = ", ".join(f"{a} -> {v}" for a, v in sorted(model.aliases.items())) or "none"
+    what = f"aliases: {aliases}; versions: {', '.join(map(str, versions)) or 'none'}"
+    if alias is not None and alias not in model.aliases:
+        raise ModelNotFound(f"{uri}: '{name}' has no alias '{alias}' ({what})")
+    if version is not None and version != "latest" and (not version.isdigit() or int(version) not in versions):
+        raise ModelNotFound(f"{uri}: '{name}' has no version '{version}' ({what})")
+
+
+def version_metrics(version: Any) -> dict[str, float]:
+    """The evaluation a version carries (tags `eval/<name>`), as numbers; {} when it has none."""
+    return {k[len(EVAL_TAG):]: float(v) for k, v in version.tags.items() if k.startswith(EVAL_TAG)}
 
 
 def _gate_value(gate: Any, key: str) -> Any:
@@ -246,7 +303,7 @@ def _describe(c: dict[str, Any]) -> str:
 
 
 def promote(attribute: str, gate: Any, tracking_uri: str, client: Any = None) -> dict[str, Any]:
-    """Move alias `champion` to the `candidate` version if its run's metrics pass the gate.
+    """Move alias `champion` to the `candidate` version if its own evaluation passes the gate.
 
     Args:
         attribute: e.g. "Mustache" (registered model `geogan-Mustache`).
@@ -256,7 +313,7 @@ def promote(attribute: str, gate: Any, tracking_uri: str, client: Any = None) ->
     Returns:
         {"model", "version", "previous_champion", "promoted", "checks", "metrics"}.
     Raises:
-        PromotionRefused: no candidate, or a failing check (all failing figures in the message).
+        PromotionRefused: no candidate, no evaluation on it, or a failing check (all failing figures in the message).
     """
     client = client or _client(tracking_uri)
     name = registered_name(attribute)
@@ -264,63 +321,69 @@ def promote(attribute: str, gate: Any, tracking_uri: str, client: Any = None) ->
     if candidate is None:
         raise PromotionRefused(f"{name}: no version has alias '{CANDIDATE}' (run the register stage first)")
     champion = _version_by_alias(client, name, CHAMPION)
-    metrics = _run_metrics(client, candidate.run_id)
+    metrics = version_metrics(candidate)
     result = {"model": name, "version": int(candidate.version),
               "previous_champion": int(champion.version) if champion else None, "metrics": metrics}
-    if champion is not None and champion.version == candidate.version:
+    if champion is not None and str(champion.version) == str(candidate.version):
         return {**result, "promoted": False, "checks": [], "reason": f"version {candidate.version} is already {CHAMPION}"}
-    checks = gate_checks(metrics, gate, _run_metrics(client, champion.run_id) if champion else None)
+    if not metrics:
+        raise PromotionRefused(f"{name} version {candidate.version} carries no evaluation (tags {EVAL_TAG}*): "
+                               "register it again from the evaluate stage's metrics")
+    checks = gate_checks(metrics, gate, version_metrics(champion) if champion else None)
     failures = [c for c in checks if not c["passed"]]
     if failures:
         raise PromotionRefused(
             f"{name} version {candidate.version} refused: " + "; ".join(_describe(c) for c in failures), failures
         )
-    client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    client.set_model_version_tag(name, candidate.version, "promoted_from", str(champion.version) if champion else "none")
+    client.set_registered_model_alias(name, CHAMPION, str(candidate.version))
+    client.set_model_version_tag(name, str(candidate.version), "promoted_from", str(champion.version) if champion else "none")
     return {**result, "promoted": True, "checks": checks}
 
 
-def compare_runs(tracking_uri: str, experiment_prefix: str, attributes: Sequence[str]) -> list[dict[str, Any]]:
-    """The latest evaluated run of each attribute's experiment, with its metrics and the aliases.
+def compare_versions(tracking_uri: str, attributes: Sequence[str]) -> list[dict[str, Any]]:
+    """The champion and candidate versions of each attribute, with the evaluation each carries.
 
     Args:
         tracking_uri: the tracking/registry server or store.
-        experiment_prefix: experiments are `<prefix>-<Attribute>`.
-        attributes: attributes to list (one row each, even without runs).
+        attributes: attributes to list (one row each, even without a registered version).
     Returns:
-        Rows {"attribute", "run_id", "run_name", "status", "started", "metrics", "tags", "champion", "candidate"}.
+        Rows {"attribute", "version", "aliases", "run_id", "registered", "metrics", "tags"}, champion first;
+        `metrics` are the version's own `eval/` figures (the model's and the baselines' of the same evaluation).
     """
     client = _client(tracking_uri)
     rows = []
     for attribute in attributes:
-        row: dict[str, Any] = {"attribute": attribute, "metrics": {}, "tags": {}}
-        exp = client.get_experiment_by_name(f"{experiment_prefix}-{attribute}")
-        runs = (client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50)
-                if exp else [])
-        # The newest run that was evaluated; an unevaluated (e.g. crashed) newer run is skipped.
-        run = next((r for r in runs if any(k.startswith("eval/") for k in r.data.metrics)), runs[0] if runs else None)
-        if run is not None:
-            row.update(run_id=run.info.run_id, run_name=run.info.run_name, status=run.info.status,
-                       started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
-                       metrics=_run_metrics(client, run.info.run_id), tags=dict(run.data.tags))
-        for alias in (CHAMPION, CANDIDATE):
-            version = _version_by_alias(client, registered_name(attribute), alias)
-            row[alias] = int(version.version) if version else None
-        rows.append(row)
+        name = registered_name(attribute)
+        found = [(alias, _version_by_alias(client, name, alias)) for alias in (CHAMPION, CANDIDATE)]
+        versions: dict[str, Any] = {}
+        for alias, version in found:
+            if version is not None:
+                versions.setdefault(version.version, (version, []))[1].append(alias)
+        if not versions:
+            rows.append({"attribute": attribute})
+        for version, aliases in versions.values():
+            rows.append({"attribute": attribute, "version": int(version.version), "aliases": ",".join(aliases),
+                         "run_id": version.run_id, "metrics": version_metrics(version), "tags": dict(version.tags),
+                         "registered": time.strftime("%Y-%m-%d %H:%M",
+                                                     time.localtime(version.creation_timestamp / 1000))})
     return rows
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Per attribute: its run and aliases, then each metric with its interval, the model beside the baselines."""
+    """Per version: its aliases, run and evaluation, then each metric with its interval, the baselines beside."""
     from geogan.metrics.report import by_method, comparison_table
 
     blocks = []
     for r in rows:
-        head = (f"{r['attribute']}: run {str(r.get('run_id') or '-')[:8]} ({r.get('status', 'no runs')}, "
-                f"{r.get('started', '-')}), {CHAMPION} {r.get(CHAMPION) or '-'}, {CANDIDATE} {r.get(CANDIDATE) or '-'}")
-        digest = r.get("tags", {}).get("eval.set_digest")
-        if digest:
-            head += f", evaluation set {digest[:12]}, judge {r['tags'].get('eval.judge_sha256', '?')[:12]}"
-        methods = by_method(r.get("metrics", {}))
-        blocks.append(head + ("\n" + comparison_table(methods) if methods else "\n(no evaluation yet)"))
+        if "version" not in r:
+            blocks.append(f"{r['attribute']}: no registered version")
+            continue
+        tags, metrics = r.get("tags", {}), r.get("metrics", {})
+        steps = int(metrics["train_steps"]) if "train_steps" in metrics else tags.get("train_steps", "?")
+        head = (f"{r['attribute']} version {r['version']} ({r['aliases']}): run {str(r.get('run_id') or '-')[:8]}, "
+                f"registered {r['registered']}, {steps} steps")
+        if tags.get(EVAL_SET_TAG):
+            head += f", evaluation set {tags[EVAL_SET_TAG][:12]}, judge {tags.get(JUDGE_TAG, '?')[:12]}"
+        methods = by_method(metrics)
+        blocks.append(head + ("\n" + comparison_table(methods) if methods else "\n(no evaluation)"))
     return "\n\n".join(blocks)

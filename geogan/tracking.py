@@ -8,13 +8,24 @@ side by side in the UI, and every run is tagged with its attribute for cross-att
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 import numpy as np
+
+
+SERVER_CHECK_TIMEOUT = 5.0  # seconds; MLflow's own client retries a dead server for about 4 minutes
+
+
+class TrackingServerError(RuntimeError):
+    """The tracking server does not answer, or refuses the credentials."""
 
 
 class Tracker(Protocol):
@@ -51,6 +62,94 @@ def tracking_uri(configured: str, root: Path | None = None) -> str:
     return uri
 
 
+def check_tracking_server(uri: str, timeout: float = SERVER_CHECK_TIMEOUT) -> None:
+    """Fail fast, naming the URI and the cause, when an http(s) tracking server does not answer.
+
+    One GET of /health (open to all), then one authenticated API call, so that wrong
+    credentials also stop a stage before any work. Other stores (sqlite, file) are local.
+    Raises:
+        TrackingServerError: no answer (refused, timed out, unknown host) or HTTP 401/403.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    base, where = uri.rstrip("/"), f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI)"
+    for path in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        answer = probe(base + path, timeout, _auth_headers())
+        if isinstance(answer, str):
+            raise TrackingServerError(f"{where} does not answer: {answer} (after {timeout:g} s at most)")
+        if answer in (401, 403):  # it answered; only a refusal of the credentials stops here
+            raise TrackingServerError(f"{where} refused the credentials: HTTP {answer} "
+                                      "(set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)")
+
+
+def probe(url: str, timeout: float = SERVER_CHECK_TIMEOUT, headers: Mapping[str, str] | None = None) -> int | str:
+    """GET `url` once: the HTTP status it answers with, or why nothing answered (refused, timed out, ...)."""
+    request = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=_tls_context(url)) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        return getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+
+
+def _auth_headers() -> dict[str, str]:
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
+
+
+def _tls_context(uri: str) -> ssl.SSLContext | None:
+    # The same TLS settings the MLflow client honours.
+    if not uri.startswith("https://"):
+        return None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # noqa: S323 - the user asked for it, as for MLflow itself
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+
+
+def mlflow_installed() -> bool:
+    """Whether MLflow can be imported (the library trains and evaluates without it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("mlflow") is not None
+
+
+def checked_tracking_uri(configured: str, root: Path | None = None) -> str:
+    """`tracking_uri`, after `check_tracking_server` found the server answering."""
+    uri = tracking_uri(configured, root)
+    check_tracking_server(uri)
+    return uri
+
+
+@contextlib.contextmanager
+def run_ends(tracker: Any) -> Iterator[Any]:
+    """End the tracker's run FINISHED, FAILED (an error) or KILLED (SIGTERM, Ctrl-C), whatever happens.
+
+    A tracker that only borrows a run (evaluate logging into the training run) leaves its status alone.
+    """
+    from geogan.signals import Stopped
+
+    if not getattr(tracker, "owns_run", False):
+        yield tracker
+        return
+    try:
+        yield tracker
+    except (Stopped, KeyboardInterrupt):
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
+
+
 @contextlib.contextmanager
 def sqlite_store_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive file lock beside a local SQLite store (no-op for other stores).
@@ -75,10 +174,25 @@ def sqlite_store_lock(uri: str) -> Iterator[None]:
 
 
 def artifact_location(configured_root: str, experiment: str, root: Path | None = None) -> str | None:
-    """Where a new experiment keeps artifacts when the tracking store is local (None: server decides)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
+    """Where a new experiment keeps artifacts when the tracking store is local (None: the server decides).
+
+    With MLFLOW_TRACKING_URI naming a SQLite file, artifacts go beside that file (MLflow's own
+    default, ./mlruns in whatever folder the process runs in, would litter the working directory).
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return artifacts_beside(tracking_uri(uri, root), experiment)
     path = ((root or Path.cwd()) / configured_root / experiment).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()
+
+
+def artifacts_beside(uri: str, experiment: str) -> str | None:
+    """<database folder>/artifacts/<experiment> for a SQLite store; None for a server or other store."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = (Path(uri[len(prefix):]).parent / "artifacts" / experiment).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path.as_uri()
 
@@ -91,7 +205,7 @@ class MlflowTracker:
     """A Tracker backed by one MLflow run; resumes the run whose id it is given."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: str | None, run_id: str | None = None,
-                 run_name: str | None = None, tags: Mapping[str, str] | None = None):
+                 run_name: str | None = None, tags: Mapping[str, str] | None = None, claim: bool = False):
         import mlflow
 
         self._mlflow = mlflow
@@ -107,10 +221,15 @@ class MlflowTracker:
                     run_id = None
             except Exception:  # noqa: BLE001 - a run id from another store: start a new run
                 run_id = None
+        # A run this tracker starts, or resumes with `claim` (training from a checkpoint), is its to end.
+        self.owns_run = run_id is None or claim
+        self.resumed = run_id is not None
         if run_id is None:
             run_id = self.client.create_run(exp_id, run_name=run_name, tags=dict(tags or {})).info.run_id
-        elif tags:
-            for k, v in tags.items():
+        else:
+            if claim:
+                self.client.update_run(run_id, status="RUNNING")
+            for k, v in (tags or {}).items():
                 self.client.set_tag(run_id, k, v)
         self.run_id = run_id
 
@@ -152,13 +271,13 @@ def _clean(name: str) -> str:
 
 
 def open_tracker(cfg_mlflow: Any, attribute: str, run_id: str | None = None, run_name: str | None = None,
-                 tags: Mapping[str, str] | None = None, root: Path | None = None) -> MlflowTracker:
-    """An MlflowTracker for the attribute's experiment under the configured (or env) URI."""
+                 tags: Mapping[str, str] | None = None, root: Path | None = None, claim: bool = False) -> MlflowTracker:
+    """An MlflowTracker for the attribute's experiment under the configured (or env) URI (see MlflowTracker)."""
     experiment = experiment_name(cfg_mlflow.experiment_prefix, attribute)
     uri = tracking_uri(cfg_mlflow.tracking_uri, root)
     art = artifact_location(cfg_mlflow.artifact_root, experiment, root)
     all_tags = {"attribute": attribute, **dict(tags or {})}
-    return MlflowTracker(uri, experiment, art, run_id=run_id, run_name=run_name, tags=all_tags)
+    return MlflowTracker(uri, experiment, art, run_id=run_id, run_name=run_name, tags=all_tags, claim=claim)
 
 
 def log_evaluation_input(tracker: MlflowTracker, evalset_file: str | Path, evalset: Mapping[str, Any]) -> None:

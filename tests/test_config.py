@@ -81,4 +81,47 @@ def test_step_weights_are_the_params_loss_weights():
     d["loss"].update(lambda_tv=3.0, lambda_mask=0.25)
     weights = config_from_dict(d).loss.step_weights()
     assert weights["lambda_tv"] == 3.0 and weights["lambda_mask"] == 0.25
-    assert set(weights) == {"lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask"}
+    assert set(weights) == {"lambda_adv", "lambda_cls", "lambda_rec", "lambda_landmark", "lambda_tv", "lambda_mask",
+                            "lambda_local_adv", "lambda_local_cls", "lambda_mask_region"}
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("train.steps", 0, "'train.steps' must be > 0, got 0"),
+    ("train.batch_size", -4, "'train.batch_size' must be > 0, got -4"),
+    ("train.checkpoint_every", 0, "'train.checkpoint_every' must be > 0"),
+    ("train.log_every", 0, "'train.log_every' must be > 0"),
+    ("data.resolution", -64, "'data.resolution' must be > 0"),
+    ("split.test_fraction", 1.5, r"'split.test_fraction' must be in \[0, 1\], got 1.5"),
+    ("promote.min_transfer_success", -0.1, r"'promote.min_transfer_success' must be in \[0, 1\]"),
+    ("train.beta2", 1.0, r"'train.beta2' must be in \[0, 1\), got 1.0"),
+    ("loss.lambda_tv", -1.0, "'loss.lambda_tv' must be >= 0"),
+    ("evaluate.references", 0, "'evaluate.references' must be > 0, got 0"),
+    ("promote.min_identity_kept", 1.2, r"'promote.min_identity_kept' must be in \[0, 1\], got 1.2"),
+    ("promote.max_kid_vs_copy_paste", 0.0, "'promote.max_kid_vs_copy_paste' must be > 0"),
+    ("judge.patience", 0, "'judge.patience' must be > 0"),
+])
+def test_out_of_range_named(tmp_path, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, tiny_params_dict(**{key: value})))
+
+
+def test_every_numeric_key_has_a_range():
+    """A new numeric key must say what values it allows (geogan/config_ranges.py), or the loader cannot refuse them."""
+    from geogan.config_ranges import RANGES
+
+    cfg = load_config(ROOT / "params.yaml")
+    numeric = {k for k, v in flatten(cfg).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert numeric - RANGES.keys() == set(), "numeric keys without a range"
+    assert RANGES.keys() - numeric == set(), "ranges of keys the config does not have"
+
+
+def test_scientific_notation_is_a_number_and_a_quoted_one_gets_a_hint(tmp_path):
+    text = (ROOT / "params.yaml").read_text()
+    assert "lr_g: 1.0e-4" in text
+    p = tmp_path / "params.yaml"
+    p.write_text(text.replace("lr_g: 1.0e-4", "lr_g: 1e-4").replace("lr_d: 1.0e-4", "lr_d: 2E-4"))
+    cfg = load_config(p)
+    assert (cfg.train.lr_g, cfg.train.lr_d) == (1e-4, 2e-4)
+    p.write_text(text.replace("lr_g: 1.0e-4", "lr_g: '1e-4'"))
+    with pytest.raises(ConfigError, match=r"'train.lr_g' must be a number, got the string '1e-4' \(write it unquoted"):
+        load_config(p)

@@ -129,6 +129,7 @@ def test_mlflow_server_stage_is_pinned_by_the_lock():
     runs = " ".join(a for k, a in _stages()["mlflow-server"] if k == "RUN")
     assert "-c /tmp/requirements.lock" in runs and "mlflow" in runs and "boto3" in runs
     assert re.search(r"psycopg2-binary==[\d.]+", runs)
+    assert re.search(r"Flask-WTF==[\d.]+", runs) and re.search(r"WTForms==[\d.]+", runs), "the basic-auth app needs them"
     assert "mlflow" in _lock() and "boto3" in _lock()
 
 

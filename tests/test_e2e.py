@@ -1,15 +1,19 @@
-"""`dvc repro` end to end on a tiny config in a copy of the repo: outputs, up-to-date, exp run, MLflow, serving, bad input."""
+"""The README's DVC commands end to end on a tiny config in a copy of the repo, typed as a user types them:
+outputs, up-to-date, exp run and back, MLflow, the registry's candidate, serving, bad input."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import write_params
-from tests.helpers_train import VENV_BIN, copy_tree_of_repo, stage_env
+from tests.helpers_train import VENV_BIN, copy_tree_of_repo
 
 pytestmark = pytest.mark.slow
 
@@ -39,11 +43,6 @@ def _clone(dest: Path, **overrides) -> Path:
     return dest
 
 
-def _dvc(repo: Path, env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "dvc"), *args], check=False, cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def _outputs(repo: Path) -> list[Path]:
     outs = [repo / "data/prepared/images.npy", repo / "data/prepared/manifest.csv", repo / "data/landmarks/landmarks.npy",
             repo / "models/judge/judge.pt", repo / "models/judge/trained_on.json"]
@@ -54,14 +53,30 @@ def _outputs(repo: Path) -> list[Path]:
     return outs
 
 
-def test_dvc_repro_end_to_end(tmp_path):
-    import json
+def fresh_shell(repo: Path) -> dict[str, str]:
+    """The environment of a new terminal in the clone after `make demo`: no venv on PATH, no MLflow URI."""
+    env = {"HOME": os.environ.get("HOME", str(repo)), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "GIT_PYTHON_REFRESH": "quiet"}
+    (repo / ".venv").symlink_to(sys.prefix, target_is_directory=True)  # what `make demo` leaves in the clone
+    return env
 
+
+def _typed(repo: Path, env: dict, line: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a README command line as written (split on spaces), in the clone."""
+    return subprocess.run(line.split(), check=False, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_readme_dvc_commands_in_a_fresh_shell(tmp_path):
+    """`.venv/bin/dvc repro`, `.venv/bin/dvc exp run -S train.steps=N`, a params edit back and `.venv/bin/dvc repro`.
+
+    The stages run through bin/geogan-stage, which finds the clone's .venv without PATH; after
+    the experiment and back, `candidate` is the version of the weights on disk, with their own figures.
+    """
     repo = _clone(tmp_path / "repo")
-    env = stage_env(tmp_path)
-    uri = env["MLFLOW_TRACKING_URI"]
+    env = fresh_shell(repo)
+    uri = f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}"
 
-    first = _dvc(repo, env, "repro")
+    first = _typed(repo, env, ".venv/bin/dvc repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     missing = [str(p.relative_to(repo)) for p in _outputs(repo) if not p.is_file()]
     assert not missing, f"missing outputs: {missing}"
@@ -71,24 +86,59 @@ def test_dvc_repro_end_to_end(tmp_path):
             assert {"landmark_err_8", "gt_psnr_8", "transfer_success_8", "kid_a2b_8"} <= metrics[method].keys(), metrics
         assert json.loads((repo / f"models/{a}/meta.json").read_text())["step"] == TINY["train.steps"]
 
-    second = _dvc(repo, env, "repro")
+    second = _typed(repo, env, ".venv/bin/dvc repro")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Data and pipelines are up to date" in second.stdout, second.stdout
     assert "Running stage" not in second.stdout
+    assert not subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=repo, capture_output=True,
+                              text=True).stdout, "dvc staged files in the user's git index"
 
     _check_mlflow(uri)
     _check_serving(uri, repo)
 
     steps = TINY["train.steps"] + 2
-    exp = _dvc(repo, env, "exp", "run", "-S", f"train.steps={steps}")
+    exp = _typed(repo, env, f".venv/bin/dvc exp run -S train.steps={steps}")
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-5000:]
     for a in ATTRS:
         assert json.loads((repo / f"models/{a}/meta.json").read_text())["step"] == steps
     assert "Running stage 'train@Mustache'" in exp.stdout and "Running stage 'ingest'" not in exp.stdout
-    shown = _dvc(repo, env, "exp", "show", "--csv")
+    shown = _typed(repo, env, ".venv/bin/dvc exp show --csv")
     assert shown.returncode == 0 and str(steps) in shown.stdout, shown.stdout[-2000:] + shown.stderr[-2000:]
     # train.steps is not in the resume key: the experiment continued the checkpointed run (and its MLflow run).
     _check_mlflow(uri)
+
+    # And back: the params edited to the first value, then `dvc repro`.
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace(f"steps: {steps}\n", f"steps: {TINY['train.steps']}\n", 1))
+    back = _typed(repo, env, ".venv/bin/dvc repro")
+    assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-5000:]
+    _check_candidate_is_on_disk(uri, repo, TINY["train.steps"])
+    table = _typed(repo, {**env, "PYTHONPATH": str(repo)}, ".venv/bin/geogan compare")  # this copy's code
+    assert table.returncode == 0, table.stderr[-3000:]
+    print(table.stdout)
+    head = next(ln for ln in table.stdout.splitlines() if ln.startswith("Mustache"))
+    assert head.startswith("Mustache version 1 (candidate): ") and f", {TINY['train.steps']} steps" in head, table.stdout
+    assert "copy_paste" in table.stdout and "transfer_success_8" in table.stdout, table.stdout
+
+
+def _check_candidate_is_on_disk(uri: str, repo: Path, steps: int) -> None:
+    """`candidate` holds the weights in models/<attr> and carries their own evaluation, registered once."""
+    from mlflow import MlflowClient
+
+    from geogan.io import file_sha256
+    from geogan.registry import version_metrics
+
+    client = MlflowClient(uri)
+    for a in ATTRS:
+        version = client.get_model_version_by_alias(f"geogan-{a}", "candidate")
+        on_disk = json.loads((repo / f"metrics/{a}.json").read_text())
+        assert int(version.version) == 1, f"{a}: the first weights came back as version {version.version}"
+        assert version.tags["generator_sha256"] == file_sha256(repo / f"models/{a}/generator.pt")
+        assert version_metrics(version)["train_steps"] == steps
+        assert version_metrics(version)["landmark_err_8"] == on_disk["model"]["landmark_err_8"]
+        assert version_metrics(version)["copy_paste/gt_psnr_8"] == on_disk["copy_paste"]["gt_psnr_8"]
+        assert version.tags["eval.set_digest"] == on_disk["eval_set"]["digest"]
+        assert sorted(int(v.version) for v in client.search_model_versions(f"name='geogan-{a}'")) == [1, 2]
 
 
 def _check_mlflow(uri: str) -> None:
@@ -107,6 +157,7 @@ def _check_mlflow(uri: str) -> None:
         assert any(k.startswith("loss/") for k in run.data.metrics), run.data.metrics
         assert any(k.startswith("eval/") for k in run.data.metrics), run.data.metrics
         assert run.info.status == "FINISHED"
+        assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"], "a stage left its run RUNNING"
         images = [f for f in _artifacts(client, run.info.run_id) if f.endswith(".png")]
         assert images, f"{a}: no image artifact in run {run.info.run_id}"
         version = client.get_model_version_by_alias(f"geogan-{a}", "candidate")
@@ -128,7 +179,7 @@ def _check_serving(uri: str, repo: Path) -> None:
 
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/geogan-Mustache@candidate")
-    split = __import__("json").loads((repo / "data/splits/Mustache.json").read_text())
+    split = json.loads((repo / "data/splits/Mustache.json").read_text())
     images = np.load(repo / "data/prepared/images.npy")
     a, b = images[split["test"]["A"][0]], images[split["train"]["B"][0]]
     out = model.predict(pd.DataFrame({"source": [encode_image(a)], "reference": [encode_image(b)]}))
@@ -138,7 +189,7 @@ def _check_serving(uri: str, repo: Path) -> None:
 
 def test_unknown_attribute_stops_repro_with_one_line_and_no_output(tmp_path):
     repo = _clone(tmp_path / "repo", attributes=["Mustache", "Beard"])
-    res = _dvc(repo, stage_env(tmp_path), "repro")
+    res = _typed(repo, fresh_shell(repo), ".venv/bin/dvc repro")
     assert res.returncode != 0
     text = res.stdout + res.stderr
     lines = [ln for ln in text.splitlines() if ln.startswith("geogan ") and "error" in ln]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import configparser
 import copy
 import fnmatch
 import json
+import re
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -208,7 +211,8 @@ def test_mlflow_server_uses_postgres_and_proxies_artifacts_to_s3(rendered, overl
     objects = {(d["kind"], d["metadata"]["name"]): d for d in rendered[f"overlays/{overlay}"]}
     (server,) = objects[("Deployment", "geogan-mlflow")]["spec"]["template"]["spec"]["containers"]
     args = " ".join(server["args"])
-    assert "--backend-store-uri=postgresql://" in args and "@geogan-mlflow-db:5432/" in args
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert "--backend-store-uri=postgresql://" in args and (env["PGHOST"], env["PGPORT"]) == ("geogan-mlflow-db", "5432")
     assert "--serve-artifacts" in args and "--artifacts-destination=$(MLFLOW_ARTIFACTS_DESTINATION)" in args
     config = objects[("ConfigMap", "geogan-mlflow-config")]["data"]
     assert config["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
@@ -216,3 +220,44 @@ def test_mlflow_server_uses_postgres_and_proxies_artifacts_to_s3(rendered, overl
     assert ("StatefulSet", "geogan-mlflow-db") in objects and ("Service", "geogan-mlflow-db") in objects
     has_minio = ("Deployment", "geogan-minio") in objects
     assert has_minio == (overlay == "onprem")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_server_authenticates_with_credentials_from_secrets(rendered, overlay):
+    """MLflow's basic-auth app, its config file mounted from a ConfigMap, every credential from a Secret."""
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in rendered[f"overlays/{overlay}"]}
+    pod = objects[("Deployment", "geogan-mlflow")]["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    assert "--app-name=basic-auth" in server["args"]
+    env = {e["name"]: e for e in server["env"]}
+    from_secrets = {"MLFLOW_AUTH_ADMIN_USERNAME": (gp.MLFLOW_SECRET, "MLFLOW_TRACKING_USERNAME"),
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": (gp.MLFLOW_SECRET, "MLFLOW_TRACKING_PASSWORD"),
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": ("geogan-mlflow-auth", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+                    "PGPASSWORD": ("geogan-mlflow-db", "POSTGRES_PASSWORD")}
+    for name, (secret, key) in from_secrets.items():
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}, name
+        assert key in objects[("Secret", secret)]["data"], f"Secret {secret} has no {key}"
+    config_path = Path(env["MLFLOW_AUTH_CONFIG_PATH"]["value"])
+    (mount,) = [m for m in server["volumeMounts"] if m["mountPath"] == str(config_path.parent)]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    ini = configparser.ConfigParser()
+    ini.read_string(objects[("ConfigMap", volume["configMap"]["name"])]["data"][config_path.name])
+    assert ini["mlflow"]["authorization_function"] == "mlflow.server.auth:authenticate_request_basic_auth"
+    assert urllib.parse.urlsplit(ini["mlflow"]["database_uri"]).password is None
+    # The pipeline's steps (KFP and PyTorchJob) log in with the same Secret's user and password.
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(gp.MLFLOW_SECRET_KEYS)
+    job_env = _containers(_docs((K8S / "jobs" / "pytorchjob-train.yaml").read_text())[0])[0]["env"]
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= {e["name"] for e in job_env}
+
+
+@pytest.mark.parametrize("source", ["files", *OVERLAYS])
+def test_no_password_on_a_command_line(rendered, source):
+    """A password in a container's command or args shows in every process list; they come through the environment."""
+    docs = ([d for p in _manifest_files() for d in _docs(p.read_text())] if source == "files"
+            else rendered[f"overlays/{source}"])
+    for doc in docs:
+        for container in _containers(doc):
+            line = " ".join(container.get("command", []) + container.get("args", []))
+            where = f"{source}: {doc['kind']}/{doc['metadata']['name']}/{container['name']}"
+            assert "PASSWORD" not in line.upper() and "SECRET" not in line.upper(), f"{where}: {line}"
+            assert not re.search(r"://[^/\s@]*:[^/\s@]*@", line), f"{where}: credentials in a URI: {line}"

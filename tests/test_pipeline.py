@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -254,6 +255,7 @@ def test_cli_submit_prints_the_url(tmp_path, monkeypatch, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params_dict()))
     monkeypatch.setattr(kfp, "Client", _FakeKfpClient)
+    monkeypatch.setattr("geogan.tracking.probe", lambda url, *a, **k: 200)  # the fake host "answers"
     gp.main(["submit", "--host", "http://h:1", "--attribute", "Mustache", "--params", str(params),
              "--package", str(COMPILED), "--experiment", "e", "--no-cache"])
     assert capsys.readouterr().out.strip() == "http://h:1/#/runs/details/run-42"
@@ -331,10 +333,11 @@ def test_kfp_local_runs_the_pipeline_like_the_dvc_path(tmp_path, monkeypatch):
     dvc_dir.mkdir()
     (dvc_dir / "params.yaml").write_text(params_text)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{dvc_dir}/mlflow.db")
+    launcher_env = {**os.environ, "GEOGAN_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     for cmd in _dvc_commands(attributes):
         argv = shlex.split(cmd)
-        assert argv[0] == "python"
-        subprocess.run([sys.executable, *argv[1:]], cwd=dvc_dir, check=True)
+        assert argv[0] == "bin/geogan-stage"
+        subprocess.run([str(ROOT / argv[0]), *argv[1:]], cwd=dvc_dir, env=launcher_env, check=True)
 
     # Shared steps: byte-identical outputs.
     for rel in ("manifest.csv", "images.npy"):

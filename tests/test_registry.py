@@ -1,4 +1,4 @@
-"""Registry against a real MLflow server on loopback: register, gated promotion, serve the champion."""
+"""Registry against a real MLflow server on loopback: register, gated promotion on each version's own figures, serve."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ pytest.importorskip("mlflow")
 from geogan.config import PromoteConfig
 from geogan.registry import (
     PromotionRefused,
-    compare_runs,
+    compare_versions,
     format_table,
     gate_checks,
     log_and_register,
     promote,
+    version_metrics,
 )
 from tests.mlflow_server import mlflow_server
 
@@ -33,19 +34,29 @@ BAD = {**GOOD, "transfer_success_1000": 0.2, "transfer_success_1000_lo": 0.15, "
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def generator_file(tmp_path_factory) -> Path:
-    """A tiny real generator (ngf 4, one block) saved as the train stage saves it."""
+def _save_generator(path: Path, seed: int, step: int = 4) -> Path:
+    """A tiny real generator (ngf 4, one block) saved as the train stage saves it; the seed sets its weights."""
     from geogan.model import save_generator
     from geogan.nets import build_nets
 
-    path = tmp_path_factory.mktemp("model") / "generator.pt"
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     generator = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
-    meta = {"attribute": "Mustache", "resolution": SIZE, "step": 4,
+    meta = {"attribute": "Mustache", "resolution": SIZE, "step": step,
             "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}, "model": {"flow_inputs": "rgb"}}}
     save_generator(path, generator, meta)
     return path
+
+
+@pytest.fixture(scope="module")
+def generators(tmp_path_factory) -> list[Path]:
+    """Three generators with different weights."""
+    folder = tmp_path_factory.mktemp("model")
+    return [_save_generator(folder / f"generator{i}.pt", seed=i) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def generator_file(generators) -> Path:
+    return generators[0]
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +65,12 @@ def server(tmp_path_factory):
         yield uri
 
 
-def _evaluated_run(uri: str, metrics: dict[str, float]) -> str:
+def _evaluated_run(uri: str, metrics: dict[str, float], experiment: str = "geogan-Mustache") -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("geogan-Mustache")
-    exp_id = exp.experiment_id if exp else client.create_experiment("geogan-Mustache")
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     run_id = client.create_run(exp_id, run_name="Mustache-train", tags={"attribute": "Mustache"}).info.run_id
     for k, v in metrics.items():
         client.log_metric(run_id, f"eval/{k}", v)
@@ -71,7 +82,8 @@ def _face(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
 
 
-def test_register_promote_refuse_and_serve_champion(server, generator_file):
+def test_register_promote_refuse_and_serve_champion(server, generators):
+    generator_file = generators[0]
     import mlflow
     from mlflow import MlflowClient
 
@@ -89,8 +101,8 @@ def test_register_promote_refuse_and_serve_champion(server, generator_file):
     result = promote("Mustache", GATE, server)
     assert result["promoted"] and result["version"] == 1 and result["previous_champion"] is None
 
-    # Version 2 fails it: refused with the failing figures, champion unchanged, nothing deleted.
-    _, v2 = log_and_register(generator_file, "Mustache", _evaluated_run(server, BAD), server, tags, BAD)
+    # Version 2 (other weights) fails it: refused with the failing figures, champion unchanged, nothing deleted.
+    _, v2 = log_and_register(generators[1], "Mustache", _evaluated_run(server, BAD), server, tags, BAD)
     assert v2 == 2 and client.get_model_version_by_alias("geogan-Mustache", "candidate").version == "2"
     with pytest.raises(PromotionRefused) as refused:
         promote("Mustache", GATE, server)
@@ -119,17 +131,81 @@ def test_register_promote_refuse_and_serve_champion(server, generator_file):
     assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(image, to_uint8(direct)[0])
 
-    # The cross-attribute table: latest evaluated run, aliases, a row for an attribute without runs.
-    rows = compare_runs(server, "geogan", ["Mustache", "Eyeglasses"])
-    assert rows[0]["metrics"]["transfer_success_1000"] == pytest.approx(0.2)
-    assert rows[0]["champion"] == 1 and rows[0]["candidate"] == 2
-    assert rows[1] == {"attribute": "Eyeglasses", "metrics": {}, "tags": {}, "champion": None, "candidate": None}
+    # The cross-attribute table: champion and candidate, each with its own figures (its interval, the baselines
+    # beside), and a line for an attribute without a registered version.
+    rows = compare_versions(server, ["Mustache", "Eyeglasses"])
+    assert [(r["version"], r["aliases"], r["metrics"]["transfer_success_1000"]) for r in rows[:2]] == [
+        (1, "champion", 0.8), (2, "candidate", 0.2)]
+    assert rows[2] == {"attribute": "Eyeglasses"}
     table = format_table(rows).splitlines()
-    assert table[0].startswith("Mustache: run ") and "champion 1, candidate 2" in table[0]
-    assert table[1].split() == ["metric", "model", "copy_paste", "do_nothing"]
-    row = next(line for line in table if line.startswith("transfer_success_1000"))
+    assert table[0].startswith("Mustache version 1 (champion): run ") and table[1].split() == [
+        "metric", "model", "copy_paste", "do_nothing"]
+    candidate = table[table.index(next(line for line in table if line.startswith("Mustache version 2 (candidate)"))):]
+    row = next(line for line in candidate if line.startswith("transfer_success_1000"))
     assert row.split()[1:] == ["0.2", "[0.15,", "0.25]", "0.4", "0.03"]  # the model's interval, the baselines beside
-    assert "Eyeglasses: run -" in table[-2] and table[-1] == "(no evaluation yet)"
+    assert table[-1] == "Eyeglasses: no registered version"
+
+
+def test_resume_run_exp_and_back_each_version_gates_on_its_own_figures(server, generators):
+    """The `dvc exp run -S train.steps=400` and back sequence: one training run (resumed), three registrations.
+
+    The run holds the 400-step evaluation as its latest metrics when the 150-step weights
+    come back; the registry must still gate and show the 150-step figures for them, and
+    registering them again must return their existing version.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server)
+    name = "geogan-Smile"
+    w150, w400 = generators[1], generators[2]
+    m150 = {**GOOD, "transfer_success_1000": 0.3, "landmark_err_1000": 0.2, "train_steps": 150}
+    m400 = {**GOOD, "transfer_success_1000": 0.9, "landmark_err_1000": 0.1, "train_steps": 400}
+    run_id = _evaluated_run(server, {}, experiment="geogan-Smile")
+    for metrics in (m150, m400):  # evaluate logs into the training run, which resumed training continues
+        for k, v in metrics.items():
+            client.log_metric(run_id, f"eval/{k}", v, step=metrics["train_steps"])
+    tags = {"git_commit": "deadbeef"}
+
+    _, first = log_and_register(w150, "Smile", run_id, server, tags, m150)
+    _, exp = log_and_register(w400, "Smile", run_id, server, tags, m400)
+    _, back = log_and_register(w150, "Smile", run_id, server, tags, m150)
+    assert (first, exp, back) == (1, 2, 1), "the 150-step weights are registered once"
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'")) == [1, 2]
+    assert client.get_run(run_id).data.metrics["eval/transfer_success_1000"] == 0.9  # the run's latest: 400 steps
+    candidate = client.get_model_version_by_alias(name, "candidate")
+    assert candidate.version == "1" and version_metrics(candidate) == m150
+    (row,) = compare_versions(server, ["Smile"])
+    assert (row["version"], row["metrics"]["train_steps"], row["metrics"]["transfer_success_1000"]) == (1, 150, 0.3)
+    with pytest.raises(PromotionRefused, match=r"version 1 refused: transfer_success_1000 0.3 "):
+        promote("Smile", GATE, server)  # the run's 0.9 would have passed
+    assert client.get_run(run_id).info.status == "FINISHED", "registration leaves the training run's status alone"
+
+    # Evaluated again (another evaluation set, 500 pairs): the version carries that evaluation only, and says which.
+    m500 = {"transfer_success_500": 0.35, "landmark_err_500": 0.2}
+    on = {"eval.set_digest": "ab" * 32, "eval.judge_sha256": "cd" * 32}
+    assert log_and_register(w150, "Smile", run_id, server, tags, m500, evaluated_on=on)[1] == 1
+    again = client.get_model_version(name, "1")
+    assert version_metrics(again) == m500 and {k: again.tags[k] for k in on} == on
+    assert "evaluation set abababababab, judge cdcdcdcdcdcd" in format_table(compare_versions(server, ["Smile"]))
+
+
+def test_promote_refuses_a_candidate_worse_only_than_the_champion(server, generators):
+    """Every absolute check passes; only "not worse than the champion" fails, through `promote`."""
+    champion_metrics = {**GOOD, "transfer_success_1000": 0.9}
+    worse = {**GOOD, "transfer_success_1000": 0.6}
+    log_and_register(generators[0], "Beard", None, server, {}, champion_metrics)
+    assert promote("Beard", GATE, server)["promoted"]
+    _, v2 = log_and_register(generators[1], "Beard", None, server, {}, worse)
+    assert all(c["passed"] for c in gate_checks(worse, GATE)), "the candidate must pass every check but the champion's"
+    with pytest.raises(PromotionRefused) as refused:
+        promote("Beard", GATE, server)
+    assert [f["check"] for f in refused.value.failures] == ["not worse than champion"]
+    assert "transfer_success_1000 0.6 (needs >= 0.9, not worse than champion)" in str(refused.value)
+    from mlflow import MlflowClient
+
+    assert MlflowClient(server).get_model_version_by_alias("geogan-Beard", "champion").version == "1"
+    allowed = PromoteConfig(**{**GATE.__dict__, "allow_worse_than_champion": True})
+    assert promote("Beard", allowed, server)["version"] == v2 == 2
 
 
 def test_promote_without_candidate_is_refused(server):

@@ -56,21 +56,34 @@ def mlflow_home(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- library level (fast, in-process)
 
-@pytest.mark.parametrize("extra", [{}, {"train.d_augment": ["color", "translation", "cutout"], "loss.mask_warmup_steps": 3}],
-                         ids=["plain", "diffaugment+mask-warmup"])
+REGION_TERMS_AND_EMA = {"model.local_ndf": 8, "loss.lambda_mask_region": 0.5, "train.cutout_spares_region": True,
+                        "train.d_augment": ["color", "translation", "cutout"], "train.ema_decay": 0.9}
+
+
+@pytest.mark.parametrize("extra", [{}, {"train.d_augment": ["color", "translation", "cutout"], "loss.mask_warmup_steps": 3},
+                                   REGION_TERMS_AND_EMA],
+                         ids=["plain", "diffaugment+mask-warmup", "region-terms+ema"])
 def test_stop_and_resume_in_process_is_bit_exact(tmp_path, data, extra):
     # DiffAugment draws from torch's RNG every step: resuming restores it, so the runs still agree bit for bit.
+    # With EMA the exported weights are the average, which the checkpoint carries too.
     cfg = tiny_config(**{**QUIET, "train.steps": 4, "train.checkpoint_every": 100, **extra})
-    full = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "full", key="k", progress=False)
-    part = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, stop_after=2)
+    region = cfg.regions[ATTR]
+    full = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "full", key="k", progress=False, region=region)
+    part = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, stop_after=2,
+                 region=region)
     assert part.step == 2 and checkpoint_steps(tmp_path / "part") == [2]
-    rest = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False)
+    rest = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, region=region)
     assert rest.resumed_from == 2 and rest.step == 4
     assert states_differ(part.generator_state, rest.generator_state), "the resumed run did not train"
     assert_states_equal(full.generator_state, rest.generator_state)
+    # Fewer steps than were trained (params set back after `dvc exp run`): the checkpoint at or below train.steps.
+    back = train(tiny_config(**{**QUIET, "train.steps": 2, "train.checkpoint_every": 100, **extra}),
+                 library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="k", progress=False, region=region)
+    assert (back.resumed_from, back.step) == (2, 2)
+    assert_states_equal(part.generator_state, back.generator_state)
     # A checkpoint made under another resume key (other settings or data) is not resumed.
     other = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "part", key="other", progress=False,
-                  stop_after=1)
+                  stop_after=1, region=region)
     assert other.resumed_from == 0 and other.step == 1
 
 
@@ -101,6 +114,14 @@ def test_nan_batch_stops_before_saving_in_process(tmp_path, data):
 
 
 # ---------------------------------------------------------------- the train stage as a process
+
+def _run_status(mlflow_home: Path, work: Path) -> str:
+    """The status of the MLflow run a training in `work` logged to."""
+    from mlflow import MlflowClient
+
+    run_id = json.loads((work / "mlflow_run.json").read_text())["run_id"]
+    return MlflowClient(stage_env(mlflow_home)["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status
+
 
 def _start(params: Path, data, out: Path, work: Path, env: dict, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(train_cmd(params, ATTR, data, out, work), env=env, cwd=cwd,
@@ -159,6 +180,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data, mlflow_home):
     assert Path(m.group(2)).name == f"ckpt-{stopped_at:08d}.pt"
     assert torch.load(m.group(2), weights_only=True)["step"] == stopped_at
     assert not out.exists(), "an interrupted run must not write the model output"
+    assert _run_status(mlflow_home, work) == "KILLED"
 
     # `train.steps` is not part of the resume key: a shorter run picks up where this one stopped.
     params2 = write_params(tmp_path / "params2.yaml", **{"train.steps": stopped_at + 2, "train.checkpoint_every": first, **QUIET})
@@ -166,6 +188,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, data, mlflow_home):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert re.search(rf"resuming from .* at step {stopped_at}\b", rerun.stdout), rerun.stdout
     assert (out / "generator.pt").is_file()
+    assert _run_status(mlflow_home, work) == "FINISHED", "the resumed run is the same MLflow run, ended again"
 
 
 def test_non_finite_loss_exits_2_and_keeps_the_last_good_checkpoint(tmp_path, data, mlflow_home):
@@ -183,6 +206,7 @@ def test_non_finite_loss_exits_2_and_keeps_the_last_good_checkpoint(tmp_path, da
     bad_step = int(m.group(2))
     assert all(s < bad_step for s in checkpoint_steps(work)), (checkpoint_steps(work), bad_step)
     assert checkpoint_steps(work), "the good checkpoints before the bad step are gone"
+    assert _run_status(mlflow_home, work) == "FAILED"
     for path in list_checkpoints(work / "checkpoints"):
         state = torch.load(path, weights_only=True)
         assert all_finite({k: state[k] for k in ("generator", "discriminator", "opt_g", "opt_d")}), path
@@ -190,14 +214,16 @@ def test_non_finite_loss_exits_2_and_keeps_the_last_good_checkpoint(tmp_path, da
 
 
 def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home):
-    """2 gloo ranks x batch 2 give the weights, the transfers and the logged losses of 1 process x batch 4.
+    """2 gloo ranks x batch 2 make the update, the transfers and the logged losses of 1 process x batch 4.
 
-    Conv biases right before an InstanceNorm (no affine) have no effect on any output, so
-    their true gradient is 0 and what they get is float noise; Adam's update, about
-    lr * sign(grad), turns that noise into steps of +-lr in either run. They are compared
-    through the outputs, not one by one. Every other weight must agree: a rank that
-    trained on its own half batch (no all-reduce, a wrong shard) would be off by about lr
-    (1e-4) per step, far above the tolerance.
+    What is compared is the change training made (weights, and outputs, minus the initial
+    ones), as one relative error over all weights. Adam's first steps are about
+    lr * sign(grad): where a true gradient is about 0 (conv biases before an InstanceNorm,
+    or a stray weight) float noise, whose size depends on the CPU's summation order, turns
+    into steps of +-lr in either run, so element-wise tolerances after Adam hold on one CPU
+    and fail on another. Such elements are a few in 10^5 (measured here: 2e-5 relative),
+    while a rank that trained on its own half batch (all-reduce skipped, or a wrong shard)
+    moves every weight differently (measured: 1.0 relative). The bound, 0.1, sits between.
     """
     from geogan.model import load_generator, remove, transfer
 
@@ -211,32 +237,46 @@ def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home):
     two = run_stage(cmd, stage_env(mlflow_home, threads=1), mlflow_home)
     assert two.returncode == 0, two.stderr[-4000:]
 
-    a, b = generator_state(tmp_path / "out1"), generator_state(tmp_path / "out2")
-    assert a.keys() == b.keys()
-    weights = [k for k in a if not k.endswith(".bias")]
-    w_diff = max_abs_diff({k: a[k] for k in weights}, {k: b[k] for k in weights})
-    for k in weights:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
-    assert states_differ(_initial_generator_state(overrides), a), "training did not change the weights"
+    a, b, w0 = generator_state(tmp_path / "out1"), generator_state(tmp_path / "out2"), _initial_generator_state(overrides)
+    assert a.keys() == b.keys() == w0.keys()
+    assert states_differ(w0, a), "training did not change the weights"
+    w_err = _relative_change_error({k: a[k] for k in a if not k.endswith(".bias")},
+                                   {k: b[k] for k in b if not k.endswith(".bias")}, w0)
+    assert w_err < DDP_BOUND, f"2 ranks changed the weights differently from 1 process: relative error {w_err:.3g}"
 
     gen1, _ = load_generator(tmp_path / "out1" / "generator.pt")
     gen2, _ = load_generator(tmp_path / "out2" / "generator.pt")
+    gen0, _ = load_generator(tmp_path / "out1" / "generator.pt")
+    gen0.load_state_dict(w0)
     images = torch.from_numpy(np.load(data.prepared / "images.npy")[:8]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    out1, out2 = transfer(gen1, images[:4], images[4:], 0.1), transfer(gen2, images[:4], images[4:], 0.1)
-    o_diff = 0.0
-    for name in ("flow_ab", "mask", "x_warp", "x_out"):
-        x1, x2 = getattr(out1, name), getattr(out2, name)
-        o_diff = max(o_diff, float((x1 - x2).abs().max()))
-        torch.testing.assert_close(x2, x1, rtol=0, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
-    torch.testing.assert_close(remove(gen2, images[4:]), remove(gen1, images[4:]), rtol=0, atol=1e-4)
-    # Logged losses are the global batch's (the mean over ranks), not rank 0's half batch.
+    with torch.no_grad():
+        outs = [transfer(g, images[:4], images[4:], 0.1) for g in (gen0, gen1, gen2)]
+        removed = [{"removed": remove(g, images[4:])} for g in (gen0, gen1, gen2)]
+    o_err = max(_relative_change_error({n: getattr(outs[1], n)}, {n: getattr(outs[2], n)}, {n: getattr(outs[0], n)})
+                for n in ("flow_ab", "mask", "x_warp", "x_out"))
+    o_err = max(o_err, _relative_change_error(removed[1], removed[2], removed[0]))
+    assert o_err < DDP_BOUND, f"2 ranks changed the transfers differently from 1 process: relative error {o_err:.3g}"
+    # Logged losses are the global batch's (the mean over ranks), not rank 0's half batch
+    # (a half batch's loss differs by 2e-3 to 0.5 relative; rounding by about 1e-7).
     h1, h2 = (json.loads((tmp_path / d / "train_history.json").read_text()) for d in ("out1", "out2"))
     assert [h["step"] for h in h1] == [h["step"] for h in h2] == [2, 4]
     for r1, r2 in zip(h1, h2):
         for k in r1.keys() - {"step", "images_per_second"}:
             assert r2[k] == pytest.approx(r1[k], rel=1e-4, abs=1e-6), f"step {r1['step']} {k}: {r2[k]} vs {r1[k]}"
-    print(f"DDP 2 x 2 vs 1 x 4, {overrides['train.steps']} steps: max |diff| weights {w_diff:.2g}, "
-          f"all tensors {max_abs_diff(a, b):.2g} (biases before InstanceNorm), transfer outputs {o_diff:.2g}")
+    print(f"DDP 2 x 2 vs 1 x 4, {overrides['train.steps']} steps: relative error of the change made by training: "
+          f"weights {w_err:.2g}, outputs {o_err:.2g} (bound {DDP_BOUND}); max |diff| of weights {max_abs_diff(a, b):.2g}")
+
+
+# Relative error between the changes two runs made (see the DDP test): noise is ~1e-5, a wrong shard ~1.
+DDP_BOUND = 0.1
+
+
+def _relative_change_error(one: dict[str, torch.Tensor], two: dict[str, torch.Tensor],
+                           start: dict[str, torch.Tensor]) -> float:
+    """||(two - start) - (one - start)|| / ||one - start|| over all tensors of `one` taken together."""
+    diff = torch.cat([(two[k].double() - one[k].double()).flatten() for k in one])
+    change = torch.cat([(one[k].double() - start[k].double()).flatten() for k in one])
+    return float(diff.norm() / change.norm().clamp_min(1e-30))
 
 
 def _initial_generator_state(overrides: dict) -> dict[str, torch.Tensor]:

@@ -44,13 +44,17 @@ class PreparedData:
 
 
 def load_prepared(prepared_dir: str | Path, landmarks_dir: str | Path) -> PreparedData:
-    """Load images.npy (memory-mapped) and landmarks.npy, checking that they agree."""
+    """Load images.npy (memory-mapped; or a packed folder's WebP images, decoded) and landmarks.npy, checking that they agree."""
+    from geogan.data.packed import PACKED_IMAGES, decode_packed
+
     prepared_dir, landmarks_dir = Path(prepared_dir), Path(landmarks_dir)
     images_file, lm_file = prepared_dir / "images.npy", landmarks_dir / "landmarks.npy"
+    if not images_file.is_file() and (prepared_dir / PACKED_IMAGES).is_file():
+        images_file = prepared_dir / PACKED_IMAGES
     for f, stage in ((images_file, "ingest"), (lm_file, "landmarks")):
         if not f.is_file():
             raise FileNotFoundError(f"{f}: not found (run the {stage} stage first)")
-    images = np.load(images_file, mmap_mode="r")
+    images = decode_packed(images_file) if images_file.name == PACKED_IMAGES else np.load(images_file, mmap_mode="r")
     landmarks = np.load(lm_file)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or images.shape[1] != images.shape[2]:
         raise ValueError(f"{images_file}: expected uint8 (N, S, S, 3), got {images.dtype} {images.shape}")

@@ -14,6 +14,7 @@ CelebA and CelebA-HQ are for non-commercial research use only: a CelebA-format s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import io
@@ -219,17 +220,18 @@ def _prepare(table: LabelTable, source: Source, files: set[str], cfg: DataConfig
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         writer = _NpyRows(tmp / "images.npy", (res, res, 3))
-        results = _map(_prepare_one, [tasks[i] for i in present], cfg.workers)
-        for i, result in zip(present, tqdm(results, total=len(present), desc="decode images", unit="img",
-                                           disable=not progress)):
-            if isinstance(result, str):
-                skipped.setdefault(result, []).append(table.names[i])
-                continue
-            image, box, kind = result
-            writer.append(image)
-            kept.append(i)
-            boxes.append(box)
-            kinds[kind] = kinds.get(kind, 0) + 1
+        # closing(): the pool stops here, not when a failure's traceback is collected (at exit: "Bad file descriptor")
+        with contextlib.closing(_map(_prepare_one, [tasks[i] for i in present], cfg.workers)) as results:
+            for i, result in zip(present, tqdm(results, total=len(present), desc="decode images", unit="img",
+                                               disable=not progress)):
+                if isinstance(result, str):
+                    skipped.setdefault(result, []).append(table.names[i])
+                    continue
+                image, box, kind = result
+                writer.append(image)
+                kept.append(i)
+                boxes.append(box)
+                kinds[kind] = kinds.get(kind, 0) + 1
         writer.close()
         report = _report(table, source, files, fmt, cfg, kept, skipped, kinds)
         print(_summary_line(report))

@@ -107,15 +107,9 @@ def make_split(
     groups = _groups(manifest)
     in_population = np.ones(n, dtype=bool) if population is None else np.asarray(population, dtype=bool)
 
-    # One person never sits in both A and B: a person with and without the attribute is
-    # assigned to one domain by a seeded coin, and only their images of that domain are kept.
-    domain_of_group = {}
-    for g, members in groups.items():
-        has = labels[members]
-        if has.all() or not has.any():
-            domain_of_group[g] = "B" if has.all() else "A"
-        else:
-            domain_of_group[g] = "B" if rng.random() < 0.5 else "A"
+    # One person never sits in both A and B: a person seen with the attribute belongs to B (the
+    # scarce domain), and their images without it are dropped (A has plenty).
+    domain_of_group = {g: "B" if labels[members].any() else "A" for g, members in groups.items()}
 
     # Partitions are the dataset's, not the attribute's: the same for every attribute and for the judge.
     partition_of_row = row_partitions(manifest, seed, test_fraction, val_fraction, use_source_partition)

@@ -8,6 +8,7 @@ Everything works in the [-1, 1] grid units of `geogan.nets.flow` (align_corners=
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,3 +105,22 @@ def soft_box_mask(box: Box, size: int, feather: torch.Tensor) -> torch.Tensor:
     inside_s = ((box.half[:, 0].view(-1, 1, 1) - s) / f).clamp(0, 1)
     inside_t = ((box.half[:, 1].view(-1, 1, 1) - t) / f).clamp(0, 1)
     return (inside_s * inside_t).unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """What the training step needs of one attribute's region: points, margins and crop size in pixels."""
+
+    points: tuple[int, ...]
+    margin: tuple[float, float]
+    crop_hw: tuple[int, int]
+
+    @classmethod
+    def from_config(cls, region: Any, size: int) -> "RegionSpec":
+        """From a `regions.<attr>` config entry (`geogan.config.RegionConfig`) at an image size."""
+        return cls(tuple(region.points), (float(region.margin[0]), float(region.margin[1])), crop_size(tuple(region.crop), size))
+
+
+def outside_mass(mask: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean mask value outside a (B, 1, H, W) 0/1 region, over the batch (a scalar)."""
+    return (mask.float() * (1.0 - region)).mean()

@@ -50,7 +50,7 @@ class FeatureExtractor:
     Attributes:
         net: the module (or any callable); it resizes its input itself.
         name: what the features are (weights file name for Inception), logged beside the metric.
-        kind: "inception" (pinned FID weights), "classifier" (fid_clf) or "timing-only".
+        kind: "inception" (pinned FID weights) or "timing-only".
         dim: feature size.
         device: where `net` wants its input.
     """

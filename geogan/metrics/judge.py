@@ -11,7 +11,6 @@ never saw an evaluated face (`geogan.data.evalset.check_judge_disjoint`).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,15 +142,6 @@ def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> Ju
     return Judge(net=net.to(map_location).eval(), attributes=tuple(blob["attributes"]),
                  thresholds=dict(blob["thresholds"]), trained_on=dict(blob.get("trained_on") or {}),
                  meta=dict(blob.get("meta") or {}))
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file: the judge's identity in metrics, tags and the registry."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verdicts(probs: torch.Tensor | np.ndarray, threshold: float) -> np.ndarray:

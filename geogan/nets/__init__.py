@@ -53,7 +53,7 @@ def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
 
 
 def build_nets(ngf: int, ndf: int, n_blocks: int, n_scales: int, flow_scale: float = 0.1,
-               flow_inputs: str = "rgb") -> Nets:
+               flow_inputs: str = "rgb", local_ndf: int = 0) -> Nets:
     """Build and initialise the generator and the discriminator.
 
     All convs are N(0, 0.02) except the flow head's last conv, N(0, 1e-3): training starts
@@ -67,11 +67,12 @@ def build_nets(ngf: int, ndf: int, n_blocks: int, n_scales: int, flow_scale: flo
         n_scales: discriminator scales (reference 3).
         flow_scale: flow head multiplier (reference 0.1).
         flow_inputs: "rgb" (reference) or "rgb+landmarks" (heatmaps also feed the flow net).
+        local_ndf: channels of the local attribute discriminator on region crops (0 = none).
     Returns:
         Nets(generator, discriminator) on the CPU, in training mode.
     """
     generator = Generator(ngf, n_blocks, flow_scale=flow_scale, flow_extra_in=flow_extra_channels(flow_inputs))
-    discriminator = Discriminator(ndf, n_scales)
+    discriminator = Discriminator(ndf, n_scales, local_ndf=local_ndf)
     init_weights(generator)
     nn.init.normal_(generator.flow.out_conv.weight, 0.0, FLOW_OUT_STD)
     init_weights(discriminator)

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from geogan.config import Config, ConfigError, check_attribute, load_config
+from geogan.signals import EXIT_CODE as SIGTERM_EXIT
+from geogan.signals import Stopped, stop_on_sigterm
+from geogan.tracking import TrackingServerError
 
 
 class StageError(RuntimeError):
     """A failure with a message meant for the user, printed as one line."""
 
 
+def prog_name() -> str:
+    """The command as typed: `geogan <cmd>` (the CLI sets argv[0]) or `python -m geogan.stages.<name>`."""
+    argv0 = Path(sys.argv[0])
+    return f"python -m geogan.stages.{argv0.stem}" if argv0.suffix == ".py" else argv0.name
+
+
 def parser(description: str, attribute: bool = False) -> argparse.ArgumentParser:
     """An argparse parser with --params (and --attribute where the stage runs per attribute)."""
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(prog=prog_name(), description=description)
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
     if attribute:
         p.add_argument("--attribute", required=True, help="attribute name, one of params.yaml's attributes")
@@ -48,15 +58,26 @@ def load(args: argparse.Namespace) -> Config:
 
 
 def run_main(name: str, body: Callable[[], Any]) -> int:
-    """Run a stage body; known failures become one line on stderr and exit code 2."""
+    """Run a stage body; known failures become one line on stderr and exit code 2.
+
+    SIGTERM (and Ctrl-C) stop the body with an exception, so MLflow runs end KILLED, and
+    the stage exits 143 (130) with one line.
+    """
     try:
-        summary = body()
-    except (ConfigError, StageError, FileNotFoundError, ValueError, KeyError) as e:
+        with stop_on_sigterm():
+            summary = body()
+    except (ConfigError, StageError, TrackingServerError, FileNotFoundError, ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"geogan {name}: error: {msg}", file=sys.stderr)
-        if "GEOGAN_DEBUG" in __import__("os").environ:
+        if "GEOGAN_DEBUG" in os.environ:
             traceback.print_exc()
         return 2
+    except Stopped as e:
+        print(f"geogan {name}: {e}", file=sys.stderr)
+        return SIGTERM_EXIT
+    except KeyboardInterrupt:
+        print(f"geogan {name}: interrupted", file=sys.stderr)
+        return 130
     if summary is not None:
         print(f"geogan {name}: " + json.dumps(summary, sort_keys=True, default=str))
     return 0

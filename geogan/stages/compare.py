@@ -1,4 +1,4 @@
-"""`geogan compare`: a table of the latest run per attribute with its key metrics."""
+"""`geogan compare`: the champion and candidate of each attribute, each metric with its interval, the baselines beside."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from typing import Sequence
 
 from geogan.config import Config
 from geogan.stages._common import exit_with, load, parser, run_main
-from geogan.tracking import tracking_uri
+from geogan.tracking import checked_tracking_uri
 
 
 def run(cfg: Config) -> None:
-    from geogan.registry import compare_runs, format_table
+    from geogan.registry import compare_versions, format_table
 
-    rows = compare_runs(tracking_uri(cfg.mlflow.tracking_uri), cfg.mlflow.experiment_prefix, list(cfg.attributes))
+    rows = compare_versions(checked_tracking_uri(cfg.mlflow.tracking_uri), list(cfg.attributes))
     print(format_table(rows))
 
 

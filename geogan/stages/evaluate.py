@@ -18,8 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from geogan.config import Config
-from geogan.io import atomic_path, atomic_write_json
+from geogan.io import atomic_path, atomic_write_json, file_sha256
 from geogan.stages._common import StageError, exit_with, load, parser, run_main
+from geogan.tracking import checked_tracking_uri, mlflow_installed, run_ends
 from geogan.training.distributed import resolve_device
 
 
@@ -31,7 +32,6 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     from geogan.data.dataset import load_prepared
     from geogan.data.evalset import pair_rows, read_evalset
     from geogan.data.split import read_manifest
-    from geogan.metrics.judge import file_sha256
     from geogan.metrics.report import evaluation_report
     from geogan.visualize import image_grid, save_png
 
@@ -39,6 +39,8 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     out, plots = Path(out or f"metrics/{attribute}.json"), Path(plots or f"plots/{attribute}")
     model = str(model if model is not None else f"models/{attribute}")
     e, region, device = cfg.evaluate, cfg.regions[attribute], resolve_device(cfg.evaluate.device)
+    if mlflow_installed():
+        checked_tracking_uri(cfg.mlflow.tracking_uri)  # before any work
     manifest = read_manifest(Path(prepared) / "manifest.csv")
     data = load_prepared(prepared, landmarks)
     es = read_evalset(evalset_file, manifest)
@@ -55,6 +57,8 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     results, grids = ev.evaluate(methods, inputs, e.bootstrap, e.kid_subsets, cfg.seed)
     report = evaluation_report(attribute, es, evalset_file, judge_obj, file_sha256(judge_file), inputs.inception,
                                results, int(meta.get("step", 0)))
+    if "generator_file" in meta:  # binds these figures to the weights: `register` refuses them for other weights
+        report["generator_sha256"] = file_sha256(meta["generator_file"])
     with atomic_path(plots) as tmp:
         tmp.mkdir()
         folder = Path(model).parent if Path(model).is_file() else Path(model)
@@ -106,8 +110,10 @@ def _generator(model: str, device) -> tuple[Any, dict]:
     from geogan.model import inference_refine_weight, load_generator
     from geogan.stages.transfer import resolve_generator_file
 
-    generator, meta = load_generator(resolve_generator_file(model), map_location=device)
-    return generator_method(generator, inference_refine_weight(meta)), meta  # the model's own training config
+    file = resolve_generator_file(model)
+    generator, meta = load_generator(file, map_location=device)
+    # The model's own training config, not today's params; its file, for the digest that binds the figures.
+    return generator_method(generator, inference_refine_weight(meta)), {**meta, "generator_file": str(file)}
 
 
 def _inception(e, device) -> Any:
@@ -145,27 +151,21 @@ def _synthetic_faces(prepared: Path) -> list | None:
 
 def _log_to_mlflow(cfg: Config, attribute: str, meta: dict, report: dict, plots: Path, evalset_file: Path,
                    evalset: dict) -> None:
-    """The figures (eval/<key>, eval/<baseline>/<key>), the figure, and the evaluation set as the run's input."""
-    import importlib.util
-
-    if importlib.util.find_spec("mlflow") is None:
+    """Into the training run (a history; the registry keeps each version's own figures), else a run of its own:
+    the figures (eval/<key>, eval/<baseline>/<key>), the figure, and the evaluation set as the run's input."""
+    if not mlflow_installed():
         print("MLflow is not installed: metrics only in the metrics file")
         return
     from geogan.metrics.registry import tracking_metrics
     from geogan.tracking import log_evaluation_input, open_tracker
 
-    tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"), run_name=f"{attribute}-train")
-    created, status = tracker.run_id != meta.get("mlflow_run_id"), "FAILED"  # a run made here is ours to end
-    try:
+    tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"), run_name=f"{attribute}-evaluate")
+    with run_ends(tracker):  # ends only a run it started
         tracker.log_metrics({f"eval/{k}": v for k, v in tracking_metrics(report).items()}, step=int(meta.get("step", 0)))
         tracker.set_tags({"eval.set_digest": evalset["digest"], "eval.judge_sha256": report["judge"]["sha256"]})
         log_evaluation_input(tracker, evalset_file, evalset)
         for f in sorted(plots.iterdir()):
             tracker.log_artifact(f, "evaluation")
-        status = "FINISHED"
-    finally:
-        if created:
-            tracker.finish(status)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -31,7 +31,7 @@ DATA_MOUNT = "/mnt/geogan"
 S3_SECRET = "geogan-s3"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 MLFLOW_SECRET = "geogan-mlflow"
-MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_URI",)
+MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 SERVICE_ACCOUNT = "geogan-pipeline"
 PACKAGE = Path("pipelines/geogan_pipeline.yaml")
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -348,6 +348,11 @@ def submit(host: str, attributes: Sequence[str], params: Path = Path("params.yam
     if client_factory is None:
         import kfp
 
+        from geogan.tracking import probe
+
+        answer = probe(f"{host.rstrip('/')}/apis/v2beta1/healthz")  # kfp.Client retries a closed port at length
+        if isinstance(answer, str):
+            raise ConfigError(f"KFP host {host} does not answer: {answer} (--host; a port-forward running?)")
         client_factory = kfp.Client
     client = client_factory(host=host, namespace=namespace)
     arguments = {"params_yaml": Path(params).read_text(encoding="utf-8"), "attributes": list(attributes),

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from geogan.config import Config
 from geogan.stages._common import StageError, exit_with, load, parser, run_main
-from geogan.tracking import tracking_uri
+from geogan.tracking import checked_tracking_uri
 
 
 def run(cfg: Config, attribute: str) -> dict:
@@ -14,7 +14,7 @@ def run(cfg: Config, attribute: str) -> dict:
     from geogan.registry import PromotionRefused, promote
 
     try:
-        return promote(attribute, cfg.promote, tracking_uri(cfg.mlflow.tracking_uri))
+        return promote(attribute, cfg.promote, checked_tracking_uri(cfg.mlflow.tracking_uri))
     except PromotionRefused as e:
         raise StageError(f"not promoted: {e}") from e
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from geogan.stages._common import exit_with, run_main
+from geogan.stages._common import exit_with, prog_name, run_main
 from geogan.stages.transfer import load_image, resolve_generator_file
 
 
@@ -17,7 +17,8 @@ def run_remove(model: str, image: Path, out: Path) -> dict:
     from geogan.visualize import save_png
 
     generator, meta = load_generator(resolve_generator_file(model))
-    x = to_tensor(load_image(image, int(meta["resolution"])))
+    size = int(meta["resolution"])
+    x = to_tensor(load_image(image, size, min_side=max(1, size // 4)))
     with torch.no_grad():
         y = remove(generator, x)
     save_png(out, to_uint8(y)[0])
@@ -25,7 +26,7 @@ def run_remove(model: str, image: Path, out: Path) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(prog=prog_name(), description=__doc__)
     p.add_argument("--model", required=True)
     p.add_argument("--image", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -18,10 +17,10 @@ from geogan.data.split import split_fingerprint
 from geogan.io import atomic_path, atomic_write_json, read_json
 from geogan.model import save_generator
 from geogan.stages._common import StageError, add_data_paths, exit_with, load, parser, run_main
-from geogan.tracking import NullTracker
+from geogan.tracking import NullTracker, checked_tracking_uri, mlflow_installed, run_ends
 from geogan.training import checkpoint as ckpt
 from geogan.training.distributed import init_from_env, shutdown
-from geogan.training.loop import Interrupted, NonFiniteLossError, train
+from geogan.training.loop import NonFiniteLossError, train
 
 # Train settings that do not change what is learnt: a checkpoint made under other values resumes.
 _NOT_IN_RESUME_KEY = {"steps", "log_every", "image_every", "checkpoint_every", "device", "compile"}
@@ -33,6 +32,8 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
     split = Path(split or f"data/splits/{attribute}.json")
     out = Path(out or f"models/{attribute}")
     work = Path(work or f"runs/{attribute}")
+    if mlflow_installed():
+        checked_tracking_uri(cfg.mlflow.tracking_uri)  # a server that does not answer stops us before any work
     env = init_from_env(cfg.train.device)
     try:
         data = load_prepared(prepared, landmarks)
@@ -51,31 +52,36 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
             "manifest": _md5(Path(prepared) / "manifest.csv"), "world_size": env.world_size,
         })
         tracker = _open_tracker(cfg, attribute, work, key, data_version) if env.is_main else NullTracker()
-        try:
-            result = train(cfg, sampler, env, work, key, tracker=tracker, progress=progress)
-        except NonFiniteLossError as e:
-            _finish(tracker, "FAILED")
-            raise StageError(str(e)) from e
-        except Interrupted:
-            _finish(tracker, "KILLED")
-            raise
-        if env.is_main:
-            meta = {"attribute": attribute, "resolution": data.resolution, "step": result.step,
-                    "mlflow_run_id": getattr(tracker, "run_id", None), "data_version": data_version,
-                    "resume_key": key, "config": config_to_dict(cfg)}
-            with atomic_path(out) as tmp:
-                tmp.mkdir()
-                save_generator(tmp / "generator.pt", _generator_from_state(cfg, result.generator_state), meta)
-                atomic_write_json(tmp / "meta.json", meta)
-                atomic_write_json(tmp / "train_history.json", result.history)
-            grids = sorted((work / "grids").glob("*.png"))
-            if grids:
-                tracker.log_artifact(grids[-1], "grids")
-            _finish(tracker, "FINISHED")
+        with run_ends(tracker):  # FINISHED, FAILED or KILLED, whatever happens below
+            if env.is_main and tracker.run_id is not None:
+                _record_run(cfg, attribute, tracker, work, key)
+            try:
+                result = train(cfg, sampler, env, work, key, tracker=tracker, progress=progress,
+                               region=cfg.regions.get(attribute))
+            except NonFiniteLossError as e:
+                raise StageError(str(e)) from e
+            if env.is_main:
+                _write_model(cfg, attribute, out, work, result, tracker, data.resolution, data_version, key)
         return {"attribute": attribute, "steps": result.step, "resumed_from": result.resumed_from,
                 "images_per_second": round(result.images_per_second, 2), "out": str(out), **result.last_losses}
     finally:
         shutdown(env)
+
+
+def _write_model(cfg: Config, attribute: str, out: Path, work: Path, result, tracker, resolution: int,
+                 data_version: str, key: str) -> None:
+    """models/<attr>: generator.pt, meta.json, train_history.json, written at once; the last grid to MLflow."""
+    meta = {"attribute": attribute, "resolution": resolution, "step": result.step,
+            "mlflow_run_id": getattr(tracker, "run_id", None), "data_version": data_version,
+            "resume_key": key, "config": config_to_dict(cfg)}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        save_generator(tmp / "generator.pt", _generator_from_state(cfg, result.generator_state), meta)
+        atomic_write_json(tmp / "meta.json", meta)
+        atomic_write_json(tmp / "train_history.json", result.history)
+    grids = sorted((work / "grids").glob("*.png"))
+    if grids:
+        tracker.log_artifact(grids[-1], "grids")
 
 
 def _generator_from_state(cfg: Config, state: dict):
@@ -83,33 +89,30 @@ def _generator_from_state(cfg: Config, state: dict):
 
     m = cfg.model
     gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
-                     flow_inputs=m.flow_inputs).generator
+                     flow_inputs=m.flow_inputs, local_ndf=m.local_ndf).generator
     gen.load_state_dict(state)
     return gen
 
 
 def _open_tracker(cfg: Config, attribute: str, work: Path, key: str, data_version: str):
     """Continue the MLflow run of the checkpoint being resumed, else start one (NullTracker without MLflow)."""
-    try:
-        from geogan.tracking import open_tracker
-        import mlflow  # noqa: F401 - only to see whether it is installed
-    except ImportError:
+    if not mlflow_installed():
         print("MLflow is not installed: training without tracking (metrics still go to models/<attr>/train_history.json)")
         return NullTracker()
+    from geogan.tracking import open_tracker
+
     run_file = work / "mlflow_run.json"
     previous = read_json(run_file) if run_file.is_file() else {}
     run_id = previous.get("run_id") if previous.get("resume_key") == key else None
-    tracker = open_tracker(cfg.mlflow, attribute, run_id=run_id, run_name=f"{attribute}-train",
-                           tags={"stage": "train", "data_version": data_version, "git_commit": git_commit()})
-    if run_id is None:
+    return open_tracker(cfg.mlflow, attribute, run_id=run_id, run_name=f"{attribute}-train", claim=True,
+                        tags={"stage": "train", "data_version": data_version, "git_commit": git_commit()})
+
+
+def _record_run(cfg: Config, attribute: str, tracker, work: Path, key: str) -> None:
+    """Params of a new run; the run id beside the checkpoints, so a resumed training continues it."""
+    if not getattr(tracker, "resumed", True):
         tracker.log_params({**flatten(cfg), "attribute": attribute})
-    atomic_write_json(run_file, {"run_id": tracker.run_id, "resume_key": key})
-    return tracker
-
-
-def _finish(tracker, status: str) -> None:
-    if hasattr(tracker, "finish"):
-        tracker.finish(status)
+    atomic_write_json(work / "mlflow_run.json", {"run_id": tracker.run_id, "resume_key": key})
 
 
 def git_commit() -> str:
@@ -139,13 +142,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=None)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    try:
-        code = run_main("train", lambda: run(load(args), args.attribute, args.prepared, args.landmarks, args.split,
-                                             args.out, args.work, progress=not args.no_progress))
-    except Interrupted as e:
-        print(f"geogan train: {e}", file=sys.stderr)
-        code = 143  # 128 + SIGTERM: the run did not finish, but nothing was lost
-    exit_with(code)
+    # SIGTERM: a checkpoint is saved, the MLflow run ends KILLED, exit 143; nothing is lost.
+    exit_with(run_main("train", lambda: run(load(args), args.attribute, args.prepared, args.landmarks, args.split,
+                                            args.out, args.work, progress=not args.no_progress)))
 
 
 if __name__ == "__main__":

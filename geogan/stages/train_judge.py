@@ -20,6 +20,7 @@ from geogan.config import Config
 from geogan.data.split import read_manifest, resolve_attribute, row_partitions
 from geogan.io import atomic_path, atomic_write_json
 from geogan.stages._common import StageError, exit_with, load, parser, run_main
+from geogan.tracking import checked_tracking_uri, mlflow_installed
 from geogan.training.distributed import resolve_device
 
 
@@ -28,6 +29,8 @@ def run(cfg: Config, prepared: Path = Path("data/prepared"), out: Path = Path("m
     """Train (or measure the user's) judge; write out/; register it. Returns the test report."""
     from geogan.metrics.judge import Judge, load_judge, save_judge
 
+    if mlflow_installed():
+        checked_tracking_uri(cfg.mlflow.tracking_uri)  # before any work
     manifest = read_manifest(Path(prepared) / "manifest.csv")
     columns = [resolve_attribute(manifest, a) for a in cfg.attributes]
     labels = np.stack([manifest.labels[c] for c in columns], axis=1).astype(np.float32)  # (N, A)
@@ -108,15 +111,12 @@ def _trained_on(manifest, trained_on: dict) -> dict:
 
 
 def _register(cfg: Config, out: Path, figures: dict) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("mlflow") is None:
+    if not mlflow_installed():
         print(f"MLflow is not installed: the judge is in {out} only")
         return
     from geogan.judge_registry import log_and_register_judge
-    from geogan.tracking import tracking_uri
 
-    uri, version = log_and_register_judge(out / "judge.pt", figures, cfg, tracking_uri(cfg.mlflow.tracking_uri))
+    uri, version = log_and_register_judge(out / "judge.pt", figures, cfg, checked_tracking_uri(cfg.mlflow.tracking_uri))
     print(f"judge registered: {uri} (version {version})")
 
 

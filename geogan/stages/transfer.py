@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from geogan.stages._common import StageError, exit_with, run_main
+from geogan.stages._common import StageError, exit_with, prog_name, run_main
 
 
 def resolve_generator_file(model: str) -> Path:
@@ -29,11 +29,21 @@ def resolve_generator_file(model: str) -> Path:
         raise StageError(f"{local}: no generator.pt inside")
     if "://" in model or model.startswith("models:/"):
         import mlflow
+        from mlflow.exceptions import MlflowException
 
-        from geogan.tracking import tracking_uri
+        from geogan.registry import ModelNotFound, check_model_uri
+        from geogan.tracking import checked_tracking_uri
 
-        mlflow.set_tracking_uri(tracking_uri("sqlite:///mlflow/mlflow.db"))
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        uri = checked_tracking_uri("sqlite:///mlflow/mlflow.db")
+        try:
+            if model.startswith("models:/"):
+                check_model_uri(model, uri)
+            mlflow.set_tracking_uri(uri)
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        except ModelNotFound as e:
+            raise StageError(str(e)) from None
+        except MlflowException as e:
+            raise StageError(f"{model}: {str(e.message).splitlines()[0]}") from None
         found = sorted(folder.rglob("generator.pt"))
         if not found:
             raise StageError(f"{model}: the model has no generator.pt artifact")
@@ -41,12 +51,18 @@ def resolve_generator_file(model: str) -> Path:
     raise StageError(f"{model}: no such file, folder or model URI")
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """Read an image as uint8 RGB, centre-cropped to a square and resized to `size`."""
+def load_image(path: Path, size: int, min_side: int = 1) -> np.ndarray:
+    """Read an image as uint8 RGB, centre-cropped to a square and resized to `size`.
+
+    An image whose shorter side is below `min_side` is refused, naming the file.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if min(im.size) < min_side:
+                raise StageError(f"{path}: {im.width}x{im.height} px is too small for this {size} px model "
+                                 f"(at least {min_side} px on the shorter side)")
             im = im.convert("RGB")
             side = min(im.size)
             left, top = (im.width - side) // 2, (im.height - side) // 2
@@ -65,8 +81,9 @@ def run_transfer(model: str, source: Path, reference: Path, out: Path, grid: boo
 
     generator, meta = load_generator(resolve_generator_file(model))
     size = int(meta["resolution"])
-    x_a = to_tensor(load_image(source, size))
-    x_b = to_tensor(load_image(reference, size))
+    min_side = max(1, size // 4)  # upscaled more than 4x, no face is left to transfer
+    x_a = to_tensor(load_image(source, size, min_side))
+    x_b = to_tensor(load_image(reference, size, min_side))
     refine_w = inference_refine_weight(meta)
     heat_a = heat_b = None
     if generator.hparams.get("flow_extra_in", 0):  # trained with flow_inputs rgb+landmarks: the flow needs them
@@ -107,7 +124,7 @@ def _heatmaps(paths: list[Path], size: int) -> list:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog_name(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--source", type=Path, required=True, help="face without the attribute")
     p.add_argument("--reference", type=Path, required=True, help="face with the attribute instance to transfer")

@@ -8,7 +8,8 @@ the transform. Everything runs on the device with per-image random draws from to
 (checkpointed, so resume stays exact); no host sync.
 
 Policies (the list `train.d_augment`): `color` (brightness, saturation, contrast),
-`translation` (up to 1/8 of the image, zero padding), `cutout` (a zeroed square of half the side).
+`translation` (up to 1/8 of the image, zero padding), `cutout` (a zeroed square of half the side,
+optionally sparing the attribute's landmark region).
 """
 
 from __future__ import annotations
@@ -16,10 +17,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
-    """Augment a batch (B, C, H, W) in [-1, 1]; each image gets its own draw. Identity when `policy` is empty."""
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], spare: torch.Tensor | None = None) -> torch.Tensor:
+    """Augment a batch (B, C, H, W) in [-1, 1]; each image gets its own draw. Identity when `policy` is empty.
+
+    Args:
+        x: the images.
+        policy: the transforms, in order.
+        spare: optional (B, 1, H, W) 0/1 region that cutout leaves untouched (a small attribute it
+            would otherwise erase while its label stays); cutout then runs before any translation,
+            so the region is where the landmarks say.
+    """
+    if spare is not None and "cutout" in policy:
+        policy = tuple(p for p in policy if p != "translation") + (("translation",) if "translation" in policy else ())
     for name in policy:
-        x = _AUGMENTS[name](x)
+        x = _cutout(x, spare=spare) if name == "cutout" else _AUGMENTS[name](x)
     return x
 
 
@@ -49,7 +60,7 @@ def _translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     return F.grid_sample(x, grid.to(x.dtype), mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+def _cutout(x: torch.Tensor, ratio: float = 0.5, spare: torch.Tensor | None = None) -> torch.Tensor:
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=x.device)
@@ -57,7 +68,10 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     inside = ((ys - cy).abs() * 2 < ch) & ((xs - cx).abs() * 2 < cw)  # (B, H, W)
-    return x * (~inside).unsqueeze(1).to(x.dtype)
+    keep = (~inside).unsqueeze(1).to(x.dtype)
+    if spare is not None:
+        keep = torch.maximum(keep, spare.to(x.dtype))
+    return x * keep
 
 
 _AUGMENTS = {"color": _color, "translation": _translation, "cutout": _cutout}

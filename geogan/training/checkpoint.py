@@ -82,13 +82,18 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
 
 
-def load_latest(folder: str | Path, key: str, map_location: Any = "cpu") -> dict[str, Any] | None:
+def load_latest(folder: str | Path, key: str, map_location: Any = "cpu",
+                max_step: int | None = None) -> dict[str, Any] | None:
     """The newest readable checkpoint whose resume key matches, else None.
 
     A checkpoint that fails to load (a disk fault, a foreign file) is skipped with a
-    message and the next older one is tried.
+    message and the next older one is tried. Checkpoints past `max_step` are passed over:
+    a run asked for fewer steps than were trained (params set back after an experiment)
+    must not return the longer run's weights.
     """
     for path in reversed(list_checkpoints(folder)):
+        if max_step is not None and int(_NAME.match(path.name).group(1)) > max_step:
+            continue
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal

@@ -16,19 +16,22 @@ from pathlib import Path
 
 import torch
 
-from geogan.config import Config, config_to_dict
+from geogan.config import Config, RegionConfig, config_to_dict
+from geogan.landmarks.regions import RegionSpec
 from geogan.data.dataset import Batch, UnpairedSampler
 from geogan.nets import build_nets
+from geogan.signals import Stopped
 from geogan.tracking import NullTracker, Tracker
 from geogan.training import checkpoint as ckpt
 from geogan.training.distributed import DistEnv, any_flag, params_in_sync
+from geogan.training.ema import GeneratorEma, ema_decay_at
 from geogan.training.schedule import lr_at, mask_weight_at, refine_weight_at
-from geogan.training.steps import (LossGuard, NonFiniteLossError, StepContext, TrainingState, build_training,  # noqa: F401
-                                   generator_forward, train_step, visual_rows)
+from geogan.training.steps import (LossGuard, NonFiniteLossError, RegionView, StepContext, TrainingState,  # noqa: F401
+                                   build_training, generator_forward, train_step, visual_rows)
 from geogan.visualize import image_grid, save_png
 
 
-class Interrupted(RuntimeError):
+class Interrupted(Stopped):
     """SIGTERM/SIGINT arrived; a checkpoint was saved before leaving."""
 
 
@@ -54,6 +57,7 @@ def train(
     tracker: Tracker | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    region: RegionConfig | None = None,
 ) -> TrainResult:
     """Train GeoGAN for cfg.train.steps steps, resuming from work_dir/checkpoints if it can.
 
@@ -66,6 +70,8 @@ def train(
         tracker: where metrics and grids go (rank 0); None logs nothing.
         progress: show a tqdm bar on rank 0.
         stop_after: stop (with a checkpoint) after this many steps of this call: for tests.
+        region: the attribute's landmark region (`regions.<attr>`); needed by the local
+            discriminator, the region-sparing cutout and the mask prior.
     Returns:
         A TrainResult holding the final generator weights (on CPU).
     Raises:
@@ -79,19 +85,27 @@ def train(
     device = env.device
     cuda = device.type == "cuda"
 
+    region_view = _region_view(cfg, region, size)
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     nets = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales,
-                      flow_scale=m.flow_scale, flow_inputs=m.flow_inputs)
+                      flow_scale=m.flow_scale, flow_inputs=m.flow_inputs, local_ndf=m.local_ndf)
     start = 0
-    state = ckpt.load_latest(ckpt_dir, key, map_location="cpu")
+    state = ckpt.load_latest(ckpt_dir, key, map_location="cpu", max_step=t.steps)
     if state is None and t.init_from:
         _init_generator(nets.generator, Path(t.init_from), env)
     if state is not None:
         nets.generator.load_state_dict(state["generator"])
         nets.discriminator.load_state_dict(state["discriminator"])
+    ema = None
+    if t.ema_decay > 0:
+        ema = GeneratorEma(nets.generator)  # from the (resumed or initial) weights; moved with G below
+        if state is not None and "generator_ema" in state:
+            ema.load_state_dict(state["generator_ema"])
     ts = build_training(nets.generator, nets.discriminator, device, t.lr_g, t.lr_d, (t.beta1, t.beta2),
                         channels_last=t.channels_last, compile=t.compile, distributed=env.distributed)
     gen, disc, opt_g, opt_d = ts.gen, ts.disc, ts.opt_g, ts.opt_d
+    if ema is not None:
+        ema.module.to(device=device, memory_format=torch.channels_last if cuda and t.channels_last else torch.contiguous_format)
     if state is not None:
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -128,9 +142,12 @@ def train(
             step_weights = {**weights, "lambda_mask": mask_weight_at(step, cfg.loss.lambda_mask, cfg.loss.mask_warmup_steps)}
             ctx = StepContext(size=size, weights=step_weights,
                               refine_weight=refine_weight_at(step, cfg.loss.refine_weight, cfg.loss.refine_start_step),
-                              autocast=autocast, channels_last=cuda and t.channels_last, d_augment=t.d_augment)
+                              autocast=autocast, channels_last=cuda and t.channels_last, d_augment=t.d_augment,
+                              region=region_view)
             losses = train_step(ts, sampler.batch(step), ctx)
             guard.update(losses, step)
+            if ema is not None:
+                ema.update(gen, ema_decay_at(step, t.ema_decay))
             step += 1
 
             at_log = step % t.log_every == 0 or step == t.steps
@@ -156,9 +173,9 @@ def train(
                     print(f"step {step}/{t.steps}  g {last.get('g/total', 0):.3f}  d {last.get('d/total', 0):.3f}  "
                           f"landmark {last.get('g/landmark', 0):.4f}  {ips:.1f} img/s", flush=True)
             if env.is_main and (step % t.image_every == 0 or step == t.steps):
-                _log_grid(ts, vis_batch, ctx, work_dir, step, tracker)
+                _log_grid(ts, ema.module if ema is not None else ts.gen, vis_batch, ctx, work_dir, step, tracker)
             if at_ckpt or interrupted or stopping:
-                saved = _save(env, gen, disc, opt_g, opt_d, ckpt_dir, step, key, cfg)
+                saved = _save(env, gen, disc, opt_g, opt_d, ckpt_dir, step, key, cfg, ema)
             if bar is not None:
                 bar.update(1)
             if interrupted:
@@ -169,7 +186,9 @@ def train(
         _restore_signal_handlers(old_handlers)
         if bar is not None:
             bar.close()
-    gen_state = {k: v.detach().cpu().clone() for k, v in gen.state_dict().items()}
+    # The exported generator is the EMA when there is one: smoother, and what evaluation scores.
+    exported = ema.module if ema is not None else gen
+    gen_state = {k: v.detach().cpu().clone() for k, v in exported.state_dict().items()}
     return TrainResult(step=step, generator_state=gen_state, last_losses=last, images_per_second=ips,
                        checkpoint=saved, resumed_from=start, history=history)
 
@@ -188,24 +207,41 @@ def _init_generator(gen: torch.nn.Module, path: Path, env: DistEnv) -> None:
         print(f"generator initialised from {path} ({meta.get('attribute')}, {meta.get('resolution')} px, step {meta.get('step')})")
 
 
+def _region_view(cfg: Config, region: RegionConfig | None, size: int) -> RegionView | None:
+    """What the step does with the attribute's region, from the config; None when nothing uses it."""
+    uses = {"local_d": cfg.model.local_ndf > 0, "spare_cutout": cfg.train.cutout_spares_region,
+            "mask_prior": cfg.loss.lambda_mask_region > 0}
+    if not any(uses.values()):
+        return None
+    if region is None:
+        on = ", ".join(k for k, v in uses.items() if v)
+        raise ValueError(f"{on} need the attribute's landmark region (regions.<attribute> in params.yaml)")
+    return RegionView(spec=RegionSpec.from_config(region, size), **uses)
+
+
 @torch.no_grad()
-def _log_grid(ts: TrainingState, batch: Batch, ctx: StepContext, work_dir: Path, step: int, tracker: Tracker) -> None:
-    plain = TrainingState(**{**ts.__dict__, "gen_fwd": ts.gen})  # no DDP/compile for a side forward
-    ts.gen.eval()
+def _log_grid(ts: TrainingState, generator: torch.nn.Module, batch: Batch, ctx: StepContext, work_dir: Path,
+              step: int, tracker: Tracker) -> None:
+    plain = TrainingState(**{**ts.__dict__, "gen_fwd": generator})  # no DDP/compile for a side forward
+    was_training = generator.training
+    generator.eval()
     out = generator_forward(plain, batch, ctx)
-    ts.gen.train()
+    generator.train(was_training)
     grid = image_grid(visual_rows(batch, out))
     save_png(Path(work_dir) / "grids" / f"step-{step:08d}.png", grid)
     tracker.log_image(grid, f"grids/step-{step:08d}.png")
 
 
-def _save(env: DistEnv, gen, disc, opt_g, opt_d, ckpt_dir: Path, step: int, key: str, cfg: Config) -> Path | None:
+def _save(env: DistEnv, gen, disc, opt_g, opt_d, ckpt_dir: Path, step: int, key: str, cfg: Config,
+          ema: GeneratorEma | None = None) -> Path | None:
     if not params_in_sync(env, gen):
         raise RuntimeError(f"step {step}: generator weights differ across ranks; not saving a checkpoint")
     if not env.is_main:
         return None
     state = {"generator": gen.state_dict(), "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
              "opt_d": opt_d.state_dict(), "rng": ckpt.rng_state(), "resume_key": key, "config": config_to_dict(cfg)}
+    if ema is not None:
+        state["generator_ema"] = ema.state_dict()
     return ckpt.save_checkpoint(ckpt_dir, step, state)
 
 

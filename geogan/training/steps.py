@@ -14,13 +14,24 @@ from typing import Any, Callable
 import torch
 
 from geogan.data.dataset import Batch
-from geogan.losses import discriminator_loss_terms, generator_loss_terms, weigh
+from geogan.landmarks.regions import RegionSpec, attribute_box, box_crop, box_mask, outside_mass
+from geogan.losses import discriminator_loss_terms, generator_loss_terms, local_generator_terms, weigh
 from geogan.training.augment import diff_augment
 from geogan.training.distributed import DistEnv, first_over_ranks, mean_over_ranks
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class RegionView:
+    """How the step uses the attribute's landmark region: D's local crops, cutout sparing, the mask prior."""
+
+    spec: RegionSpec
+    local_d: bool = False  # crops go to the local discriminator
+    spare_cutout: bool = False  # cutout leaves the region alone
+    mask_prior: bool = False  # the G terms include the mask mass outside the region
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,7 @@ class StepContext:
     autocast: Callable[[], Any] = contextlib.nullcontext
     channels_last: bool = False
     d_augment: tuple[str, ...] = ()  # DiffAugment policies applied to every D input
+    region: RegionView | None = None  # the attribute's landmark region, for the terms that use it
 
 
 @dataclass
@@ -121,7 +133,8 @@ def discriminator_phase(state: TrainingState, batch: Batch, out: Any, ctx: StepC
     """Update D on real a, real b and the detached fakes; returns detached loss tensors."""
     state.disc.requires_grad_(True)
     with ctx.autocast():
-        terms = state.d_terms(state.disc_fwd, batch.x_a, batch.x_b, fakes_of(out), ctx.d_augment, ctx.channels_last)
+        terms = state.d_terms(state.disc_fwd, batch.x_a, batch.x_b, fakes_of(out), batch.lm_a, batch.lm_b,
+                              ctx.d_augment, ctx.channels_last, ctx.region)
     total, logs = weigh(terms, ctx.weights, "d")
     state.opt_d.zero_grad(set_to_none=True)
     total.backward()
@@ -133,7 +146,8 @@ def generator_phase(state: TrainingState, batch: Batch, out: Any, ctx: StepConte
     """Update G through D with D's parameters frozen (no D gradients computed)."""
     state.disc.requires_grad_(False)
     with ctx.autocast():
-        terms = state.g_terms(state.disc_frozen, out, batch.lm_a, batch.lm_b, ctx.size, ctx.d_augment, ctx.channels_last)
+        terms = state.g_terms(state.disc_frozen, out, batch.lm_a, batch.lm_b, ctx.size, ctx.d_augment,
+                              ctx.channels_last, ctx.region)
     total, logs = weigh(terms, ctx.weights, "g")
     state.opt_g.zero_grad(set_to_none=True)
     total.backward()
@@ -143,25 +157,58 @@ def generator_phase(state: TrainingState, batch: Batch, out: Any, ctx: StepConte
 
 
 def discriminator_terms(disc_fwd: Callable[..., Any], x_a: torch.Tensor, x_b: torch.Tensor, fakes: list[torch.Tensor],
-                        d_augment: tuple[str, ...], channels_last: bool) -> dict[str, torch.Tensor]:
-    """D's unweighted loss terms from one forward over reals and detached fakes."""
+                        lm_a: torch.Tensor, lm_b: torch.Tensor, d_augment: tuple[str, ...], channels_last: bool,
+                        region: RegionView | None = None) -> dict[str, torch.Tensor]:
+    """D's unweighted loss terms from one forward over reals and detached fakes (and their region crops)."""
     n = x_a.shape[0]
     # One forward over reals and fakes: one DDP all-reduce, fewer launches.
     d_in = torch.cat([x_a, x_b, *(f.detach() for f in fakes)])
-    d_all = disc_fwd(_d_input(d_in, d_augment, channels_last))
-    return discriminator_loss_terms(d_all, n_real_a=n, n_real_b=n, n_fake=4 * n)
+    lm_in = torch.cat([lm_a, lm_b, *fake_landmarks(lm_a, lm_b)])  # each image's own geometry
+    x_in, crops = _d_inputs(d_in, lm_in, d_augment, channels_last, region)
+    if crops is None:
+        return discriminator_loss_terms(disc_fwd(x_in), n_real_a=n, n_real_b=n, n_fake=4 * n)
+    d_all = disc_fwd(x_in, crops)
+    terms = discriminator_loss_terms(d_all[:-1], n_real_a=n, n_real_b=n, n_fake=4 * n)
+    local = discriminator_loss_terms(d_all[-1:], n_real_a=n, n_real_b=n, n_fake=4 * n)
+    return {**terms, **{f"local_{k}": v for k, v in local.items()}}
 
 
 def generator_terms(disc_frozen: Callable[..., Any], out: Any, lm_a: torch.Tensor, lm_b: torch.Tensor, size: int,
-                    d_augment: tuple[str, ...], channels_last: bool) -> dict[str, torch.Tensor]:
-    """G's unweighted loss terms, D seeing the four fakes."""
-    d_fake = disc_frozen(_d_input(torch.cat(fakes_of(out)), d_augment, channels_last))
-    return generator_loss_terms(out, d_fake, n=lm_a.shape[0], lm_a=lm_a, lm_b=lm_b, size=size)
+                    d_augment: tuple[str, ...], channels_last: bool, region: RegionView | None = None,
+                    ) -> dict[str, torch.Tensor]:
+    """G's unweighted loss terms, D seeing the four fakes (and their region crops)."""
+    n = lm_a.shape[0]
+    lm_fakes = torch.cat(fake_landmarks(lm_a, lm_b))
+    x_in, crops = _d_inputs(torch.cat(fakes_of(out)), lm_fakes, d_augment, channels_last, region)
+    if crops is None:
+        terms = generator_loss_terms(out, disc_frozen(x_in), n=n, lm_a=lm_a, lm_b=lm_b, size=size)
+    else:
+        d_fake = disc_frozen(x_in, crops)
+        terms = generator_loss_terms(out, d_fake[:-1], n=n, lm_a=lm_a, lm_b=lm_b, size=size)
+        terms.update(local_generator_terms(d_fake[-1], n))
+    if region is not None and region.mask_prior:
+        # a's mask lives in a's frame, the way back's mask in b's.
+        inside_a = box_mask(attribute_box(lm_a, region.spec.points, region.spec.margin), size)
+        inside_b = box_mask(attribute_box(lm_b, region.spec.points, region.spec.margin), size)
+        terms["mask_region"] = outside_mass(out.mask, inside_a) + outside_mass(out.mask_rec, inside_b)
+    return terms
 
 
-def _d_input(x: torch.Tensor, d_augment: tuple[str, ...], channels_last: bool) -> torch.Tensor:
-    """What D sees: DiffAugment (if configured; differentiable, so G's gradients pass) in D's layout."""
-    return _layout(diff_augment(x, d_augment), channels_last)  # identity when no policy is set
+def fake_landmarks(lm_a: torch.Tensor, lm_b: torch.Tensor) -> list[torch.Tensor]:
+    """The landmarks of the four fakes, in `fakes_of` order: a* and rec_a have a's geometry, F(b) and rec_b b's."""
+    return [lm_a, lm_b, lm_b, lm_a]
+
+
+def _d_inputs(x: torch.Tensor, lm: torch.Tensor, d_augment: tuple[str, ...], channels_last: bool,
+              region: RegionView | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What D sees: DiffAugment (differentiable, so G's gradients pass) in D's layout, and the region crops."""
+    if region is None or not (region.local_d or region.spare_cutout):
+        return _layout(diff_augment(x, d_augment), channels_last), None
+    box = attribute_box(lm, region.spec.points, region.spec.margin)
+    spare = box_mask(box, x.shape[-1]) if region.spare_cutout and "cutout" in d_augment else None
+    x = diff_augment(x, d_augment, spare)
+    crops = _layout(box_crop(x, box, region.spec.crop_hw), channels_last) if region.local_d else None
+    return _layout(x, channels_last), crops
 
 
 def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -1,0 +1,160 @@
+"""Train the celeba-128 recipe and its ablations side by side on the GPUs of one machine, within a deadline.
+
+Each run is the real `train` stage (torch alone) on a packed folder (`geogan pack`), with the
+recipe `params/celeba-128.yaml` and a few overrides. Runs share the GPUs round-robin; at the
+deadline the unfinished ones get SIGTERM, save a checkpoint and exit 143, and a later call with
+the same --work resumes them. Finished runs' generators are copied to --out in float16 (half
+the bytes; `load_generator` reads them back into float32).
+
+    python3 benchmarks/celeba_runs.py --data .device_data/celeba128 --work .device_runs --out $OUT \\
+        --deadline-s 500 [--steps NAME=STEPS ...] [--export NAME ...] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "params" / "celeba-128.yaml"
+
+# The celebahq-200 recipe's choices on this data: no local D, no mask prior, no region-sparing cutout, RGB flow, no EMA.
+BASELINE = {"model.local_ndf": 0, "loss.lambda_mask_region": 0.0, "train.cutout_spares_region": False,
+            "model.flow_inputs": "rgb", "train.ema_decay": 0.0}
+FIXES = {
+    "local_d": {"model.local_ndf": 64},
+    "mask_prior": {"loss.lambda_mask_region": 2.0},
+    "spare_cutout": {"train.cutout_spares_region": True},
+    "flow_landmarks": {"model.flow_inputs": "rgb+landmarks"},
+}
+
+
+def run_table() -> dict[str, dict]:
+    """name -> {attribute, split, overrides}: per attribute the baseline, each fix alone, and all fixes (2 seeds)."""
+    runs: dict[str, dict] = {}
+    for attr in ("Eyeglasses", "Mustache"):
+        everyone = "Mustache-everyone.json" if attr == "Mustache" else f"{attr}.json"
+        runs[f"{attr}-baseline"] = {"attribute": attr, "split": everyone, "overrides": BASELINE}
+        if attr == "Mustache":  # populations change only the Mustache domains
+            runs[f"{attr}-domains"] = {"attribute": attr, "split": f"{attr}.json", "overrides": BASELINE}
+        for fix, extra in FIXES.items():
+            runs[f"{attr}-{fix}"] = {"attribute": attr, "split": everyone, "overrides": {**BASELINE, **extra}}
+        for seed in (0, 1):
+            runs[f"{attr}-all-s{seed}"] = {"attribute": attr, "split": f"{attr}.json", "overrides": {"train.seed": seed}}
+    return runs
+
+
+def write_params(path: Path, overrides: dict) -> None:
+    params = yaml.safe_load(RECIPE.read_text())
+    for dotted, value in overrides.items():
+        node = params
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        if last not in node:
+            raise KeyError(f"{RECIPE}: no key '{dotted}'")
+        node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def launch(name: str, spec: dict, data: Path, work: Path, gpu: int, steps: int | None) -> subprocess.Popen:
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = dict(spec["overrides"])
+    if steps is not None:
+        overrides["train.steps"] = steps
+    write_params(folder / "params.yaml", overrides)
+    cmd = [sys.executable, "-m", "geogan.stages.train", "--params", str(folder / "params.yaml"),
+           "--attribute", spec["attribute"], "--prepared", str(data / "prepared"), "--landmarks", str(data / "landmarks"),
+           "--split", str(data / "splits" / spec["split"]), "--out", str(folder / "model"), "--work", str(folder / "run"),
+           "--no-progress"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
+    log = open(folder / "log.txt", "a")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def export_half(src: Path, dst: Path) -> None:
+    """A generator file with float16 weights (transport only)."""
+    blob = torch.load(src, map_location="cpu", weights_only=True)
+    blob["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    torch.save(blob, dst)
+
+
+def export_raw(folder: Path, dst: Path) -> None:
+    """The trained (not averaged) generator of the newest checkpoint, float16, with the EMA file's meta."""
+    ckpts = sorted((folder / "run" / "checkpoints").glob("ckpt-*.pt"))
+    state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+    blob = torch.load(folder / "model" / "generator.pt", map_location="cpu", weights_only=True)
+    blob["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in state["generator"].items()}
+    blob["meta"] = {**blob["meta"], "weights": "raw (not EMA)", "step": int(state["step"])}
+    torch.save(blob, dst)
+
+
+def summary_of(folder: Path) -> dict:
+    ckpts = sorted((folder / "run" / "checkpoints").glob("ckpt-*.pt"))
+    lines = (folder / "log.txt").read_text().splitlines() if (folder / "log.txt").is_file() else []
+    steps = [ln for ln in lines if ln.startswith("step ")]
+    return {"checkpoint_step": int(ckpts[-1].stem.split("-")[1]) if ckpts else 0,
+            "finished": (folder / "model" / "generator.pt").is_file(), "last_log": steps[-1] if steps else "",
+            "tail": lines[-3:]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--deadline-s", type=float, required=True, help="SIGTERM unfinished runs after this many seconds")
+    p.add_argument("--steps", nargs="*", default=[], help="NAME=STEPS overrides of train.steps")
+    p.add_argument("--only", nargs="*", default=None, help="run only these names")
+    p.add_argument("--export", nargs="*", default=[], help="names whose finished generators go to --out")
+    p.add_argument("--export-raw", nargs="*", default=[], help="names whose raw (non-EMA) generator goes to --out too")
+    args = p.parse_args()
+    runs = run_table()
+    names = [n for n in runs if args.only is None or n in args.only]
+    steps = {k: int(v) for k, v in (s.split("=") for s in args.steps)}
+    gpus = max(1, torch.cuda.device_count())
+    t0 = time.monotonic()
+    procs = {}
+    for i, name in enumerate(names):
+        if (args.work / name / "model" / "generator.pt").is_file() and name not in steps:
+            continue  # finished in an earlier call
+        procs[name] = launch(name, runs[name], args.data, args.work, i % gpus, steps.get(name))
+    print(f"launched {len(procs)} runs on {gpus} GPUs: {sorted(procs)}", flush=True)
+    while procs and time.monotonic() - t0 < args.deadline_s:
+        time.sleep(5)
+        for name in [n for n, pr in procs.items() if pr.poll() is not None]:
+            print(f"{time.monotonic() - t0:6.0f}s {name} exited {procs.pop(name).returncode}", flush=True)
+    for pr in procs.values():
+        os.killpg(pr.pid, signal.SIGTERM)  # the stage saves a checkpoint and exits 143
+    for name, pr in procs.items():
+        try:
+            pr.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(pr.pid, signal.SIGKILL)
+        print(f"{name} stopped at the deadline: exit {pr.returncode}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {name: summary_of(args.work / name) for name in names}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for name in args.export:
+        if summary[name]["finished"]:
+            export_half(args.work / name / "model" / "generator.pt", args.out / f"{name}.pt")
+    for name in args.export_raw:
+        if summary[name]["finished"]:
+            export_raw(args.work / name, args.out / f"{name}-raw.pt")
+    for name, s in summary.items():
+        print(f"{name:28s} step {s['checkpoint_step']:6d}  finished {s['finished']}  {s['last_log']}")
+
+
+if __name__ == "__main__":
+    main()
