@@ -40,6 +40,13 @@ def test_frechet_distance_equals_pytorch_fid():
         F.frechet_distance(s_a[0], s_a[1], s_a[0], np.full_like(s_a[1], np.nan))
 
 
+def test_frechet_distance_of_known_gaussians():
+    # Diagonal covariances commute: FID = |mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2 = 25 + 1 + 1.
+    mu1, mu2 = np.zeros(2), np.array([3.0, 4.0])
+    assert F.frechet_distance(mu1, np.diag([1.0, 4.0]), mu2, np.diag([4.0, 9.0])) == pytest.approx(27.0)
+    assert F.frechet_distance(mu2, np.eye(2), mu2, np.eye(2)) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_sample_space_frechet_distance_is_the_same_number():
     fa, fb = _realistic_features(60, 512, 0.0, 3), _realistic_features(45, 512, 0.01, 4)
     expected = F.frechet_distance(*F.feature_stats(fa), *F.feature_stats(fb))

@@ -120,15 +120,16 @@ def _context(s: int = 4, r: int = 3) -> Context:
 def test_fixed_judge_probabilities_give_known_transfer_removal_and_false_positive_rates():
     ctx = _context()
     p_out = np.tile([0.9, 0.2, 0.6], 4)  # the judge's threshold is 0.5: 2 of 3 references transfer
-    obs = {"p_out": p_out, "p_removed": np.full(12, 0.1), "p_src": np.array([0.7, 0.1, 0.1, 0.1]),
-           "p_ref": np.array([0.9, 0.8, 0.3]), "threshold": np.float64(0.5)}
+    obs = {"p_out": p_out, "p_removed": np.tile([0.1, 0.6, 0.7], 4), "p_src": np.array([0.6, 0.1, 0.1, 0.1]),
+           "p_ref": np.array([0.9, 0.6, 0.3]), "threshold": np.float64(0.5)}
     out = flat(compute(obs, ctx))
     assert out["transfer_success_12"] == pytest.approx(2 / 3)
-    assert out["removal_success_12"] == 1.0
+    assert out["removal_success_12"] == pytest.approx(1 / 3)
     assert out["judge_fp_4"] == 0.25 and out["judge_recall_references_3"] == pytest.approx(2 / 3)
-    # The threshold is the judge's (chosen on val), not 0.5: at 0.65 only one reference transfers.
+    # The threshold is the judge's (chosen on val), not 0.5: at 0.65 every verdict moves with it.
     out = flat(compute({**obs, "threshold": np.float64(0.65)}, ctx))
-    assert out["transfer_success_12"] == pytest.approx(1 / 3)
+    assert out["transfer_success_12"] == pytest.approx(1 / 3) and out["removal_success_12"] == pytest.approx(2 / 3)
+    assert out["judge_fp_4"] == 0.0 and out["judge_recall_references_3"] == pytest.approx(1 / 3)
 
 
 def test_names_carry_sample_counts_and_absent_observations_leave_metrics_out():
@@ -164,3 +165,14 @@ def test_identity_kept_counts_distances_under_dlibs_threshold():
     ctx = _context(2, 2)
     out = flat(compute({"identity_dist": np.array([0.1, 0.59, 0.61, np.nan])}, ctx))
     assert out["identity_kept_3"] == pytest.approx(2 / 3) and out["identity_dist_3"] == pytest.approx(1.30 / 3)
+
+
+def test_instance_fidelity_beside_chance_the_largest_gap_quarter_and_the_mask_area():
+    ctx = _context(4, 3)  # 12 pairs, K = 3 references per source
+    obs = {"instance_hit": np.tile([1.0, 1.0, 0.0], 4), "landmark_err": np.arange(12) / 100,
+           "landmark_err_no_flow": np.arange(12.0), "mask_area": np.full(12, 0.25)}
+    out = flat(compute(obs, ctx))
+    assert out["instance_fidelity_12"] == pytest.approx(2 / 3) and out["instance_fidelity_12_chance"] == pytest.approx(1 / 3)
+    # The quarter with the largest pose gap: pairs 9, 10 and 11, whose errors are 0.09, 0.10 and 0.11.
+    assert out["landmark_err_large_gap_3"] == pytest.approx(0.10) and out["landmark_err_12"] == pytest.approx(0.055)
+    assert out["mask_area_12"] == 0.25
