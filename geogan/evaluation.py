@@ -113,11 +113,17 @@ def _features_once(images_u8: np.ndarray, store: dict[bytes, np.ndarray], fn: Ca
     return np.stack([store[k] for k in keys])
 
 
+def _stores(inputs: "EvalInputs") -> dict[str, dict[bytes, np.ndarray]]:
+    """Per-image judge and Inception outputs of this evaluation, keyed by the image's digest."""
+    return inputs.cache.setdefault("features", {"judge": {}, "inception": {}})
+
+
 class _Collector:
     """Per-batch measurements of one method's outputs, gathered into per-pair arrays."""
 
     def __init__(self, inputs: EvalInputs):
-        self.inputs, self.obs, self.store = inputs, {}, {"judge": {}, "inception": {}, "identity": {}}
+        # Shared by every method and the real sets: do-nothing's a* are sources, every F(b) of it a reference.
+        self.inputs, self.obs, self.store = inputs, {}, _stores(inputs)
         self.grid: dict[str, torch.Tensor] = {}
 
     def add(self, key: str, value: Any) -> None:
@@ -191,6 +197,7 @@ def collect(method: Method, inputs: EvalInputs, name: str = "method") -> tuple[d
     """
     from tqdm import tqdm
 
+    shared = shared_observations(inputs)  # first: the real sets' features serve the outputs that equal them
     col = _Collector(inputs)
     size = inputs.images.shape[1]
     starts = range(0, inputs.num_pairs, inputs.batch_size)
@@ -200,7 +207,7 @@ def collect(method: Method, inputs: EvalInputs, name: str = "method") -> tuple[d
         x_b, lm_b = _faces(inputs, inputs.ref_rows[sl], size)
         col.batch(sl, x_a, x_b, lm_a, lm_b, method(x_a, x_b, lm_a, lm_b))
     obs = col.result()
-    obs.update(shared_observations(inputs))
+    obs.update(shared)
     if "crop_out" in obs:
         obs["instance_hit"] = instance_hits(obs.pop("crop_out"), obs["crop_ref"], inputs.src_pos, inputs.ref_pos)
     if "e_out" in obs:
@@ -255,8 +262,10 @@ def shared_observations(inputs: EvalInputs) -> dict[str, np.ndarray]:
 
         for key, rows in (("f_real_with", inputs.real_with), ("f_real_without", inputs.real_without)):
             with tqdm(total=len(rows), desc=f"Inception, real {key[7:]}", leave=False, disable=not inputs.progress) as bar:
-                out[key] = extract_features(inputs.inception, np.asarray(inputs.images[np.sort(rows)]), inputs.batch_size,
-                                            progress=lambda done: bar.update(done - bar.n))
+                def features(u8: np.ndarray) -> np.ndarray:
+                    return extract_features(inputs.inception, u8, inputs.batch_size, progress=lambda n: bar.update(n - bar.n))
+
+                out[key] = _features_once(np.asarray(inputs.images[np.sort(rows)]), _stores(inputs)["inception"], features)
     if inputs.embedder is not None:
         out["e_src"] = inputs.embedder.embed(np.asarray(inputs.images[src]), np.asarray(inputs.landmarks[src]))
         e_ref = inputs.embedder.embed(np.asarray(inputs.images[ref]), np.asarray(inputs.landmarks[ref]))
