@@ -124,7 +124,11 @@ def _log_to_mlflow(cfg: Config, attribute: str, meta: dict, metrics: dict, plots
         return
     from geogan.tracking import open_tracker
 
-    tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"), run_name=f"{attribute}-evaluate")
+    # A run of its own only when the training run is unknown to this store (trained elsewhere).
+    tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"),
+                           run_name=f"{attribute} evaluate {meta.get('step', 0)}-step generator",
+                           description=f"Evaluation of a {attribute} generator trained elsewhere "
+                                       f"({meta.get('step', 0)} steps; its training run is not in this store).")
     with run_ends(tracker):  # ends only a run it started
         numeric = {f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         tracker.log_metrics(numeric, step=int(meta.get("step", 0)))

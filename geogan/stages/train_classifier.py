@@ -46,7 +46,12 @@ def _log(cfg: Config, metrics: dict) -> None:
         return
     from geogan.tracking import open_tracker
 
-    tracker = open_tracker(cfg.mlflow, "classifier", run_name="attribute-classifier", tags={"stage": "train_classifier"})
+    c = cfg.classifier
+    tracker = open_tracker(cfg.mlflow, "classifier", run_name=f"judge classifier {c.steps} steps seed {cfg.seed}",
+                           tags={"stage": "train_classifier"},
+                           description=f"The attribute classifier that judges transfers ({', '.join(cfg.attributes)}): "
+                                       f"{c.steps} steps, batch {c.batch_size}, on the prepared images' train partition; "
+                                       "`test/*` on the held-out partition.")
     with run_ends(tracker):
         tracker.log_metrics({f"test/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
                             step=cfg.classifier.steps)
