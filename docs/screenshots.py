@@ -170,7 +170,7 @@ def take_screenshots(url: str, demo: Demo, out: Path) -> list[Path]:
         ("image-grids.png", f"/#/experiments/{demo.experiment_id}/runs/{demo.run_id}/artifacts/{demo.grid}?{MODE}",
          demo.grid.rsplit("/", 1)[-1], 900),
         ("registered-model.png", f"/#/models/{demo.model}?{MODE}", "candidate", 700),
-        ("attributes-compared.png", demo.comparison, demo.key_metric, 1100),
+        ("attributes-compared.png", demo.comparison, "eval/", 1100),
     ]
     written = []
     with browser_page() as page:
