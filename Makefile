@@ -32,7 +32,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-ui:  ## the MLflow UI on the local store
+ui:  ## the MLflow UI on the local store (docs/mlflow-ui.md)
+	@echo "Training runs: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning  (all attributes compared: the link \`geogan compare\` prints)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000
 
 clean:  ## remove pipeline outputs and local runs (not the venv)

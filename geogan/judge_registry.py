@@ -95,7 +95,13 @@ def log_and_register_judge(judge_file: str | Path, figures: Mapping[str, float],
         client.set_registered_model_alias(MODEL_NAME, ALIAS, known.version)
         return f"models:/{MODEL_NAME}/{known.version}", int(known.version)
     judge = load_judge(judge_file)
-    tracker = open_tracker(cfg.mlflow, "judge", run_name="judge", tags={"stage": "train_judge"})
+    j, steps = cfg.judge, judge.meta.get("steps", cfg.judge.max_steps)
+    tracker = open_tracker(
+        cfg.mlflow, "judge", run_name=f"judge {'+'.join(judge.attributes)} {judge.net.input_size}px width {j.width}",
+        tags={"stage": "train_judge"},
+        description=f"The attribute judge of every evaluation ({', '.join(judge.attributes)}): trained on the train "
+                    f"partition only (up to {steps} steps, early stopping on val), thresholds set on val; `test/*` "
+                    "on the test partition. Registered as `geogan-judge`.")
     with run_ends(tracker):  # FINISHED, FAILED or KILLED, never left RUNNING
         plain = config_to_dict(cfg)
         tracker.log_params({f"judge.{k}": v for k, v in plain["judge"].items()}

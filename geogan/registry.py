@@ -95,13 +95,13 @@ def _ensure_run(client: Any, run_id: str | None, attribute: str, experiment_pref
             return run_id
         except MlflowException:  # a run id from another store (e.g. trained elsewhere)
             pass
-    from geogan.tracking import artifacts_beside
+    from geogan.tracking import artifacts_beside, context_tags, ensure_experiment
 
     name = f"{experiment_prefix}-{attribute}"
-    exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifacts_beside(
-        client.tracking_uri, name))
-    return client.create_run(exp_id, run_name=f"{attribute}-register", tags={"attribute": attribute}).info.run_id
+    exp_id = ensure_experiment(client, name, artifacts_beside(client.tracking_uri, name))
+    tags = {**context_tags("register", f"Registration of a {attribute} generator whose training run is not in "
+                           "this store (trained elsewhere): the logged model only."), "attribute": attribute}
+    return client.create_run(exp_id, run_name=f"{attribute} register (trained elsewhere)", tags=tags).info.run_id
 
 
 def log_and_register(

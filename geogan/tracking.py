@@ -4,6 +4,7 @@ The default store is a local SQLite file and artifact folder inside the repo, so
 the model registry work with no server; MLFLOW_TRACKING_URI overrides it (a team server).
 One experiment per attribute (`<prefix>-<Attribute>`), so runs of one attribute compare
 side by side in the UI, and every run is tagged with its attribute for cross-attribute views.
+Every experiment is created through `ensure_experiment`, which marks it as model training.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import numpy as np
 
 
 SERVER_CHECK_TIMEOUT = 5.0  # seconds; MLflow's own client retries a dead server for about 4 minutes
+# MLflow 3 tells GenAI experiments (traces, judges) from model training ones by this experiment tag.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+DESCRIPTION_TAG = "mlflow.note.content"  # the run's (and experiment's) description in the UI, in Markdown
+LOCAL_UI = "http://127.0.0.1:5000"  # where `make ui` serves a local store
 
 
 class TrackingServerError(RuntimeError):
@@ -201,19 +206,66 @@ def experiment_name(prefix: str, attribute: str) -> str:
     return f"{prefix}-{attribute}"
 
 
+def ensure_experiment(client: Any, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment `name`, created if missing; either way marked as model training.
+
+    MLflow 3's UI opens an experiment without the kind tag in GenAI mode (traces, token usage);
+    an experiment that already has a kind (a user's choice) keeps it.
+    """
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # a store written before the tag
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return exp.experiment_id
+
+
+def context_tags(entry_point: str, description: str | None = None) -> dict[str, str]:
+    """What MLflow's fluent `start_run` would set (user, source file, source git commit), plus the
+    stage as the entry point and the run's description (Markdown, shown on the run page)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = resolve_tags()
+    if entry_point:
+        tags["mlflow.project.entryPoint"] = entry_point
+    if description:
+        tags[DESCRIPTION_TAG] = description
+    return tags
+
+
+def ui_base(uri: str) -> str:
+    """The MLflow UI for a tracking URI: the server itself, or `make ui`'s address for a local store."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+
+
+def comparison_url(uri: str, experiment_ids: list[str]) -> str:
+    """A link to the MLflow UI's chart view over these experiments' runs, in model training mode.
+
+    Every metric has the same name in each attribute's experiment, so each chart sets the
+    attributes side by side with no columns to choose; sections sort by name, `eval/` first.
+    """
+    import json
+    import urllib.parse
+
+    query = urllib.parse.urlencode({"experiments": json.dumps([str(i) for i in experiment_ids], separators=(",", ":")),
+                                    "compareRunsMode": "CHART", "workflowType": "machine_learning"})
+    return f"{ui_base(uri)}/#/compare-experiments/s?{query}"
+
+
 class MlflowTracker:
     """A Tracker backed by one MLflow run; resumes the run whose id it is given."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: str | None, run_id: str | None = None,
-                 run_name: str | None = None, tags: Mapping[str, str] | None = None, claim: bool = False):
+                 run_name: str | None = None, tags: Mapping[str, str] | None = None, claim: bool = False,
+                 context: Mapping[str, str] | None = None):
         import mlflow
 
         self._mlflow = mlflow
         mlflow.set_tracking_uri(uri)
         with sqlite_store_lock(uri):  # parallel runs on a fresh local store would race to create its tables
             self.client = mlflow.MlflowClient(uri)
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment, artifact_location=artifact_root)
+            exp_id = ensure_experiment(self.client, experiment, artifact_root)
         if run_id is not None:
             try:
                 run = self.client.get_run(run_id)
@@ -224,12 +276,14 @@ class MlflowTracker:
         # A run this tracker starts, or resumes with `claim` (training from a checkpoint), is its to end.
         self.owns_run = run_id is None or claim
         self.resumed = run_id is not None
+        # The context (source, entry point, description) describes the run's owner, not a borrower.
+        own_tags = {**dict(context or {}), **dict(tags or {})} if self.owns_run else dict(tags or {})
         if run_id is None:
-            run_id = self.client.create_run(exp_id, run_name=run_name, tags=dict(tags or {})).info.run_id
+            run_id = self.client.create_run(exp_id, run_name=run_name, tags=own_tags).info.run_id
         else:
-            if claim:
-                self.client.update_run(run_id, status="RUNNING")
-            for k, v in (tags or {}).items():
+            if claim:  # a resumed training may run to another step count: its name says so
+                self.client.update_run(run_id, status="RUNNING", name=run_name)
+            for k, v in own_tags.items():
                 self.client.set_tag(run_id, k, v)
         self.run_id = run_id
 
@@ -271,13 +325,19 @@ def _clean(name: str) -> str:
 
 
 def open_tracker(cfg_mlflow: Any, attribute: str, run_id: str | None = None, run_name: str | None = None,
-                 tags: Mapping[str, str] | None = None, root: Path | None = None, claim: bool = False) -> MlflowTracker:
-    """An MlflowTracker for the attribute's experiment under the configured (or env) URI (see MlflowTracker)."""
+                 tags: Mapping[str, str] | None = None, root: Path | None = None, claim: bool = False,
+                 description: str | None = None) -> MlflowTracker:
+    """An MlflowTracker for the attribute's experiment under the configured (or env) URI (see MlflowTracker).
+
+    Its run carries MLflow's context tags (`context_tags`, the stage tag as entry point) and `description`.
+    """
     experiment = experiment_name(cfg_mlflow.experiment_prefix, attribute)
     uri = tracking_uri(cfg_mlflow.tracking_uri, root)
     art = artifact_location(cfg_mlflow.artifact_root, experiment, root)
+    context = context_tags(dict(tags or {}).get("stage", ""), description)
     all_tags = {"attribute": attribute, **dict(tags or {})}
-    return MlflowTracker(uri, experiment, art, run_id=run_id, run_name=run_name, tags=all_tags, claim=claim)
+    return MlflowTracker(uri, experiment, art, run_id=run_id, run_name=run_name, tags=all_tags, claim=claim,
+                         context=context)
 
 
 def log_evaluation_input(tracker: MlflowTracker, evalset_file: str | Path, evalset: Mapping[str, Any]) -> None:

@@ -12,8 +12,24 @@ from geogan.tracking import checked_tracking_uri
 def run(cfg: Config) -> None:
     from geogan.registry import compare_versions, format_table
 
-    rows = compare_versions(checked_tracking_uri(cfg.mlflow.tracking_uri), list(cfg.attributes))
+    uri = checked_tracking_uri(cfg.mlflow.tracking_uri)
+    rows = compare_versions(uri, list(cfg.attributes))
     print(format_table(rows))
+    link = ui_comparison_link(cfg, uri)
+    if link:
+        print(f"\nAll attributes' runs side by side in the MLflow UI (`make ui` serves a local store):\n  {link}")
+
+
+def ui_comparison_link(cfg: Config, uri: str) -> str | None:
+    """The MLflow UI's chart view over every attribute's experiment that exists (None: none does)."""
+    import mlflow
+
+    from geogan.tracking import comparison_url, experiment_name
+
+    client = mlflow.MlflowClient(uri)
+    found = [client.get_experiment_by_name(experiment_name(cfg.mlflow.experiment_prefix, a)) for a in cfg.attributes]
+    ids = [e.experiment_id for e in found if e is not None]
+    return comparison_url(uri, ids) if ids else None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -159,7 +159,11 @@ def _log_to_mlflow(cfg: Config, attribute: str, meta: dict, report: dict, plots:
     from geogan.metrics.registry import tracking_metrics
     from geogan.tracking import log_evaluation_input, open_tracker
 
-    tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"), run_name=f"{attribute}-evaluate")
+    # A run of its own only when the training run is unknown to this store (trained elsewhere).
+    tracker = open_tracker(cfg.mlflow, attribute, run_id=meta.get("mlflow_run_id"),
+                           run_name=f"{attribute} evaluate {meta.get('step', 0)}-step generator",
+                           description=f"Evaluation of a {attribute} generator trained elsewhere "
+                                       f"({meta.get('step', 0)} steps; its training run is not in this store).")
     with run_ends(tracker):  # ends only a run it started
         tracker.log_metrics({f"eval/{k}": v for k, v in tracking_metrics(report).items()}, step=int(meta.get("step", 0)))
         tracker.set_tags({"eval.set_digest": evalset["digest"], "eval.judge_sha256": report["judge"]["sha256"]})

@@ -104,8 +104,26 @@ def _open_tracker(cfg: Config, attribute: str, work: Path, key: str, data_versio
     run_file = work / "mlflow_run.json"
     previous = read_json(run_file) if run_file.is_file() else {}
     run_id = previous.get("run_id") if previous.get("resume_key") == key else None
-    return open_tracker(cfg.mlflow, attribute, run_id=run_id, run_name=f"{attribute}-train", claim=True,
-                        tags={"stage": "train", "data_version": data_version, "git_commit": git_commit()})
+    return open_tracker(cfg.mlflow, attribute, run_id=run_id, run_name=run_name(cfg, attribute), claim=True,
+                        tags={"stage": "train", "data_version": data_version, "git_commit": git_commit()},
+                        description=run_description(cfg, attribute, data_version))
+
+
+def run_name(cfg: Config, attribute: str) -> str:
+    """What the run list shows: the attribute, what ran, and what sets runs of it apart."""
+    t, m = cfg.train, cfg.model
+    return f"{attribute} train {t.steps} steps seed {t.seed} {cfg.data.resolution}px ngf{m.ngf}"
+
+
+def run_description(cfg: Config, attribute: str, data_version: str) -> str:
+    """The run page's description (Markdown): what was trained on what, and where to look."""
+    t, m = cfg.train, cfg.model
+    return (f"GeoGAN transfer of **{attribute}**, trained {t.steps} steps (batch {t.batch_size}, seed {t.seed}) "
+            f"on `{cfg.data.source}` at {cfg.data.resolution} px, split {data_version[:12]}; "
+            f"ngf {m.ngf}, ndf {m.ndf}, flow inputs {m.flow_inputs}.\n\n"
+            "Metrics: `loss/*` and `perf/*` while training, `eval/*` after the evaluate stage. "
+            "Artifacts: labelled transfer grids in `grids/` (one per `train.image_every` steps), the evaluation's "
+            "grid and loss history in `evaluation/`; the registered generator is this run's logged model.")
 
 
 def _record_run(cfg: Config, attribute: str, tracker, work: Path, key: str) -> None:
