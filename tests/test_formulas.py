@@ -168,17 +168,18 @@ def _cycle(x_a: float, x_b: float, x_out: float, x_removed: float, x_rec_b: floa
 
 
 def test_generator_terms_target_each_fake_at_its_domain():
-    # D sees a* = 0.4, F(b) = -0.2, rec_b = 0.1, rec_a = 0.7: logits 4, -2, 1, 7.
-    out = _cycle(x_a=0.3, x_b=-0.1, x_out=0.4, x_removed=-0.2, x_rec_b=0.1, x_rec_a=0.7)
+    # D sees a* = 0.4, F(b) = -0.2, rec_b = 0.1, rec_a = 0.6: logits 4, -2, 1, 6 (chosen so that no
+    # flip or swap of targets gives the same sum: all flipped would give 7.4608).
+    out = _cycle(x_a=0.3, x_b=-0.1, x_out=0.4, x_removed=-0.2, x_rec_b=0.1, x_rec_a=0.6)
     lm = torch.zeros(1, 68, 2)
     terms = generator_terms(MeanDiscriminator(), out, lm, lm, SIZE, (), False)
     # Targets a* -> 1 (has y), F(b) -> 0, rec_b -> 1, rec_a -> 0; 4 roles x their mean = their sum.
-    cls = softplus(-4) + softplus(-2) + softplus(-1) + softplus(7)
-    assert float(terms["cls"]) == pytest.approx(cls, rel=1e-5)  # 7.1566
-    # LSGAN for G: every fake towards 1: 4 x mean((0.4-1)^2, (-0.2-1)^2, (0.1-1)^2, (0.7-1)^2) = 2.7.
-    assert float(terms["adv"]) == pytest.approx(2.7, rel=1e-5)
-    # Reconstruction: |rec_a - a| + |rec_b - b| = 0.4 + 0.2 (targets swapped: 1.0).
-    assert float(terms["rec"]) == pytest.approx(0.6, rel=1e-5)
+    cls = softplus(-4) + softplus(-2) + softplus(-1) + softplus(6)
+    assert float(terms["cls"]) == pytest.approx(cls, rel=1e-5) and cls == pytest.approx(6.4608, abs=1e-4)
+    # LSGAN for G: every fake towards 1: 4 x mean((0.4-1)^2, (-0.2-1)^2, (0.1-1)^2, (0.6-1)^2) = 2.77.
+    assert float(terms["adv"]) == pytest.approx(2.77, rel=1e-5)
+    # Reconstruction: |rec_a - a| + |rec_b - b| = 0.3 + 0.2 (targets swapped: 0.9).
+    assert float(terms["rec"]) == pytest.approx(0.5, rel=1e-5)
     assert float(terms["landmark"]) == 0.0 and float(terms["tv"]) == 0.0 and float(terms["mask"]) == 0.0
 
 
