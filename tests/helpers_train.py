@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -210,7 +211,7 @@ def no_effect_biases(net: torch.nn.Module) -> set[str]:
         where = f"{prefix}." if prefix else ""
         if isinstance(module, torch.nn.Sequential):
             children = list(module.named_children())
-            for (name, layer), (_, after) in zip(children, children[1:]):
+            for (name, layer), (_, after) in itertools.pairwise(children):
                 if isinstance(layer, torch.nn.Conv2d) and layer.bias is not None and isinstance(after, InstanceNorm):
                     names.add(f"{where}{name}.bias")
         if isinstance(module, Decoder):

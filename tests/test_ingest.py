@@ -21,8 +21,14 @@ from geogan.config import ConfigError, DataConfig
 from geogan.data import synthetic
 from geogan.data.align import crop_box, prepared_to_source, source_to_prepared
 from geogan.data.ingest import IngestError, ingest
-from tests.celeba_fixture import (BAD_FILES, CELEBA_ATTRIBUTES, IMAGE_DIR, CelebaFolder, aligned_image,
-                                  write_celeba_folder)
+from tests.celeba_fixture import (
+    BAD_FILES,
+    CELEBA_ATTRIBUTES,
+    IMAGE_DIR,
+    CelebaFolder,
+    aligned_image,
+    write_celeba_folder,
+)
 from tests.conftest import ROOT, write_params
 
 N_GOOD = 12  # 6 people x 2 images
@@ -105,7 +111,7 @@ def test_celeba_needs_license_ack(celeba_folder: CelebaFolder, tmp_path: Path) -
     # The stage as DVC runs it: one line naming the parameter and the licence, exit 2, nothing written.
     params = write_params(tmp_path / "params.yaml", **{"data.source": str(celeba_folder.root), "data.license_ack": False})
     res = subprocess.run([sys.executable, "-m", "geogan.stages.ingest", "--params", str(params), "--out",
-                          str(tmp_path / "prepared")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          str(tmp_path / "prepared")], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 2, res.stderr[-2000:]
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
     assert "data.license_ack: true" in res.stderr and "non-commercial research use only" in res.stderr, res.stderr

@@ -13,8 +13,8 @@ import pytest
 from geogan.config import DataConfig
 from geogan.data.ingest import ingest
 from geogan.data.sources import SourceError, open_source
-from tests.fixtures_s3 import moto_endpoint, s3_env, upload_folder  # noqa: F401 - fixtures
 from tests.celeba_fixture import BAD_FILES, write_celeba_folder
+from tests.fixtures_s3 import moto_endpoint, s3_env, upload_folder  # noqa: F401 - fixtures
 
 pytest.importorskip("boto3", reason="S3 sources need boto3")
 
