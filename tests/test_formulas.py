@@ -1,7 +1,7 @@
 """GeoGAN's core formulas pinned on tiny tensors with hand-computed values.
 
 The blend a* = m b' + (1 - m) a, what the removal net F gets in the cycle, each
-classification term's target domain in G's loss, D's labels for real images and the
+classification term's target domain in G's loss (the local discriminator's too), D's labels for real images and the
 LSGAN targets. The sub-networks are replaced by fixed functions (flow, mask, F, D), so
 every expected number below follows from the formula alone.
 """
@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from geogan.losses import local_generator_terms
 from geogan.nets import Generator
 from geogan.nets.generator import CycleOutputs
 from geogan.training.steps import discriminator_terms, generator_terms
@@ -196,10 +197,20 @@ def test_generator_cls_domains_one_role_at_a_time():
     assert domains == [1, 0, 1, 0]  # a*, F(b), rec_b, rec_a
 
 
+def test_local_discriminator_terms_target_each_fake_crop_at_its_domain():
+    # The local D's verdicts on the four fakes' region crops, in `fakes_of` order: logits 4, -2, 1, 6 as above.
+    logit = torch.tensor([4.0, -2.0, 1.0, 6.0])
+    patch = torch.tensor([0.4, -0.2, 0.1, 0.6]).view(4, 1, 1, 1)
+    terms = local_generator_terms((patch, logit), n=1)
+    assert float(terms["local_cls"]) == pytest.approx(softplus(-4) + softplus(-2) + softplus(-1) + softplus(6), rel=1e-5)
+    assert float(terms["local_adv"]) == pytest.approx(2.77, rel=1e-5)
+
+
 def test_discriminator_labels_reals_a_0_b_1_and_lsgan_targets():
     x_a, x_b = _const(0.3), _const(-0.1)  # logits 3 and -1
     fakes = [_const(v) for v in (0.4, -0.2, 0.1, 0.7)]
-    terms = discriminator_terms(MeanDiscriminator(), x_a, x_b, fakes, (), False)
+    lm = torch.zeros(1, 68, 2)
+    terms = discriminator_terms(MeanDiscriminator(), x_a, x_b, fakes, lm, lm, (), False)
     # Real a is "no attribute" (0), real b "has it" (1); 2 roles x their mean = their sum.
     assert float(terms["cls"]) == pytest.approx(softplus(3) + softplus(1), rel=1e-5)  # 4.3618 (flipped: 0.3618)
     # LSGAN for D: reals towards 1, fakes towards 0, 0.5 each, 4 x:
