@@ -39,6 +39,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
     def log_image(self, image: np.ndarray, name: str) -> None: ...
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
 
 class NullTracker:
@@ -53,6 +54,9 @@ class NullTracker:
         pass
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
 

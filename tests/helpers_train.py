@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -191,3 +192,28 @@ def copy_tree_of_repo(dest: Path) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, target)
     return files
+
+
+def no_effect_biases(net: torch.nn.Module) -> set[str]:
+    """Names of the conv biases that cannot change any output of `net` (tests/test_distributed.py proves the set).
+
+    A conv followed by an InstanceNorm (no affine) adds a per-channel constant that the norm
+    subtracts again: every conv of a conv block, both convs of each ResNet block, D's second
+    and third trunk convs. The decoder's 1x1 `reduce` convs too: their constant stays
+    constant through the bilinear x2 upsampling (weights summing to 1), the reflection pad
+    and the next conv, whose norm then removes it. Their true gradient is 0, so what they
+    get is float noise, which Adam (about lr * sign(grad)) turns into steps of +-lr.
+    """
+    from geogan.nets.layers import Decoder, InstanceNorm
+
+    names: set[str] = set()
+    for prefix, module in net.named_modules():
+        where = f"{prefix}." if prefix else ""
+        if isinstance(module, torch.nn.Sequential):
+            children = list(module.named_children())
+            for (name, layer), (_, after) in itertools.pairwise(children):
+                if isinstance(layer, torch.nn.Conv2d) and layer.bias is not None and isinstance(after, InstanceNorm):
+                    names.add(f"{where}{name}.bias")
+        if isinstance(module, Decoder):
+            names.update(f"{where}reduce.{i}.bias" for i in range(len(module.reduce)))
+    return names

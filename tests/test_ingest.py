@@ -1,7 +1,7 @@
-"""Ingestion from a CelebA-format folder and a folder + CSV built from real faces, bad files included.
+"""Ingestion from a CelebA-format folder and a folder + CSV, bad files included.
 
-The real faces come from ../shared/data/celebahq-200 (CelebA-HQ: non-commercial research use only);
-the tests skip when that folder is absent.
+The folders hold synthetic faces in CelebA's file formats (tests/celeba_fixture.py), so the
+real-data code paths run everywhere, without ../shared.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,47 +18,21 @@ import pytest
 from PIL import Image
 
 from geogan.config import ConfigError, DataConfig
+from geogan.data import synthetic
 from geogan.data.align import crop_box, prepared_to_source, source_to_prepared
 from geogan.data.ingest import IngestError, ingest
+from tests.celeba_fixture import (
+    BAD_FILES,
+    CELEBA_ATTRIBUTES,
+    IMAGE_DIR,
+    CelebaFolder,
+    aligned_image,
+    write_celeba_folder,
+)
+from tests.conftest import ROOT, write_params
 
-N_GOOD = 12
-BAD_FILES = {"bad_random.jpg": "corrupt", "cut_half.jpg": "truncated", "grey.jpg": "greyscale",
-             "tiny.jpg": "too_small", "absent.jpg": "missing"}
-
-
-def read_attr(shared: Path) -> tuple[list[str], dict[str, list[str]]]:
-    lines = (shared / "list_attr_celeba.txt").read_text().splitlines()
-    header = lines[1].split()
-    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[2:] if ln.strip()}
-    return header, rows
-
-
-def build_celeba_folder(shared: Path, root: Path, partition: bool = False) -> list[str]:
-    """A small CelebA-format folder: 12 real faces + one corrupt, truncated, grey, tiny and absent file.
-
-    Returns:
-        The names of the 12 good images, in file order.
-    """
-    header, rows = read_attr(shared)
-    names = sorted(rows)
-    good, spare = names[:N_GOOD], names[N_GOOD:N_GOOD + 3]
-    images = root / "img_align_celeba"
-    images.mkdir(parents=True)
-    for n in good:
-        (images / n).write_bytes((shared / "images" / n).read_bytes())
-    (images / "bad_random.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    data = (shared / "images" / spare[0]).read_bytes()
-    (images / "cut_half.jpg").write_bytes(data[: len(data) // 2])
-    Image.open(shared / "images" / spare[1]).convert("L").save(images / "grey.jpg", quality=95)
-    Image.open(shared / "images" / spare[2]).resize((32, 32)).save(images / "tiny.jpg")
-    (images / "unlabelled.jpg").write_bytes((shared / "images" / spare[0]).read_bytes())  # no labels: ignored
-    listed = good + list(BAD_FILES)
-    label_rows = [f"{n} " + " ".join(rows.get(n, rows[good[0]])) for n in listed]
-    (root / "list_attr_celeba.txt").write_text(f"{len(listed)}\n" + " ".join(header) + "\n" + "\n".join(label_rows) + "\n")
-    if partition:
-        (root / "list_eval_partition.txt").write_text("".join(f"{n} {i % 3}\n" for i, n in enumerate(listed)))
-        (root / "identity_CelebA.txt").write_text("".join(f"{n} {100 + i // 2}\n" for i, n in enumerate(listed)))
-    return good
+N_GOOD = 12  # 6 people x 2 images
+PARTITION_NAMES = {"0": "train", "1": "val", "2": "test"}
 
 
 def sha256(path: Path) -> str:
@@ -70,13 +46,12 @@ def data_cfg(source: Path | str, **kw) -> DataConfig:
 
 
 @pytest.fixture
-def celeba_folder(shared_faces: Path, tmp_path: Path) -> tuple[Path, list[str]]:
-    root = tmp_path / "celeba"
-    return root, build_celeba_folder(shared_faces, root, partition=True)
+def celeba_folder(tmp_path: Path) -> CelebaFolder:
+    return write_celeba_folder(tmp_path / "celeba", identities=N_GOOD // 2, images_per_identity=2)
 
 
-def test_celeba_folder_with_bad_files(celeba_folder, shared_faces: Path, tmp_path: Path, capsys) -> None:
-    root, good = celeba_folder
+def test_celeba_folder_with_bad_files(celeba_folder: CelebaFolder, tmp_path: Path, capsys) -> None:
+    root, good = celeba_folder.root, celeba_folder.names
     out = tmp_path / "prepared"
     report = ingest(data_cfg(root), ["Mustache", "eyeglasses"], out, seed=0, progress=False)
 
@@ -85,15 +60,20 @@ def test_celeba_folder_with_bad_files(celeba_folder, shared_faces: Path, tmp_pat
     by_reason = {r: v["files"] for r, v in report["skipped_by_reason"].items()}
     assert by_reason == {reason: [name] for name, reason in BAD_FILES.items()}
     assert json.loads((out / "report.json").read_text())["skipped_by_reason"] == report["skipped_by_reason"]
+    assert report["license"].startswith("CelebA") and report["identities"] == N_GOOD // 2
     line = capsys.readouterr().out
     assert f"used {N_GOOD} of {N_GOOD + len(BAD_FILES)}" in line and "truncated 1: cut_half.jpg" in line
 
     images = np.load(out / "images.npy")
     assert images.shape == (N_GOOD, 64, 64, 3) and images.dtype == np.uint8
-    # CelebA-HQ is square: the whole image resized (Lanczos), nothing else.
-    expected = np.asarray(Image.open(shared_faces / "images" / good[3]).convert("RGB").resize((64, 64), Image.LANCZOS))
-    np.testing.assert_array_equal(images[3], expected)
-    np.testing.assert_array_equal(np.load(out / "crops.npy"), np.tile([0, 0, 256, 256], (N_GOOD, 1)))
+    # CelebA-aligned 178x218: the reference's crop of rows 20..198, resized (Lanczos), nothing else ...
+    source = Image.open(root / IMAGE_DIR / good[3]).convert("RGB")
+    np.testing.assert_array_equal(images[3], np.asarray(source.resize((64, 64), Image.LANCZOS, box=(0, 20, 178, 198))))
+    np.testing.assert_array_equal(np.load(out / "crops.npy"), np.tile([0, 20, 178, 198], (N_GOOD, 1)))
+    # ... so every image is the face as rendered at 64 px, up to JPEG and resampling (a crop 20 px off: ~20 levels).
+    for i, name in enumerate(good):
+        error = np.abs(images[i].astype(int) - synthetic.render(celeba_folder.faces[name], 64)).mean()
+        assert error < 5, (name, error)
 
     with open(out / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -101,41 +81,48 @@ def test_celeba_folder_with_bad_files(celeba_folder, shared_faces: Path, tmp_pat
     assert list(rows[0])[:6] == ["index", "image", "identity", "partition", "Mustache", "eyeglasses"]
     assert "Male" in rows[0] and "Eyeglasses" not in rows[0] and len(rows[0]) == 4 + 40
     assert [r["image"] for r in rows] == good
-    header, labels = read_attr(shared_faces)
     for r in rows:
-        assert int(r["Mustache"]) == (labels[r["image"]][header.index("Mustache")] == "1")
-        assert int(r["eyeglasses"]) == (labels[r["image"]][header.index("Eyeglasses")] == "1")
-    assert [r["partition"] for r in rows[:3]] == ["train", "val", "test"]
-    assert rows[2]["identity"] == "101"
+        labels = celeba_folder.labels[r["image"]]
+        assert (int(r["Mustache"]), int(r["eyeglasses"])) == (labels["Mustache"], labels["Eyeglasses"]), r
+        assert r["identity"] == celeba_folder.identities[r["image"]]
+        assert r["partition"] == PARTITION_NAMES[celeba_folder.partitions[r["image"]]]
+    assert {r["partition"] for r in rows} == {"train", "val", "test"}
 
 
-def test_process_pool_gives_the_same_files(celeba_folder, tmp_path: Path) -> None:
-    root, _ = celeba_folder
+def test_process_pool_gives_the_same_files(celeba_folder: CelebaFolder, tmp_path: Path) -> None:
+    root = celeba_folder.root
     ingest(data_cfg(root), ["Mustache"], tmp_path / "one", seed=0, progress=False)
     ingest(data_cfg(root, workers=2), ["Mustache"], tmp_path / "two", seed=0, progress=False)
     for name in ("images.npy", "manifest.csv", "crops.npy"):
         assert sha256(tmp_path / "one" / name) == sha256(tmp_path / "two" / name)
 
 
-def test_attribute_typo_gets_a_suggestion(celeba_folder, tmp_path: Path) -> None:
-    root, _ = celeba_folder
+def test_attribute_typo_gets_a_suggestion(celeba_folder: CelebaFolder, tmp_path: Path) -> None:
+    root = celeba_folder.root
     with pytest.raises(ConfigError, match=r"attribute 'Mustach' not in .*list_attr_celeba.txt; did you mean 'Mustache'\?"):
         ingest(data_cfg(root), ["Mustach"], tmp_path / "out", seed=0, progress=False)
     assert not (tmp_path / "out").exists()
 
 
-def test_celeba_needs_license_ack(celeba_folder, tmp_path: Path) -> None:
-    root, _ = celeba_folder
+def test_celeba_needs_license_ack(celeba_folder: CelebaFolder, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="license_ack"):
-        ingest(data_cfg(root, license_ack=False), ["Mustache"], tmp_path / "out", seed=0, progress=False)
+        ingest(data_cfg(celeba_folder.root, license_ack=False), ["Mustache"], tmp_path / "out", seed=0, progress=False)
+    assert not (tmp_path / "out").exists()
+    # The stage as DVC runs it: one line naming the parameter and the licence, exit 2, nothing written.
+    params = write_params(tmp_path / "params.yaml", **{"data.source": str(celeba_folder.root), "data.license_ack": False})
+    res = subprocess.run([sys.executable, "-m", "geogan.stages.ingest", "--params", str(params), "--out",
+                          str(tmp_path / "prepared")], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "data.license_ack: true" in res.stderr and "non-commercial research use only" in res.stderr, res.stderr
+    assert not (tmp_path / "prepared").exists()
 
 
-def test_no_usable_image_is_an_error(shared_faces: Path, tmp_path: Path) -> None:
+def test_no_usable_image_is_an_error(tmp_path: Path) -> None:
     root = tmp_path / "bad"
     (root / "images").mkdir(parents=True)
-    header, rows = read_attr(shared_faces)
     (root / "images" / "a.jpg").write_bytes(b"not an image")
-    (root / "list_attr_celeba.txt").write_text("1\n" + " ".join(header) + "\na.jpg " + " ".join(next(iter(rows.values()))) + "\n")
+    (root / "list_attr_celeba.txt").write_text("1\n" + " ".join(CELEBA_ATTRIBUTES) + "\na.jpg" + " -1" * 40 + "\n")
     with pytest.raises(IngestError, match=r"no usable image .*corrupt 1"):
         ingest(data_cfg(root), ["Mustache"], tmp_path / "out", seed=0, progress=False)
     assert not (tmp_path / "out").exists()
@@ -144,12 +131,12 @@ def test_no_usable_image_is_an_error(shared_faces: Path, tmp_path: Path) -> None
         ingest(data_cfg(tmp_path / "empty"), ["Mustache"], tmp_path / "out", seed=0, progress=False)
 
 
-def test_csv_folder_non_square_images(shared_faces: Path, tmp_path: Path) -> None:
+def test_csv_folder_non_square_images(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     (root / "pics").mkdir(parents=True)
-    names = sorted(p.name for p in (shared_faces / "images").iterdir())[:4]
-    for i, n in enumerate(names):
-        im = Image.open(shared_faces / "images" / n).convert("RGB")
+    names = [f"{i:06d}.jpg" for i in range(4)]
+    for i, (n, face) in enumerate(zip(names, synthetic.sample_dataset(4, 1, seed=0))):
+        im = Image.fromarray(synthetic.render(face, 256))
         im = im.crop((0, 0, 256, 200)) if i % 2 else im.resize((178, 218))  # landscape; CelebA-aligned shape
         im.save(root / "pics" / n.replace(".jpg", ".png"))
     table = [["file", "person", "Has_Mustache", "Smiling"]]
@@ -171,13 +158,12 @@ def test_csv_folder_non_square_images(shared_faces: Path, tmp_path: Path) -> Non
     assert [r["identity"] for r in rows] == ["p0", "p0", "p1", "p1"]
 
 
-def test_celeba_five_points_follow_the_crop(shared_faces: Path, tmp_path: Path) -> None:
+def test_celeba_five_points_follow_the_crop(tmp_path: Path) -> None:
     root = tmp_path / "aligned"
     (root / "img_align_celeba").mkdir(parents=True)
-    header, rows = read_attr(shared_faces)
-    name = sorted(rows)[0]
-    Image.open(shared_faces / "images" / name).convert("RGB").resize((178, 218)).save(root / "img_align_celeba" / name)
-    (root / "list_attr_celeba.txt").write_text(f"1\n{' '.join(header)}\n{name} {' '.join(rows[name])}\n")
+    name = "000001.jpg"
+    Image.fromarray(aligned_image(synthetic.sample_dataset(1, 1, seed=0)[0])).save(root / "img_align_celeba" / name)
+    (root / "list_attr_celeba.txt").write_text(f"1\n{' '.join(CELEBA_ATTRIBUTES)}\n{name}" + " -1" * 40 + "\n")
     pts = np.array([[69, 111], [108, 111], [88, 134], [72, 152], [106, 152]], dtype=np.float32)  # CelebA's mean 5 points
     (root / "list_landmarks_align_celeba.txt").write_text(
         "1\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"

@@ -1,6 +1,6 @@
 """Ingestion from S3 (a real moto_server on loopback) gives the same files as from the local folder.
 
-Real faces from ../shared/data/celebahq-200 (CelebA-HQ: non-commercial research use only).
+The folder is CelebA-format, of synthetic faces (tests/celeba_fixture.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from geogan.config import DataConfig
 from geogan.data.ingest import ingest
 from geogan.data.sources import SourceError, open_source
+from tests.celeba_fixture import BAD_FILES, write_celeba_folder
 from tests.fixtures_s3 import moto_endpoint, s3_env, upload_folder  # noqa: F401 - fixtures
-from tests.test_ingest import BAD_FILES, N_GOOD, build_celeba_folder
 
 pytest.importorskip("boto3", reason="S3 sources need boto3")
 
@@ -27,16 +27,16 @@ def cfg(source: str, **kw) -> DataConfig:
     return DataConfig(source=source, resolution=64, workers=kw.pop("workers", 1), license_ack=True, **kw)
 
 
-def test_s3_ingest_matches_local(s3_env: str, shared_faces: Path, tmp_path: Path) -> None:
+def test_s3_ingest_matches_local(s3_env: str, tmp_path: Path) -> None:
     folder = tmp_path / "celeba"
-    build_celeba_folder(shared_faces, folder, partition=True)
+    n_good = len(write_celeba_folder(folder).names)
     upload_folder(folder, "faces", "datasets/celeba-small")
     local = ingest(cfg(str(folder)), ["Mustache", "Eyeglasses"], tmp_path / "local", seed=0, progress=False)
     # Two workers: each spawned process opens its own client from the same environment.
     remote = ingest(cfg("s3://faces/datasets/celeba-small", workers=2), ["Mustache", "Eyeglasses"],
                     tmp_path / "s3", seed=0, progress=False)
     assert remote["source"] == "s3://faces/datasets/celeba-small/"
-    assert remote["used"] == local["used"] == N_GOOD
+    assert remote["used"] == local["used"] == n_good
     assert remote["skipped_by_reason"] == local["skipped_by_reason"]
     assert set(remote["skipped_by_reason"]) == set(BAD_FILES.values())
     for name in ("manifest.csv", "images.npy", "crops.npy"):

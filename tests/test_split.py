@@ -129,3 +129,41 @@ def test_split_stage_errors_leave_no_output(tmp_path, tiny_params):
                         "--prepared", str(prepared), "--landmarks", str(lm), "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text())["counts"]["train_B"] > 0
+
+
+def test_celeba_partitions_and_identities_carry_through_ingest_landmarks_and_split(tmp_path):
+    """A CelebA-format folder (synthetic faces, tests/celeba_fixture.py) through the stages' own functions:
+    CelebA's partition file decides train/test (val trains), identities never straddle A/B or train/test,
+    and 68 precomputed source-pixel landmarks land on the exact points of the prepared frame."""
+    from geogan.data import synthetic
+    from geogan.stages import ingest as ingest_stage
+    from geogan.stages import landmarks as landmarks_stage
+    from geogan.stages import split as split_stage
+    from tests.celeba_fixture import write_celeba_folder, write_landmarks_csv
+    from tests.helpers_train import tiny_config
+
+    folder = write_celeba_folder(tmp_path / "celeba", identities=12, images_per_identity=3)
+    cfg = tiny_config(**{"data.source": str(folder.root), "data.license_ack": True, "landmarks.backend": "precomputed",
+                         "landmarks.precomputed_file": str(write_landmarks_csv(folder, tmp_path / "lm.csv"))})
+    prepared, lm_dir = tmp_path / "prepared", tmp_path / "landmarks"
+    ingest_stage.run(cfg, prepared, progress=False)
+    landmarks_stage.run(cfg, prepared, lm_dir, progress=False)
+    manifest = read_manifest(prepared / "manifest.csv")
+    assert list(manifest.images) == folder.names  # the bad files are skipped, the good ones kept in order
+    exact = np.stack([synthetic.face_landmarks(folder.faces[n].face, 64) for n in folder.names])
+    np.testing.assert_allclose(np.load(lm_dir / "landmarks.npy"), exact, atol=1e-3)
+
+    for attribute in ("Mustache", "Eyeglasses"):
+        out = tmp_path / "splits" / f"{attribute}.json"
+        split_stage.run(cfg, attribute, prepared, lm_dir, out)
+        s = json.loads(out.read_text())
+        names = np.array(manifest.images)
+        for part, allowed in (("train", {"0", "1"}), ("test", {"2"})):
+            for domain, label in (("A", 0), ("B", 1)):
+                assert all(folder.partitions[n] in allowed for n in names[s[part][domain]]), (attribute, part, domain)
+                assert all(folder.labels[n][attribute] == label for n in names[s[part][domain]]), (attribute, part, domain)
+        ids = {(p, d): {folder.identities[n] for n in names[s[p][d]]} for p in ("train", "test") for d in "AB"}
+        assert not (ids["train", "A"] | ids["test", "A"]) & (ids["train", "B"] | ids["test", "B"]), attribute
+        assert not (ids["train", "A"] | ids["train", "B"]) & (ids["test", "A"] | ids["test", "B"]), attribute
+        kept = sum(s["counts"][k] for k in ("train_A", "train_B", "test_A", "test_B"))
+        assert kept + s["counts"]["dropped_identity_in_both"] == len(folder.names) and s["test"]["A"], attribute

@@ -293,48 +293,64 @@ def _initial_generator_state(overrides: dict) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------- it learns
 
 @pytest.mark.slow
-def test_training_halves_the_landmark_error_and_improves_the_ground_truth_score(tmp_path):
-    """A few hundred CPU steps: the flow learns the geometry, the output gets closer to the rendered truth.
+def test_training_beats_doing_nothing_and_its_untrained_self_against_the_ground_truth(tmp_path):
+    """CPU steps on small synthetic faces, scored on held-out pairs against the exactly rendered truth
+    (a's face wearing b's glasses), beside doing nothing (a* = a) scored by the same code on the same pairs.
 
-    Uses model.flow_inputs 'rgb+landmarks': from RGB alone (the reference's input) the
-    same budget only brings the error down by about 10% (0.298 -> 0.265 at 300 steps).
+    - Inside the attribute region the trained model is closer to the truth than doing nothing, by a
+      margin: a model whose mask stayed shut (a* = a) fails here.
+    - On the whole image it is far closer than its untrained self (a 50% blend of a and b'): a
+      model that pastes the warped reference everywhere fails here.
+    - The flow at least halves the landmark error.
     """
     from geogan.data.dataset import load_prepared
     from geogan.data.synthetic import load_synthetic
     from geogan.evaluation import EvalInputs, collect, generator_method
+    from geogan.metrics.baselines import do_nothing
     from geogan.nets import build_nets
 
-    big = make_tiny_data(tmp_path / "data", attributes=(ATTR,), identities=150, images_per_identity=2)
+    attribute = LEARN_ATTRIBUTE
+    big = make_tiny_data(tmp_path / "data", attributes=(attribute,), identities=LEARN_IDENTITIES, images_per_identity=2,
+                         resolution=LEARN_RESOLUTION)
     cfg = tiny_config(**LEARN)
-    result = train(cfg, library_sampler(cfg, big, ATTR), cpu_env(), tmp_path / "work", key="learn", progress=False)
+    result = train(cfg, library_sampler(cfg, big, attribute), cpu_env(), tmp_path / "work", key="learn", progress=False)
 
     prepared = load_prepared(big.prepared, big.landmarks)
     faces, _ = load_synthetic(big.prepared / "synthetic.json")
-    split = json.loads(big.splits[ATTR].read_text())
+    split = json.loads(big.splits[attribute].read_text())
     test_a, test_b = np.asarray(split["test"]["A"]), np.asarray(split["test"]["B"])  # held-out people
-    sources = test_a[np.arange(48) % len(test_a)]
-    references = test_b[np.random.default_rng([0, 7]).integers(0, len(test_b), 48)]
-    inputs = EvalInputs.for_pairs(prepared.images, prepared.landmarks, sources, references, ATTR, cfg.regions[ATTR],
-                                  faces=faces, progress=False)
+    sources = test_a[np.arange(64) % len(test_a)]
+    references = test_b[np.random.default_rng([0, 7]).integers(0, len(test_b), 64)]
+    inputs = EvalInputs.for_pairs(prepared.images, prepared.landmarks, sources, references, attribute,
+                                  cfg.regions[attribute], faces=faces, progress=False)
     m = cfg.model
 
-    def evaluate(state):
+    def scores(method):
+        obs, _ = collect(method, inputs, "learn")
+        return {k: float(np.nanmean(obs[k])) for k in ("landmark_err", "gt_psnr", "gt_l1_region", "mask_area")}
+
+    def generator(state):
         torch.manual_seed(cfg.train.seed)  # without a state: the weights the trainer started from
         gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
                          flow_inputs=m.flow_inputs).generator
         if state is not None:
             gen.load_state_dict(state)
-        obs, _ = collect(generator_method(gen, cfg.loss.refine_weight), inputs, "learn")
-        return {k: float(np.nanmean(obs[k])) for k in ("landmark_err", "gt_psnr", "gt_l1_region", "mask_area")}
+        return generator_method(gen, cfg.loss.refine_weight)
 
-    before, after = evaluate(None), evaluate(result.generator_state)
-    print(f"\nlearning, {cfg.train.steps} steps:\n  before {before}\n  after  {after}\n  losses {result.last_losses}")
-    assert after["landmark_err"] <= 0.5 * before["landmark_err"], (before["landmark_err"], after["landmark_err"])
+    before, after, nothing = scores(generator(None)), scores(generator(result.generator_state)), scores(do_nothing)
+    print(f"\nlearning, {cfg.train.steps} steps:\n  untrained  {before}\n  trained    {after}\n  do-nothing {nothing}"
+          f"\n  losses {result.last_losses}")
+    assert after["gt_l1_region"] < (1 - REGION_MARGIN) * nothing["gt_l1_region"], (after["gt_l1_region"], nothing["gt_l1_region"])
     assert after["gt_psnr"] > before["gt_psnr"] + 3.0, (before["gt_psnr"], after["gt_psnr"])
+    assert after["landmark_err"] <= 0.5 * before["landmark_err"], (before["landmark_err"], after["landmark_err"])
 
 
-# About 0.4 s a step on the 2-core CPU: two minutes.
-LEARN = {"train.steps": 300, "train.batch_size": 4, "train.lr_g": 5e-4, "train.lr_d": 5e-4,
-         "train.checkpoint_every": 100_000, "train.log_every": 100, "train.image_every": 100_000,
+# Eyeglasses at 32 px, the smallest nets, a larger lr than GPU runs, lambda_cls 0.5 and the mask sparsity
+# ramped over the run: a setting where the transfer is learnt in CPU minutes. Five seeds (data and
+# weights) after 600 steps: region L1 at 0.67-0.81 of doing nothing's, PSNR 4-10 dB above the untrained blend.
+LEARN_ATTRIBUTE, LEARN_IDENTITIES, LEARN_RESOLUTION = "Eyeglasses", 150, 32
+REGION_MARGIN = 0.1  # the trained region L1 must be under 90% of doing nothing's
+LEARN = {"train.steps": 600, "train.batch_size": 8, "train.lr_g": 5e-4, "train.lr_d": 5e-4,
+         "train.checkpoint_every": 100_000, "train.log_every": 200, "train.image_every": 100_000,
          "model.ngf": 8, "model.ndf": 8, "model.n_blocks": 1, "model.n_scales": 1, "model.flow_inputs": "rgb+landmarks",
-         "loss.refine_start_step": 150}
+         "loss.lambda_cls": 0.5, "loss.mask_warmup_steps": 1000, "loss.refine_start_step": 300}

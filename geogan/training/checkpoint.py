@@ -13,6 +13,7 @@ import io
 import json
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,25 +83,42 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
 
 
-def load_latest(folder: str | Path, key: str, map_location: Any = "cpu",
-                max_step: int | None = None) -> dict[str, Any] | None:
-    """The newest readable checkpoint whose resume key matches, else None.
+@dataclass(frozen=True)
+class Latest:
+    """What `find_latest` found: the state to resume (or None) and the newer files it had to pass over."""
 
-    A checkpoint that fails to load (a disk fault, a foreign file) is skipped with a
-    message and the next older one is tried. Checkpoints past `max_step` are passed over:
-    a run asked for fewer steps than were trained (params set back after an experiment)
-    must not return the longer run's weights.
+    state: dict[str, Any] | None  # the newest readable checkpoint, if it was made under the run's resume key
+    path: Path | None  # the newest readable checkpoint's file
+    unreadable: tuple[tuple[Path, str], ...] = ()  # newer checkpoints that failed to load, newest first, with why
+    other_key: str | None = None  # the newest readable checkpoint was made under this other key: start afresh
+
+
+def find_latest(folder: str | Path, key: str, map_location: Any = "cpu", max_step: int | None = None) -> Latest:
+    """The newest readable checkpoint, and every newer one that could not be read.
+
+    A checkpoint that fails to load (a disk fault, a file cut short by a crash outside
+    `save_checkpoint`, a foreign file) is passed over and the next older one tried; the
+    caller reports each one passed over (`Latest.unreadable`), so a fallback is never silent.
+    A readable checkpoint made under another resume key ends the search: the run starts afresh.
+    Checkpoints past `max_step` are passed over: a run asked for fewer steps than were trained
+    (params set back after an experiment) must not return the longer run's weights.
     """
+    unreadable: list[tuple[Path, str]] = []
     for path in reversed(list_checkpoints(folder)):
         if max_step is not None and int(_NAME.match(path.name).group(1)) > max_step:
             continue
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
-            print(f"checkpoint {path}: unreadable ({type(e).__name__}: {e}); trying an older one")
+        except Exception as e:  # noqa: BLE001 - any unreadable file is passed over (and reported), never fatal
+            unreadable.append((path, " ".join(f"{type(e).__name__}: {e}".split())))  # one line
             continue
         if state.get("resume_key") != key:
-            print(f"checkpoint {path}: made with other settings or data (key {state.get('resume_key')} != {key}); starting afresh")
-            return None
-        return state
-    return None
+            return Latest(None, path, tuple(unreadable), other_key=str(state.get("resume_key")))
+        return Latest(state, path, tuple(unreadable))
+    return Latest(None, None, tuple(unreadable))
+
+
+def load_latest(folder: str | Path, key: str, map_location: Any = "cpu",
+                max_step: int | None = None) -> dict[str, Any] | None:
+    """The state of `find_latest` (None when there is nothing to resume); reports nothing itself."""
+    return find_latest(folder, key, map_location, max_step).state

@@ -90,7 +90,10 @@ def train(
     nets = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales,
                       flow_scale=m.flow_scale, flow_inputs=m.flow_inputs, local_ndf=m.local_ndf)
     start = 0
-    state = ckpt.load_latest(ckpt_dir, key, map_location="cpu", max_step=t.steps)
+    latest = ckpt.find_latest(ckpt_dir, key, map_location="cpu", max_step=t.steps)
+    if env.is_main:
+        _report_resume(latest, key, tracker)
+    state = latest.state
     if state is None and t.init_from:
         _init_generator(nets.generator, Path(t.init_from), env)
     if state is not None:
@@ -191,6 +194,23 @@ def train(
     gen_state = {k: v.detach().cpu().clone() for k, v in exported.state_dict().items()}
     return TrainResult(step=step, generator_state=gen_state, last_losses=last, images_per_second=ips,
                        checkpoint=saved, resumed_from=start, history=history)
+
+
+def _report_resume(latest: ckpt.Latest, key: str, tracker: Tracker) -> None:
+    """One line per checkpoint passed over, and an MLflow tag naming them: a fallback is never silent."""
+    if latest.state is not None:
+        fallback = f"resuming from the older {latest.path.name}"
+    else:
+        fallback = "no older checkpoint: starting afresh" if latest.path is None else f"the older {latest.path.name} is not resumed"
+    for path, why in latest.unreadable:
+        print(f"checkpoint {path}: unreadable ({why}); {fallback}", flush=True)
+    if latest.unreadable:
+        skipped = "; ".join(f"{path.name}: {why[:300]}" for path, why in latest.unreadable)
+        tracker.set_tags({"resume.unreadable_checkpoints": skipped[:5000],
+                          "resume.fallback": latest.path.name if latest.state is not None else "none"})
+    if latest.other_key is not None:
+        print(f"checkpoint {latest.path}: made with other settings or data (key {latest.other_key} != {key}); "
+              "starting afresh", flush=True)
 
 
 def _init_generator(gen: torch.nn.Module, path: Path, env: DistEnv) -> None:
