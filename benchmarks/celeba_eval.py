@@ -37,7 +37,7 @@ def main() -> None:
     from geogan.data.dataset import load_prepared
     from geogan.data.evalset import pair_rows, read_evalset
     from geogan.data.split import read_manifest
-    from geogan.metrics.judge import file_sha256
+    from geogan.io import file_sha256
     from geogan.metrics.registry import flat
     from geogan.stages import evaluate as stage
 
