@@ -25,19 +25,23 @@ def _screenshots_module():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    """A store holding one tiny Mustache training run, evaluated (no judge, no FID), as `make demo` leaves it."""
-    from geogan.stages import evaluate, train
+    """A store holding one tiny Mustache training run, judged and evaluated (no FID), as `make demo` leaves it."""
+    from geogan.stages import evalset, evaluate, train, train_judge
 
     tmp = tmp_path_factory.mktemp("ui")
-    data = make_tiny_data(tmp / "data", ("Mustache",))
-    cfg = tiny_config(**{"evaluate.fid": "off"})
+    data = make_tiny_data(tmp / "data", ("Mustache",), identities=40)
+    cfg = tiny_config(**{"evaluate.fid": "off", "judge.max_steps": 20, "judge.eval_every": 10, "evaluate.sources": 6,
+                         "evaluate.references": 3, "evaluate.bootstrap": 300, "split.val_fraction": 0.2})
     model = tmp / "models" / "Mustache"
     with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)  # MLflow's artifacts land in the tmp folder, not the checkout
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        train_judge.run(cfg, data.prepared, tmp / "judge", progress=False)
+        evalset.run(cfg, "Mustache", data.prepared, data.landmarks, tmp / "evalsets" / "Mustache.json")
         train.run(cfg, "Mustache", data.prepared, data.landmarks, data.splits["Mustache"], model,
                   tmp / "runs" / "Mustache", progress=False)
-        evaluate.run(cfg, "Mustache", data.prepared, data.landmarks, data.splits["Mustache"], model,
-                     tmp / "no-judge", tmp / "metrics.json", tmp / "plots")
+        evaluate.run(cfg, "Mustache", data.prepared, data.landmarks, tmp / "evalsets" / "Mustache.json", model,
+                     tmp / "judge", tmp / "metrics.json", tmp / "plots", progress=False)
     return tmp
 
 
