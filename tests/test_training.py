@@ -298,10 +298,12 @@ def test_training_beats_doing_nothing_and_its_untrained_self_against_the_ground_
     (a's face wearing b's glasses), beside doing nothing (a* = a) scored by the same code on the same pairs.
 
     - Inside the attribute region the trained model is closer to the truth than doing nothing, by a
-      margin: a model whose mask stayed shut (a* = a) fails here.
-    - On the whole image it is far closer than its untrained self (a 50% blend of a and b'): a
-      model that pastes the warped reference everywhere fails here.
-    - The flow at least halves the landmark error.
+      margin: a model whose mask stayed shut (a* = a exactly, or nearly) fails here.
+    - On the whole image it is closer than its untrained self (a 50% blend of a and b'): a model
+      that pastes the warped reference everywhere fails here (about 5 dB below the untrained blend).
+      Not against doing nothing on the whole image: its error lies only in the small region, so it
+      scores there as high as this budget's trained models (25.2 dB against 22.3-25.6 dB).
+    - The flow cuts the landmark error to under 0.6 of the untrained flow's.
     """
     from geogan.data.dataset import load_prepared
     from geogan.data.synthetic import load_synthetic
@@ -341,15 +343,25 @@ def test_training_beats_doing_nothing_and_its_untrained_self_against_the_ground_
     print(f"\nlearning, {cfg.train.steps} steps:\n  untrained  {before}\n  trained    {after}\n  do-nothing {nothing}"
           f"\n  losses {result.last_losses}")
     assert after["gt_l1_region"] < (1 - REGION_MARGIN) * nothing["gt_l1_region"], (after["gt_l1_region"], nothing["gt_l1_region"])
-    assert after["gt_psnr"] > before["gt_psnr"] + 3.0, (before["gt_psnr"], after["gt_psnr"])
-    assert after["landmark_err"] <= 0.5 * before["landmark_err"], (before["landmark_err"], after["landmark_err"])
+    assert after["gt_psnr"] > before["gt_psnr"] + PSNR_GAIN_DB, (before["gt_psnr"], after["gt_psnr"])
+    assert after["landmark_err"] < LANDMARK_RATIO * before["landmark_err"], (before["landmark_err"], after["landmark_err"])
 
 
 # Eyeglasses at 32 px, the smallest nets, a larger lr than GPU runs, lambda_cls 0.5 and the mask sparsity
-# ramped over the run: a setting where the transfer is learnt in CPU minutes. Five seeds (data and
-# weights) after 600 steps: region L1 at 0.67-0.81 of doing nothing's, PSNR 4-10 dB above the untrained blend.
+# ramped over 1000 steps (not at full weight within the run): the transfer is learnt in CPU minutes.
+# About 0.5 CPU-s a step at one thread (2-core EPYC): 5 minutes in a `make test` worker.
+# Measured after 600 steps (and 500), as trained / doing nothing, PSNR gain over the untrained model,
+# landmark error as trained / untrained:
+#   this data (seed 0), weight seeds 0-4: region 0.66-0.77, PSNR +6.9 to +9.2 dB, landmarks 0.34-0.48
+#     (500 steps, weight seeds 1-4: 0.65-0.80, +6.3 to +9.5 dB, 0.37-0.46);
+#   data and weight seeds 1-4: region 0.67-0.83, PSNR +5.2 to +9.5 dB, landmarks 0.32-0.42
+#     (500 steps, seeds 1, 2, 4: up to 0.92 and down to +3.5 dB; 400 steps: up to 1.06, so not fewer).
+# Another CPU rounds differently and takes another path, as another weight seed does.
+# Pasting b' everywhere scores 4-6 dB below the untrained blend; a shut mask scores region 1.0.
 LEARN_ATTRIBUTE, LEARN_IDENTITIES, LEARN_RESOLUTION = "Eyeglasses", 150, 32
 REGION_MARGIN = 0.1  # the trained region L1 must be under 90% of doing nothing's
+PSNR_GAIN_DB = 3.0  # over the untrained model, on the whole image
+LANDMARK_RATIO = 0.6  # of the untrained flow's landmark error
 LEARN = {"train.steps": 600, "train.batch_size": 8, "train.lr_g": 5e-4, "train.lr_d": 5e-4,
          "train.checkpoint_every": 100_000, "train.log_every": 200, "train.image_every": 100_000,
          "model.ngf": 8, "model.ndf": 8, "model.n_blocks": 1, "model.n_scales": 1, "model.flow_inputs": "rgb+landmarks",
