@@ -133,7 +133,7 @@ def test_split_stage_errors_leave_no_output(tmp_path, tiny_params):
 
 def test_celeba_partitions_and_identities_carry_through_ingest_landmarks_and_split(tmp_path):
     """A CelebA-format folder (synthetic faces, tests/celeba_fixture.py) through the stages' own functions:
-    CelebA's partition file decides train/test (val trains), identities never straddle A/B or train/test,
+    CelebA's partition file decides train/val/test, identities never straddle A/B or partitions,
     and 68 precomputed source-pixel landmarks land on the exact points of the prepared frame."""
     from geogan.data import synthetic
     from geogan.stages import ingest as ingest_stage
@@ -142,7 +142,8 @@ def test_celeba_partitions_and_identities_carry_through_ingest_landmarks_and_spl
     from tests.celeba_fixture import write_celeba_folder, write_landmarks_csv
     from tests.helpers_train import tiny_config
 
-    folder = write_celeba_folder(tmp_path / "celeba", identities=12, images_per_identity=3)
+    # 18 people x 2 images: every partition holds people with and without each attribute.
+    folder = write_celeba_folder(tmp_path / "celeba", identities=18, images_per_identity=2)
     cfg = tiny_config(**{"data.source": str(folder.root), "data.license_ack": True, "landmarks.backend": "precomputed",
                          "landmarks.precomputed_file": str(write_landmarks_csv(folder, tmp_path / "lm.csv"))})
     prepared, lm_dir = tmp_path / "prepared", tmp_path / "landmarks"
@@ -158,12 +159,16 @@ def test_celeba_partitions_and_identities_carry_through_ingest_landmarks_and_spl
         split_stage.run(cfg, attribute, prepared, lm_dir, out)
         s = json.loads(out.read_text())
         names = np.array(manifest.images)
-        for part, allowed in (("train", {"0", "1"}), ("test", {"2"})):
+        for part, allowed in (("train", {"0"}), ("val", {"1"}), ("test", {"2"})):
             for domain, label in (("A", 0), ("B", 1)):
                 assert all(folder.partitions[n] in allowed for n in names[s[part][domain]]), (attribute, part, domain)
                 assert all(folder.labels[n][attribute] == label for n in names[s[part][domain]]), (attribute, part, domain)
-        ids = {(p, d): {folder.identities[n] for n in names[s[p][d]]} for p in ("train", "test") for d in "AB"}
-        assert not (ids["train", "A"] | ids["test", "A"]) & (ids["train", "B"] | ids["test", "B"]), attribute
-        assert not (ids["train", "A"] | ids["train", "B"]) & (ids["test", "A"] | ids["test", "B"]), attribute
-        kept = sum(s["counts"][k] for k in ("train_A", "train_B", "test_A", "test_B"))
-        assert kept + s["counts"]["dropped_identity_in_both"] == len(folder.names) and s["test"]["A"], attribute
+        parts = ("train", "val", "test")
+        ids = {(p, d): {folder.identities[n] for n in names[s[p][d]]} for p in parts for d in "AB"}
+        assert not set().union(*(ids[p, "A"] for p in parts)) & set().union(*(ids[p, "B"] for p in parts)), attribute
+        for i, p in enumerate(parts):
+            for q in parts[i + 1:]:
+                assert not (ids[p, "A"] | ids[p, "B"]) & (ids[q, "A"] | ids[q, "B"]), (attribute, p, q)
+        assert all(s[p][d] for p in parts for d in "AB"), (attribute, s["counts"])
+        kept = sum(s["counts"][f"{p}_{d}"] for p in parts for d in "AB")
+        assert kept + s["counts"]["dropped_identity_in_both"] == len(folder.names), attribute
