@@ -344,6 +344,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         options = typing.get_args(tp)
+        if value is False and "off" in options:  # a bare `off` is YAML 1.1's false; `dvc exp run -S` writes one
+            value = "off"
         if value not in options:
             raise ConfigError(f"{source}: '{key}' must be one of {list(options)}, got {value!r}")
         return value

@@ -125,3 +125,15 @@ def test_scientific_notation_is_a_number_and_a_quoted_one_gets_a_hint(tmp_path):
     p.write_text(text.replace("lr_g: 1.0e-4", "lr_g: '1e-4'"))
     with pytest.raises(ConfigError, match=r"'train.lr_g' must be a number, got the string '1e-4' \(write it unquoted"):
         load_config(p)
+
+
+def test_a_bare_off_is_the_mode_off_as_dvc_exp_run_writes_it(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml as YAML 1.2 and drops the quotes; YAML 1.1 then reads `off` as false."""
+    text = (ROOT / "params.yaml").read_text()
+    p = tmp_path / "params.yaml"
+    p.write_text(text.replace("  fid: auto ", "  fid: off ").replace("  identity: auto ", "  identity: off "))
+    cfg = load_config(p)
+    assert (cfg.evaluate.fid, cfg.evaluate.identity) == ("off", "off")
+    p.write_text(text.replace("  fid: auto ", "  fid: on "))  # true means no mode
+    with pytest.raises(ConfigError, match=r"'evaluate.fid' must be one of \['auto', 'require', 'off'\], got True"):
+        load_config(p)

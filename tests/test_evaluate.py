@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,38 @@ def test_on_celeba_20k_the_judges_partitions_and_the_evaluation_sets_share_no_fa
                           e.populations.get(attribute, ""), e.sources, e.references, cfg.seed)
         assert es["num_pairs"] >= 1000
         check_judge_disjoint(judge_rows, es, manifest)
+
+
+def test_inception_features_feed_fid_and_kid_and_each_distinct_image_passes_once(tmp_path):
+    """The Inception wiring, with a small feature network (the FID network itself: tests/test_fid.py)."""
+    import torch.nn.functional as F
+
+    from geogan.data.dataset import load_prepared
+    from geogan.evaluation import EvalInputs, evaluate
+    from geogan.metrics.baselines import do_nothing
+    from geogan.metrics.inception import FeatureExtractor
+    from geogan.metrics.registry import flat
+
+    data = make_tiny_data(tmp_path, attributes=(ATTR,), identities=40)
+    prepared = load_prepared(data.prepared, data.landmarks)
+    split = json.loads(data.splits[ATTR].read_text())
+    src, ref = np.asarray(split["test"]["A"][:4]), np.asarray(split["test"]["B"][:3])
+    passed = []
+
+    def block_colours(x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, 48)
+        passed.append(len(x))
+        return F.adaptive_avg_pool2d(x, 4).flatten(1)
+
+    real_without = np.asarray(split["test"]["A"])  # holds every source; real_with holds every reference
+    inputs = EvalInputs.for_pairs(prepared.images, prepared.landmarks, np.repeat(src, 3), np.tile(ref, 4), ATTR,
+                                  tiny_config().regions[ATTR], real_with=np.asarray(split["test"]["B"]),
+                                  real_without=real_without, inception=FeatureExtractor(
+                                      block_colours, "block colours", "test", 48, torch.device("cpu")), progress=False)
+    out = flat(evaluate({"do_nothing": do_nothing}, inputs, bootstrap=50, kid_subsets=5)[0]["do_nothing"])
+    # Do-nothing's a* are the sources and its F(b) the references: no image beyond the real sets passes.
+    assert sum(passed) == len(split["test"]["A"]) + len(split["test"]["B"])
+    for name in ("fid_a2b_12", "kid_a2b_12", "fid_b2a_12", "kid_b2a_12"):
+        assert math.isfinite(out[name]), name
+    assert out["kid_a2b_12_num_real"] == len(split["test"]["B"]) and out["fid_b2a_12_num_real"] == len(real_without)
+    assert out["kid_a2b_12_lo"] <= out["kid_a2b_12"] <= out["kid_a2b_12_hi"] and out["kid_a2b_12_std"] >= 0
+    assert out["fid_a2b_12_lo"] is None  # FID has no interval
