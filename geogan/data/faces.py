@@ -100,8 +100,8 @@ class FacePreparer:
         if self.align == "dlib" or (self.align == "auto" and kind == "centre"):
             points = self._detect(np.asarray(image))
             if points is None:
-                raise FaceError(f"{name}: no face found by dlib (the model takes faces framed as in training: "
-                                "pass an aligned crop with --align none, or a clearer photo)")
+                raise FaceError(f"{name}: no face found by dlib (the model takes faces framed as in training; "
+                                "a crop framed so already passes with align 'none')")
             box, kind = face_box(five_points(points)), "face"
             if box[2] - box[0] < self.min_side:
                 raise FaceError(f"{name}: the face is {box[2] - box[0]} px across, too small for this "
