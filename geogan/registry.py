@@ -240,6 +240,23 @@ def check_model_uri(uri: str, tracking_uri: str) -> None:
         raise ModelNotFound(f"{uri}: '{name}' has no version '{version}' ({what})")
 
 
+def artifact_store_uri(attribute: str, alias: str, tracking_uri: str, artifacts_destination: str) -> str:
+    """Where a registered version's MLflow model folder lies in the artefact store (for KServe's storageUri).
+
+    The server proxies artefacts (`--serve-artifacts`), so the registry answers `mlflow-artifacts:/<path>`;
+    the bucket path is the server's `--artifacts-destination` followed by that path.
+    """
+    client = _client(tracking_uri)
+    version = _version_by_alias(client, registered_name(attribute), alias)
+    if version is None:
+        raise ModelNotFound(f"'{registered_name(attribute)}' has no alias '{alias}'")
+    uri = client.get_model_version_download_uri(version.name, version.version)
+    prefix = "mlflow-artifacts:/"
+    if not uri.startswith(prefix):
+        return uri  # a store without the proxy names its artefacts directly (s3://..., file://...)
+    return f"{artifacts_destination.rstrip('/')}/{uri[len(prefix):].lstrip('/')}"
+
+
 def version_metrics(version: Any) -> dict[str, float]:
     """The evaluation a version carries (tags `eval/<name>`), as numbers; {} when it has none."""
     return {k[len(EVAL_TAG):]: float(v) for k, v in version.tags.items() if k.startswith(EVAL_TAG)}

@@ -44,7 +44,7 @@ def test_served_champion_transfers_a_pair_and_answers_a_bad_image_with_400(tmp_p
     from mlflow import MlflowClient
 
     from geogan.model import load_generator, to_tensor, to_uint8, transfer
-    from geogan.registry import log_and_register
+    from geogan.registry import artifact_store_uri, log_and_register
     from geogan.serving import decode_image, encode_image
 
     generator_file = _generator(tmp_path / "generator.pt")
@@ -53,6 +53,10 @@ def test_served_champion_transfers_a_pair_and_answers_a_bad_image_with_400(tmp_p
     with mlflow_server(tmp_path / "mlflow") as tracking:
         _, version = log_and_register(generator_file, "Mustache", None, tracking, {}, {})
         MlflowClient(tracking).set_registered_model_alias("geogan-Mustache", "champion", str(version))
+        # KServe's storageUri: the champion's model folder in the artefact store the server writes to.
+        stored = artifact_store_uri("Mustache", "champion", tracking, "s3://bucket/artifacts")
+        local = tmp_path / "mlflow" / "artifacts" / stored.removeprefix("s3://bucket/artifacts/")
+        assert stored.startswith("s3://bucket/artifacts/") and (local / "MLmodel").is_file(), stored
         with model_server("models:/geogan-Mustache@champion", tracking, tmp_path / "serve.log") as url:
             pair = {"dataframe_split": {"columns": ["source", "reference"],
                                         "data": [[encode_image(source), encode_image(reference)]]},
