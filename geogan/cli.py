@@ -20,6 +20,7 @@ COMMANDS = {
     "compare": "the champion and candidate of each attribute: each metric with its 95% interval, the baselines beside",
     "transfer": "transfer an attribute from reference faces onto source faces (one pair, or folders of many)",
     "remove": "remove the attribute from an image",
+    "demo": "a page to try a model in a browser and compare two registered versions",
     "showcase": "a sources x references figure of held-out transfers (warped b', masks, F(b))",
     "pipeline": "compile or submit the Kubeflow pipeline",
 }

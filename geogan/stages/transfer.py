@@ -58,11 +58,27 @@ def resolve_generator_file(model: str) -> Path:
             raise StageError(str(e)) from None
         except MlflowException as e:
             raise StageError(f"{model}: {str(e.message).splitlines()[0]}") from None
-        found = sorted(folder.rglob("generator.pt"))
-        if not found:
-            raise StageError(f"{model}: the model has no generator.pt artifact")
-        return found[0]
+        return _generator_in_model(folder, model)
     raise StageError(f"{model}: no such file, folder or model URI")
+
+
+def _generator_in_model(folder: Path, model: str) -> Path:
+    """The generator file of a downloaded MLflow model: its pyfunc artifact (any file name), else generator.pt."""
+    import yaml
+
+    mlmodel = folder / "MLmodel"
+    if mlmodel.is_file():
+        from geogan.serving import GENERATOR_ARTIFACT  # mlflow is loaded already: this is a downloaded model
+
+        artifacts = (yaml.safe_load(mlmodel.read_text()).get("flavors", {}).get("python_function", {})
+                     .get("artifacts", {}))
+        path = artifacts.get(GENERATOR_ARTIFACT, {}).get("path")
+        if path and (folder / path).is_file():
+            return folder / path
+    found = sorted(folder.rglob("generator.pt"))
+    if not found:
+        raise StageError(f"{model}: the model has no generator artifact")
+    return found[0]
 
 
 def load_image(path: Path, size: int, min_side: int = 1) -> np.ndarray:
