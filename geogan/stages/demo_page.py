@@ -8,7 +8,7 @@ PAGE = """<!doctype html>
 <style>
   body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
   fieldset { display: inline-block; vertical-align: top; margin: 0 1rem 1rem 0; border: 1px solid #ccc; }
-  img.face { width: 128px; height: 128px; object-fit: cover; background: #eee; display: block; margin-top: .4rem; }
+  img.face { width: 128px; height: 128px; object-fit: contain; background: #eee; display: block; margin-top: .4rem; }
   table { border-collapse: collapse; margin-top: 1rem; }
   td, th { padding: .3rem .6rem; text-align: center; font-weight: normal; }
   td img { width: 160px; height: 160px; image-rendering: pixelated; }
