@@ -143,7 +143,3 @@ def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> Ju
                  thresholds=dict(blob["thresholds"]), trained_on=dict(blob.get("trained_on") or {}),
                  meta=dict(blob.get("meta") or {}))
 
-
-def verdicts(probs: torch.Tensor | np.ndarray, threshold: float) -> np.ndarray:
-    """(N,) bool: the judge says "has the attribute" (probability at or above its threshold)."""
-    return np.asarray(probs, dtype=np.float64).reshape(-1) >= float(threshold)
