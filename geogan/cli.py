@@ -21,7 +21,6 @@ COMMANDS = {
     "transfer": "transfer an attribute from a reference image onto a source image",
     "remove": "remove the attribute from an image",
     "showcase": "a sources x references figure of held-out transfers (warped b', masks, F(b))",
-    "pipeline": "compile or submit the Kubeflow pipeline",
 }
 
 

@@ -27,6 +27,7 @@ SERVER_CHECK_TIMEOUT = 5.0  # seconds; MLflow's own client retries a dead server
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's (and experiment's) description in the UI, in Markdown
 LOCAL_UI = "http://127.0.0.1:5000"  # where `make ui` serves a local store
+ORCHESTRATOR_TAGS = {"GEOGAN_KFP_RUN_ID": "kfp.run_id", "GEOGAN_KFP_RUN_URL": "kfp.run_url"}  # env -> run tag
 
 
 class TrackingServerError(RuntimeError):
@@ -227,10 +228,13 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None = No
 
 def context_tags(entry_point: str, description: str | None = None) -> dict[str, str]:
     """What MLflow's fluent `start_run` would set (user, source file, source git commit), plus the
-    stage as the entry point and the run's description (Markdown, shown on the run page)."""
+    stage as the entry point, the run's description (Markdown, shown on the run page) and the
+    KFP run that made it (`ORCHESTRATOR_TAGS`, when set in the environment)."""
     from mlflow.tracking.context.registry import resolve_tags
 
     tags = resolve_tags()
+    # The orchestrator's run that made this one (set by the KFP components: components.runtime.kfp_run_env).
+    tags.update({tag: os.environ[env] for env, tag in ORCHESTRATOR_TAGS.items() if os.environ.get(env)})
     if entry_point:
         tags["mlflow.project.entryPoint"] = entry_point
     if description:

@@ -7,6 +7,7 @@ with the same arguments.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -134,13 +135,14 @@ def _record_run(cfg: Config, attribute: str, tracker, work: Path, key: str) -> N
 
 
 def git_commit() -> str:
-    """The current commit (with '-dirty' if the tree has changes), or 'unknown' outside git."""
+    """The current commit (with '-dirty' if the tree has changes); outside git (an image), the commit the
+    image was built from (GEOGAN_GIT_COMMIT, the Dockerfile's GIT_COMMIT build arg), else 'unknown'."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("GEOGAN_GIT_COMMIT") or "unknown"
 
 
 def _md5(path: Path) -> str:
