@@ -301,3 +301,15 @@ def test_no_password_on_a_command_line(rendered, source):
             where = f"{source}: {doc['kind']}/{doc['metadata']['name']}/{container['name']}"
             assert "PASSWORD" not in line.upper() and "SECRET" not in line.upper(), f"{where}: {line}"
             assert not re.search(r"://[^/\s@]*:[^/\s@]*@", line), f"{where}: credentials in a URI: {line}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_database_is_migrated_before_the_server_starts(rendered, overlay):
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in rendered[f"overlays/{overlay}"]}
+    pod = objects[("Deployment", "geogan-mlflow")]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (server,) = pod["containers"]
+    assert init["command"] == ["mlflow", "db", "upgrade", "postgresql://"] and init["image"] == server["image"]
+    pg = {e["name"]: e for e in server["env"] if e["name"].startswith("PG")}
+    assert {e["name"]: e for e in init["env"]} == pg, "the migration must reach the server's database"
+    assert {"cpu", "memory"} <= set(init["resources"]["limits"])
