@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import copy
+import json
 import fnmatch
 import re
 import shutil
@@ -258,8 +259,8 @@ def test_mlflow_server_uses_postgres_and_proxies_artifacts_to_s3(rendered, overl
     assert config["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert "geogan-mlflow" in config["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert ("StatefulSet", "geogan-mlflow-db") in objects and ("Service", "geogan-mlflow-db") in objects
-    has_minio = ("Deployment", "geogan-minio") in objects
-    assert has_minio == (overlay == "onprem")
+    has_store = ("Deployment", "geogan-seaweedfs") in objects
+    assert has_store == (overlay == "onprem")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -313,3 +314,39 @@ def test_mlflow_database_is_migrated_before_the_server_starts(rendered, overlay)
     pg = {e["name"]: e for e in server["env"] if e["name"].startswith("PG")}
     assert {e["name"]: e for e in init["env"]} == pg, "the migration must reach the server's database"
     assert {"cpu", "memory"} <= set(init["resources"]["limits"])
+
+
+def test_onprem_object_store_is_seaweedfs_with_its_keys_from_the_secret(rendered):
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in rendered["overlays/onprem"]}
+    pod = objects[("Deployment", "geogan-seaweedfs")]["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    assert server["image"].startswith("chrislusf/seaweedfs:") and "-s3" in server["args"]
+    assert "-s3.port=8333" in server["args"] and "-s3.config=/config/s3.json" in server["args"]
+    (init,) = pod["initContainers"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"]}
+    assert env == {"S3_ID": {"name": gp.S3_SECRET, "key": "AWS_ACCESS_KEY_ID"},
+                   "S3_KEY": {"name": gp.S3_SECRET, "key": "AWS_SECRET_ACCESS_KEY"}}
+    template = objects[("ConfigMap", "geogan-seaweedfs-s3")]["data"]["s3.json.template"]
+    filled = template.replace("@ID@", "id").replace("@KEY@", "key")
+    assert json.loads(filled)["identities"][0]["credentials"] == [{"accessKey": "id", "secretKey": "key"}]
+    example = (K8S / "overlays" / "onprem" / "secrets" / "s3.env.example").read_text()
+    assert "AWS_ENDPOINT_URL=http://geogan-seaweedfs:8333" in example
+    job = objects[("Job", "geogan-s3-buckets")]["spec"]["template"]["spec"]["containers"][0]
+    buckets = objects[("ConfigMap", job["envFrom"][1]["configMapRef"]["name"])]["data"]["BUCKETS"].split()
+    assert {"geogan-mlflow", "geogan-dvc", "geogan-data"} <= set(buckets)
+    dvc_remote = (ROOT / ".dvc" / "config").read_text()
+    assert "url = s3://geogan-dvc/" in dvc_remote, "the DVC team remote is a bucket the overlay creates"
+
+
+def test_aws_overlay_uses_iam_roles_for_service_accounts_by_default(rendered):
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in rendered["overlays/aws"]}
+    for account in (gp.SERVICE_ACCOUNT, "geogan-mlflow"):
+        annotations = objects[("ServiceAccount", account)]["metadata"]["annotations"]
+        assert annotations["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::"), account
+    pod = objects[("Deployment", "geogan-mlflow")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "geogan-mlflow"
+    runtime = objects[("TrainingRuntime", gp.TRAINING_RUNTIME)]["spec"]["template"]["spec"]["replicatedJobs"][0]
+    assert runtime["template"]["spec"]["template"]["spec"]["serviceAccountName"] == gp.SERVICE_ACCOUNT
+    keys = dict(line.split("=", 1) for line in (K8S / "overlays" / "aws" / "secrets" / "s3.env.example")
+                .read_text().splitlines() if line and not line.startswith("#"))
+    assert keys["AWS_ACCESS_KEY_ID"] == keys["AWS_SECRET_ACCESS_KEY"] == "", "no static keys by default"
