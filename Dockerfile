@@ -3,7 +3,7 @@
 #
 #   The pipeline image: every KFP component, the Trainer v2 TrainJob nodes and the `geogan` CLI.
 #     docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t ghcr.io/geogan/geogan-pipeline:0.1.0 .
-#   The MLflow tracking server of k8s/ (PostgreSQL backend, S3/MinIO artefacts):
+#   The MLflow tracking server of k8s/ (PostgreSQL backend, S3 artefacts):
 #     docker build --target mlflow-server -t ghcr.io/geogan/geogan-mlflow:0.1.0 .
 #
 # Both install from requirements.lock (pinned); tests/test_dockerfile.py checks the pins agree.

@@ -476,7 +476,7 @@ def test_kfp_local_runs_the_pipeline_like_the_dvc_path(tmp_path, monkeypatch):
         # Task folders are named per branch: the single-node branch holds train, evaluate-2, register-2.
         (evaluate_dir,) = it.glob("evaluate*")
         (register_dir,) = it.glob("register*")
-        assert not list(it.glob("train-pytorchjob*")), "train_nodes=1 must not take the PyTorchJob branch"
+        assert not list(it.glob("train-trainjob*")), "train_nodes=1 must not take the TrainJob branch"
         kfp_split = it / "split" / "split"
         assert kfp_split.read_bytes() == (dvc_dir / "data/splits" / f"{attribute}.json").read_bytes(), attribute
         kfp_evalset = it / "evalset" / "evalset"
