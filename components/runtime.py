@@ -190,6 +190,15 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def expect_gpus(requested: int) -> int:
+    """The CUDA devices this pod sees; one line on stderr when it sees fewer than the step asked for."""
+    seen = gpu_count()
+    if seen < requested:
+        print(f"warning: this step asked for {requested} GPU(s) and sees {seen}: check the node's device plugin "
+              "and the image's CUDA", file=sys.stderr)
+    return seen
+
+
 def train_args(params: Path, attribute: str, prepared: Path, landmarks: Path, split: Path, out: Path,
                work: Path) -> list[str]:
     """The `geogan.stages.train` arguments, the same as dvc.yaml's train command with other paths."""

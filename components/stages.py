@@ -23,19 +23,22 @@ def ingest(params_yaml: str, prepared: Output[Dataset]):
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def landmarks(params_yaml: str, prepared: Input[Dataset], landmarks: Output[Dataset]):
+def landmarks(params_yaml: str, prepared: Input[Dataset], landmarks: Output[Dataset], gpus: int = 0):
     """68-point landmarks for every prepared image (GPU for the `fan` backend)."""
-    from components.runtime import run_stage
+    from components.runtime import expect_gpus, run_stage
 
+    expect_gpus(gpus)
     run_stage("landmarks", params_yaml, prepared=prepared, out=landmarks, metadata_to=landmarks)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train_judge(params_yaml: str, prepared: Input[Dataset], judge: Output[Model], kfp_run_id: str = ""):
+def train_judge(params_yaml: str, prepared: Input[Dataset], judge: Output[Model], kfp_run_id: str = "",
+                gpus: int = 0):
     """The attribute classifier that judges every evaluation: train partition, stopped on val, registered in MLflow."""
-    from components.runtime import kfp_run_env, run_stage
+    from components.runtime import expect_gpus, kfp_run_env, run_stage
 
     kfp_run_env(kfp_run_id)
+    expect_gpus(gpus)
     run_stage("train_judge", params_yaml, prepared=prepared, out=judge, metadata_to=judge)
 
 
@@ -60,14 +63,16 @@ def split(params_yaml: str, attribute: str, prepared: Input[Dataset], landmarks:
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train(params_yaml: str, attribute: str, prepared: Input[Dataset], landmarks: Input[Dataset],
-          split: Input[Dataset], generator: Output[Model], work_root: str = "/mnt/geogan/runs", kfp_run_id: str = ""):
+          split: Input[Dataset], generator: Output[Model], work_root: str = "/mnt/geogan/runs", kfp_run_id: str = "",
+          gpus: int = 0):
     """Train GeoGAN for one attribute in this pod: torchrun over its GPUs if it has several.
 
     Checkpoints go to work_root/<attribute>/<config digest> (on the data PVC): a retried step resumes.
     """
-    from components.runtime import kfp_run_env, train_in_pod
+    from components.runtime import expect_gpus, kfp_run_env, train_in_pod
 
     kfp_run_env(kfp_run_id)
+    expect_gpus(gpus)
     train_in_pod(params_yaml, attribute, prepared, landmarks, split, generator, work_root)
 
 
@@ -94,11 +99,13 @@ def train_trainjob(params_yaml: str, attribute: str, prepared: Input[Dataset], l
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(params_yaml: str, attribute: str, prepared: Input[Dataset], landmarks: Input[Dataset],
              evalset: Input[Dataset], model: Input[Model], judge: Input[Model], metrics: Output[Metrics],
-             plots: Output[Dataset], table: Output[Markdown], grids: Output[HTML], kfp_run_id: str = ""):
+             plots: Output[Dataset], table: Output[Markdown], grids: Output[HTML], kfp_run_id: str = "",
+             gpus: int = 0):
     """Score the generator and the baselines on the evaluation set: Metrics, a Markdown table, the grids as HTML."""
-    from components.runtime import kfp_run_env, publish_evaluation, run_stage
+    from components.runtime import expect_gpus, kfp_run_env, publish_evaluation, run_stage
 
     kfp_run_env(kfp_run_id)
+    expect_gpus(gpus)
     run_stage("evaluate", params_yaml, attribute, prepared=prepared, landmarks=landmarks, evalset=evalset,
               model=model, judge=judge, out=metrics, plots=plots)
     publish_evaluation(attribute, metrics, plots, table, grids, model)

@@ -32,7 +32,9 @@ def _on_cluster(task: dsl.PipelineTask, name: str, image: str, cpu: str, memory:
 def _on_gpu(task: dsl.PipelineTask, gpus) -> dsl.PipelineTask:
     """`gpus` GPUs (a parameter: 0 on a CPU-only cluster or a CPU backend), tolerating GPU nodes' taint.
 
-    A GPU request places the pod on a GPU node by itself; a request of 0 fits any node.
+    A GPU request places the pod on a GPU node by itself; a request of 0 fits any node. The task also
+    takes the count as an input (`gpus`): the compiler threads a parameter into a nested DAG (loop,
+    branch) only when a task there consumes it, not when only a resource setting refers to it.
     """
     task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
     kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
@@ -53,7 +55,7 @@ def _evaluate_and_register(inputs: dict, generator, judge, evalset_data, image, 
     """
     evaluate_task = _on_gpu(_on_cluster(
         evaluate(**{k: v for k, v in inputs.items() if k != "split"}, model=generator, judge=judge,
-                 evalset=evalset_data, kfp_run_id=RUN_ID),
+                 evalset=evalset_data, kfp_run_id=RUN_ID, gpus=eval_gpus),
         "evaluate", image, cpu="4", memory="16Gi"), gpus=eval_gpus)
     register_task = _on_cluster(
         register(params_yaml=inputs["params_yaml"], attribute=inputs["attribute"], model=generator,
@@ -85,9 +87,10 @@ def geogan_pipeline(
     """
     ingest_task = _on_cluster(ingest(params_yaml=params_yaml), "ingest", image, cpu="2", memory="8Gi")
     prepared = ingest_task.outputs["prepared"]
-    landmarks_task = _on_gpu(_on_cluster(landmarks(params_yaml=params_yaml, prepared=prepared),
+    landmarks_task = _on_gpu(_on_cluster(landmarks(params_yaml=params_yaml, prepared=prepared, gpus=landmark_gpus),
                                          "landmarks", image, cpu="4", memory="16Gi"), gpus=landmark_gpus)
-    judge_task = _on_gpu(_on_cluster(train_judge(params_yaml=params_yaml, prepared=prepared, kfp_run_id=RUN_ID),
+    judge_task = _on_gpu(_on_cluster(train_judge(params_yaml=params_yaml, prepared=prepared, kfp_run_id=RUN_ID,
+                                                 gpus=eval_gpus),
                                      "train judge (attribute classifier)", image, cpu="8", memory="16Gi"),
                          gpus=eval_gpus)
 
@@ -111,7 +114,7 @@ def geogan_pipeline(
             _evaluate_and_register(inputs, job_task.outputs["generator"], **tail)
         with dsl.Else(name="single-node"):
             train_task = _with_shm(_on_gpu(_on_cluster(
-                train(**inputs, work_root=work_root, kfp_run_id=RUN_ID),
+                train(**inputs, work_root=work_root, kfp_run_id=RUN_ID, gpus=gpus_per_node),
                 "train", image, cpu="8", memory="32Gi"), gpus=gpus_per_node))
             train_task.set_retry(num_retries=2)  # resumes from its checkpoints in work_root
             _evaluate_and_register(inputs, train_task.outputs["generator"], **tail)
