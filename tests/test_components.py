@@ -235,3 +235,21 @@ def test_git_commit_outside_git_is_the_image_build_arg(tmp_path, monkeypatch):
     if (ROOT / ".git").exists():  # a checkout: the code's own commit, whatever the working directory
         monkeypatch.chdir(tmp_path)
         assert git_commit() not in {"unknown", "0123abc"}
+
+
+def test_publish_evaluation_writes_metrics_table_and_grids(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    (tmp_path / "metrics.json").write_text(json.dumps({"model": {"acc": 0.75}, "do_nothing": {"acc": 0.1}}))
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "transfers.png").write_bytes(b"\x89PNG")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "meta.json").write_text(json.dumps({"mlflow_run_id": "r9"}))
+    logged = {}
+    metrics = SimpleNamespace(path=str(tmp_path / "metrics.json"), log_metric=logged.__setitem__)
+    table, grids = (SimpleNamespace(path=str(tmp_path / name)) for name in ("table.md", "grids.html"))
+    rt.publish_evaluation("Mustache", metrics, SimpleNamespace(path=str(tmp_path / "plots")), table, grids,
+                          SimpleNamespace(path=str(tmp_path / "model")))
+    assert logged == {"model.acc": 0.75, "do_nothing.acc": 0.1}
+    text = (tmp_path / "table.md").read_text()
+    assert "| acc | 0.75 | 0.1 |" in text and "http://mlflow:5000/#/runs/r9" in text
+    assert (tmp_path / "grids.html").read_text().count("<img ") == 1
