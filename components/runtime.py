@@ -42,7 +42,8 @@ def write_params(params_yaml: str, folder: str | Path) -> tuple[Path, Config]:
         raise ConfigError(f"pipeline parameter params_yaml: {e}") from e
 
 
-def run_stage(stage: str, params_yaml: str, *args: Any, metadata_to: Any = None, **paths: Any) -> dict[str, Any]:
+def run_stage(stage: str, params_yaml: str, *args: Any, metadata_to: Any = None, kfp_run_id: str = "",
+              gpus: int = 0, **paths: Any) -> dict[str, Any]:
     """The body every component shares: params to a temp file, `geogan.stages.<stage>.run(cfg, *args, **paths)`.
 
     Args:
@@ -50,10 +51,15 @@ def run_stage(stage: str, params_yaml: str, *args: Any, metadata_to: Any = None,
         params_yaml: the whole params.yaml content.
         args: positional arguments after the config (the attribute).
         metadata_to: an output artefact whose metadata gets the stage's summary (KFP UI, lineage).
+        kfp_run_id: the KFP run, tagged on the MLflow runs the stage writes (`kfp_run_env`).
+        gpus: the GPUs the step asked for (`expect_gpus` says when the pod sees fewer).
         paths: keyword paths; KFP artefacts are passed as themselves and become their `.path`.
     Returns:
         The stage's summary (JSON-safe).
     """
+    if kfp_run_id:
+        kfp_run_env(kfp_run_id)
+    expect_gpus(gpus)
     module = importlib.import_module(f"geogan.stages.{stage}")
     kwargs = {k: Path(v.path) if hasattr(v, "path") else v for k, v in paths.items()}
     if "progress" in inspect.signature(module.run).parameters:
@@ -67,9 +73,13 @@ def run_stage(stage: str, params_yaml: str, *args: Any, metadata_to: Any = None,
 
 
 def train_in_pod(params_yaml: str, attribute: str, prepared: Any, landmarks: Any, split: Any, generator: Any,
-                 work_root: str) -> dict[str, Any]:
+                 work_root: str, kfp_run_id: str = "", gpus: int = 0) -> dict[str, Any]:
     """The single-pod train step: the stage in this process, or under torchrun when the pod has several GPUs."""
     import subprocess
+
+    if kfp_run_id:
+        kfp_run_env(kfp_run_id)  # torchrun's ranks inherit it
+    expect_gpus(gpus)
 
     with tempfile.TemporaryDirectory() as tmp:
         params, cfg = write_params(params_yaml, tmp)

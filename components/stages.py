@@ -25,21 +25,19 @@ def ingest(params_yaml: str, prepared: Output[Dataset]):
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def landmarks(params_yaml: str, prepared: Input[Dataset], landmarks: Output[Dataset], gpus: int = 0):
     """68-point landmarks for every prepared image (GPU for the `fan` backend)."""
-    from components.runtime import expect_gpus, run_stage
+    from components.runtime import run_stage
 
-    expect_gpus(gpus)
-    run_stage("landmarks", params_yaml, prepared=prepared, out=landmarks, metadata_to=landmarks)
+    run_stage("landmarks", params_yaml, prepared=prepared, out=landmarks, metadata_to=landmarks, gpus=gpus)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_judge(params_yaml: str, prepared: Input[Dataset], judge: Output[Model], kfp_run_id: str = "",
                 gpus: int = 0):
     """The attribute classifier that judges every evaluation: train partition, stopped on val, registered in MLflow."""
-    from components.runtime import expect_gpus, kfp_run_env, run_stage
+    from components.runtime import run_stage
 
-    kfp_run_env(kfp_run_id)
-    expect_gpus(gpus)
-    run_stage("train_judge", params_yaml, prepared=prepared, out=judge, metadata_to=judge)
+    run_stage("train_judge", params_yaml, prepared=prepared, out=judge, metadata_to=judge, kfp_run_id=kfp_run_id,
+              gpus=gpus)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -69,11 +67,9 @@ def train(params_yaml: str, attribute: str, prepared: Input[Dataset], landmarks:
 
     Checkpoints go to work_root/<attribute>/<config digest> (on the data PVC): a retried step resumes.
     """
-    from components.runtime import expect_gpus, kfp_run_env, train_in_pod
+    from components.runtime import train_in_pod
 
-    kfp_run_env(kfp_run_id)
-    expect_gpus(gpus)
-    train_in_pod(params_yaml, attribute, prepared, landmarks, split, generator, work_root)
+    train_in_pod(params_yaml, attribute, prepared, landmarks, split, generator, work_root, kfp_run_id, gpus)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -102,12 +98,10 @@ def evaluate(params_yaml: str, attribute: str, prepared: Input[Dataset], landmar
              plots: Output[Dataset], table: Output[Markdown], grids: Output[HTML], kfp_run_id: str = "",
              gpus: int = 0):
     """Score the generator and the baselines on the evaluation set: Metrics, a Markdown table, the grids as HTML."""
-    from components.runtime import expect_gpus, kfp_run_env, publish_evaluation, run_stage
+    from components.runtime import publish_evaluation, run_stage
 
-    kfp_run_env(kfp_run_id)
-    expect_gpus(gpus)
     run_stage("evaluate", params_yaml, attribute, prepared=prepared, landmarks=landmarks, evalset=evalset,
-              model=model, judge=judge, out=metrics, plots=plots)
+              model=model, judge=judge, out=metrics, plots=plots, kfp_run_id=kfp_run_id, gpus=gpus)
     publish_evaluation(attribute, metrics, plots, table, grids, model)
 
 
@@ -115,8 +109,7 @@ def evaluate(params_yaml: str, attribute: str, prepared: Input[Dataset], landmar
 def register(params_yaml: str, attribute: str, model: Input[Model], metrics: Input[Metrics],
              split: Input[Dataset], registration: Output[Artifact], kfp_run_id: str = ""):
     """Register the generator in MLflow as `geogan-<attribute>` with alias `candidate`."""
-    from components.runtime import kfp_run_env, run_stage
+    from components.runtime import run_stage
 
-    kfp_run_env(kfp_run_id)
     run_stage("register", params_yaml, attribute, model=model, metrics=metrics, split=split, out=registration,
-              metadata_to=registration)
+              metadata_to=registration, kfp_run_id=kfp_run_id)

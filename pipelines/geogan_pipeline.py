@@ -1,4 +1,4 @@
-"""The GeoGAN Kubeflow pipeline: ingest -> landmarks, judge, then per attribute split, evalset -> train -> evaluate -> register.
+"""The GeoGAN Kubeflow pipeline: ingest, landmarks, judge; then per attribute split, evalset, train, evaluate, register.
 
 The same stages as dvc.yaml, driven by the same params.yaml (passed whole as `params_yaml`).
 Platform settings (GPUs, CPU/memory, /dev/shm, the data PVC, secrets, display names) are applied
