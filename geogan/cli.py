@@ -18,8 +18,9 @@ COMMANDS = {
     "register": "log the generator to MLflow and register it with alias 'candidate'",
     "promote": "move alias 'champion' to the candidate if it passes the gate",
     "compare": "the champion and candidate of each attribute: each metric with its 95% interval, the baselines beside",
-    "transfer": "transfer an attribute from a reference image onto a source image",
+    "transfer": "transfer an attribute from reference faces onto source faces (one pair, or folders of many)",
     "remove": "remove the attribute from an image",
+    "demo": "a page to try a model in a browser and compare two registered versions",
     "showcase": "a sources x references figure of held-out transfers (warped b', masks, F(b))",
 }
 

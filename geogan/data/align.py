@@ -45,13 +45,15 @@ def crop_box(width: int, height: int, landmarks5: np.ndarray | None = None) -> t
         top = round((height - width) / 2)  # 178x218 -> rows 20..198, as torchvision's CenterCrop(178)
         return (0, top, width, top + width), "celeba_aligned"
     if landmarks5 is not None and np.isfinite(landmarks5).all():
-        return _face_box(np.asarray(landmarks5, dtype=np.float64)), "face"
+        return face_box(landmarks5), "face"
     side = min(width, height)
     x0, y0 = (width - side) // 2, (height - side) // 2
     return (x0, y0, x0 + side, y0 + side), "centre"
 
 
-def _face_box(lm5: np.ndarray) -> tuple[int, int, int, int]:
+def face_box(landmarks5: np.ndarray) -> tuple[int, int, int, int]:
+    """The square box around a face framed like img_align_celeba, from its 5 CelebA points (5, 2)."""
+    lm5 = np.asarray(landmarks5, dtype=np.float64)
     eye_mid = (lm5[0] + lm5[1]) / 2
     mouth_mid = (lm5[3] + lm5[4]) / 2
     eye_dist = float(np.linalg.norm(lm5[1] - lm5[0]))
