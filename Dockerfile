@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
 # Two images from one file (no secrets in either: credentials come from Kubernetes Secrets at run time).
 #
-#   The pipeline image: every KFP component, the PyTorchJob workers and the `geogan` CLI.
-#     docker build -t ghcr.io/geogan/geogan-pipeline:0.1.0 .
-#   The MLflow tracking server of k8s/ (PostgreSQL backend, S3/MinIO artefacts):
+#   The pipeline image: every KFP component, the Trainer v2 TrainJob nodes and the `geogan` CLI.
+#     docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t ghcr.io/geogan/geogan-pipeline:0.1.0 .
+#   The MLflow tracking server of k8s/ (PostgreSQL backend, S3 artefacts):
 #     docker build --target mlflow-server -t ghcr.io/geogan/geogan-mlflow:0.1.0 .
 #
 # Both install from requirements.lock (pinned); tests/test_dockerfile.py checks the pins agree.
@@ -29,9 +29,13 @@ CMD ["--host", "0.0.0.0", "--port", "5000"]
 # ---------------------------------------------------------------- the pipeline image (default target)
 FROM pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime AS pipeline
 
+# The commit the image is built from (.git is not copied in): an OCI label for registries and
+# scanners, and GEOGAN_GIT_COMMIT for the runs' git_commit tag on the cluster.
+ARG GIT_COMMIT=unknown
 LABEL org.opencontainers.image.title="geogan-pipeline" \
-      org.opencontainers.image.description="GeoGAN training pipeline: DVC stages, KFP components, PyTorchJob trainer" \
-      org.opencontainers.image.licenses="MIT"
+      org.opencontainers.image.description="GeoGAN training pipeline: DVC stages, KFP components, Trainer v2 TrainJob nodes" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.revision="${GIT_COMMIT}"
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -39,14 +43,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 RUN python -c "import sys; assert sys.version_info[:2] == (3, 11), f'base image has Python {sys.version}'"
 
 WORKDIR /opt/geogan
-# Dependencies first (a layer that changes only with the lock). torch is already in the base at
-# the same version, so pip keeps it; the project itself is installed below without deps.
-COPY requirements.lock ./
-RUN grep -v -E '^(-e |geogan-pipeline)' requirements.lock > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
+# Dependencies first (a layer that changes only with the lock and pyproject.toml): exactly what the
+# pods run, the library's dependencies and the `pipeline` extra (no test tools), at the lock's pins.
+# torch is already in the base at the same version, so pip keeps it; the project follows without deps.
+COPY requirements.lock pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['pipeline']))" > /tmp/requirements.txt \
+    && pip install --no-cache-dir -c requirements.lock -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-COPY pyproject.toml README.md ./
+COPY README.md ./
 COPY geogan ./geogan
 COPY components ./components
 COPY pipelines ./pipelines
@@ -57,7 +63,7 @@ RUN pip install --no-cache-dir --no-deps . \
 # Non-root. KFP >= 2.2 mounts writable emptyDirs at /gcs, /minio, /s3 for its launcher.
 RUN useradd --create-home --uid 1000 --shell /bin/bash geogan \
     && mkdir -p /workspace && chown 1000:1000 /workspace
-ENV HOME=/home/geogan
+ENV HOME=/home/geogan GEOGAN_GIT_COMMIT=${GIT_COMMIT}
 USER 1000:1000
 WORKDIR /workspace
 ENTRYPOINT ["geogan"]

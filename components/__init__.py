@@ -1,7 +1,2 @@
-"""KFP components of the GeoGAN pipeline (thin shells over geogan.stages)."""
-
-from components.stages import (evalset, evaluate, ingest, landmarks, register, split, train, train_judge,
-                               train_pytorchjob)
-
-__all__ = ["ingest", "landmarks", "train_judge", "split", "evalset", "train", "train_pytorchjob", "evaluate",
-           "register"]
+"""KFP components of the GeoGAN pipeline (`components.stages`), what they run in their pods (`components.runtime`,
+`components.trainjob`) and the names they share with k8s/ (`components.settings`)."""

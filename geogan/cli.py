@@ -22,7 +22,6 @@ COMMANDS = {
     "remove": "remove the attribute from an image",
     "demo": "a page to try a model in a browser and compare two registered versions",
     "showcase": "a sources x references figure of held-out transfers (warped b', masks, F(b))",
-    "pipeline": "compile or submit the Kubeflow pipeline",
 }
 
 

@@ -148,8 +148,43 @@ def log_and_register(
         for k, v in version_tags.items():
             client.set_model_version_tag(name, str(version), k, v)
     _set_evaluation(client, name, str(version), metrics, evaluated_on or {})
+    _score_logged_model(client, name, str(version), metrics, attribute, (evaluated_on or {}).get(EVAL_SET_TAG))
+    client.update_model_version(name, str(version), description=version_description(
+        attribute, client.get_model_version(name, str(version)).tags, metrics))
     client.set_registered_model_alias(name, CANDIDATE, str(version))
     return f"models:/{name}/{version}", int(version)
+
+
+def version_description(attribute: str, tags: Mapping[str, str], metrics: Mapping[str, float], shown: int = 8) -> str:
+    """A model version's description (Markdown): the data, the training steps, the commit and the key metrics."""
+    own = sorted(k for k in metrics if "/" not in k and k != "train_steps")[:shown]  # the model's, not a baseline's
+    figures = ", ".join(f"{k} {metrics[k]:.4g}" for k in own) or "none yet"
+    return (f"GeoGAN **{attribute}** generator, trained {tags.get('train_steps', '?')} steps on data version "
+            f"`{str(tags.get('data_version', '?'))[:12]}` (split md5), commit `{str(tags.get('git_commit', '?'))[:12]}`"
+            f", from run `{tags.get('run_id', '?')}`.\n\nEvaluated on set `{str(tags.get(EVAL_SET_TAG, '?'))[:12]}`: "
+            f"{figures}. All figures, baselines beside: tags `eval/*` and the logged model's metrics.")
+
+
+def logged_model_id(version: Any) -> str | None:
+    """The LoggedModel behind a model version (MLflow 3 fills `model_id` only in some stores; `source` names it)."""
+    source = str(getattr(version, "source", "") or "")
+    return getattr(version, "model_id", None) or (source[len("models:/"):] if source.startswith("models:/m-") else None)
+
+
+def _score_logged_model(client: Any, name: str, version: str, metrics: Mapping[str, float], attribute: str,
+                        evalset_digest: str | None) -> None:
+    """The evaluation as metrics of the version's LoggedModel (MLflow 3's model page), tied to the evaluation set."""
+    from mlflow.entities import Metric
+
+    model_id = logged_model_id(client.get_model_version(name, version))
+    if not model_id:  # a version registered from a plain artifact path has no LoggedModel
+        return
+    run_id, now = client.get_logged_model(model_id).source_run_id, int(time.time() * 1000)
+    dataset = dict(dataset_name=f"evalset-{attribute}", dataset_digest=evalset_digest[:16]) if evalset_digest else {}
+    batch = [Metric(f"{EVAL_TAG}{k}", float(v), now, 0, model_id=model_id, **dataset) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+    for i in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[i : i + 1000])
 
 
 def _set_evaluation(client: Any, name: str, version: str, metrics: Mapping[str, float],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -27,6 +28,9 @@ SERVER_CHECK_TIMEOUT = 5.0  # seconds; MLflow's own client retries a dead server
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's (and experiment's) description in the UI, in Markdown
 LOCAL_UI = "http://127.0.0.1:5000"  # where `make ui` serves a local store
+STEP_IMAGE = re.compile(r"(?P<key>[\w./-]+)/step-(?P<step>\d+)\.png")  # the trainer's grids/step-00000100.png
+SYSTEM_METRICS_INTERVAL = 10.0  # seconds between system metric samples (MLflow's default)
+ORCHESTRATOR_TAGS = {"GEOGAN_KFP_RUN_ID": "kfp.run_id", "GEOGAN_KFP_RUN_URL": "kfp.run_url"}  # env -> run tag
 
 
 class TrackingServerError(RuntimeError):
@@ -227,10 +231,13 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None = No
 
 def context_tags(entry_point: str, description: str | None = None) -> dict[str, str]:
     """What MLflow's fluent `start_run` would set (user, source file, source git commit), plus the
-    stage as the entry point and the run's description (Markdown, shown on the run page)."""
+    stage as the entry point, the run's description (Markdown, shown on the run page) and the
+    KFP run that made it (`ORCHESTRATOR_TAGS`, when set in the environment)."""
     from mlflow.tracking.context.registry import resolve_tags
 
     tags = resolve_tags()
+    # The orchestrator's run that made this one (set by the KFP components: components.runtime.kfp_run_env).
+    tags.update({tag: os.environ[env] for env, tag in ORCHESTRATOR_TAGS.items() if os.environ.get(env)})
     if entry_point:
         tags["mlflow.project.entryPoint"] = entry_point
     if description:
@@ -310,7 +317,21 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
 
     def log_image(self, image: np.ndarray, name: str) -> None:
-        self.client.log_image(self.run_id, image, artifact_file=name)
+        """`<key>/step-<n>.png` is a step of an image series (the UI's slider under `key`); other names are files."""
+        series = STEP_IMAGE.fullmatch(name)
+        if series:
+            self.client.log_image(self.run_id, image, key=series["key"], step=int(series["step"]))
+        else:
+            self.client.log_image(self.run_id, image, artifact_file=name)
+
+    def start_system_metrics(self, interval_s: float = SYSTEM_METRICS_INTERVAL) -> None:
+        """Log CPU, memory, disk, network (and GPU, with nvidia-ml-py) as `system/*` until `finish`."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._system = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s, resume_logging=self.resumed,
+                                            tracking_uri=self.client.tracking_uri)
+        self._system.collect_metrics()  # primes psutil's CPU counters, so the first figure is a real one
+        self._system.start()
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
@@ -320,6 +341,12 @@ class MlflowTracker:
             self.client.set_tag(self.run_id, k, str(v))
 
     def finish(self, status: str = "FINISHED") -> None:
+        system = getattr(self, "_system", None)
+        if system is not None:  # one last sample, so a run shorter than the interval has one too
+            system.finish()
+            system.collect_metrics()
+            system.publish_metrics(system.aggregate_metrics())
+            system.mlflow_logger.flush()
         self.client.set_terminated(self.run_id, status=status)
 
 
@@ -346,13 +373,24 @@ def open_tracker(cfg_mlflow: Any, attribute: str, run_id: str | None = None, run
 
 def log_evaluation_input(tracker: MlflowTracker, evalset_file: str | Path, evalset: Mapping[str, Any]) -> None:
     """Log an evaluation set as the run's input dataset (context "evaluation"), named and digested by its file."""
+    rows = [{"source": s["image"], "source_identity": s["identity"], "reference": r["image"],
+             "reference_identity": r["identity"]} for s in evalset["sources"] for r in evalset["references"]]
+    log_dataset(tracker, rows, evalset_file, f"evalset-{evalset['attribute']}", evalset["digest"], "evaluation")
+
+
+def log_dataset(tracker: MlflowTracker, rows: list[dict[str, Any]], source: str | Path, name: str, digest: str,
+                context: str) -> None:
+    """Log a table (one dict per row) as an input dataset of the tracker's run, with its own digest.
+
+    Args:
+        source: the file or folder it was read from. digest: the data version (first 16 hex digits kept).
+        context: MLflow's dataset context tag ("training", "evaluation").
+    """
     import mlflow
     import pandas as pd
     from mlflow.entities import DatasetInput, InputTag
 
-    rows = [{"source": s["image"], "source_identity": s["identity"], "reference": r["image"],
-             "reference_identity": r["identity"]} for s in evalset["sources"] for r in evalset["references"]]
-    dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(Path(evalset_file).resolve()),
-                                      name=f"evalset-{evalset['attribute']}", digest=evalset["digest"][:16])
-    tag = InputTag(key="mlflow.data.context", value="evaluation")
+    dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(Path(source).resolve()), name=name,
+                                      digest=digest[:16])
+    tag = InputTag(key="mlflow.data.context", value=context)
     tracker.client.log_inputs(tracker.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])

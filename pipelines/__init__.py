@@ -1,1 +1,1 @@
-"""Kubeflow pipelines of the project (compiled with `geogan pipeline compile`)."""
+"""Kubeflow pipelines of the project, and `geogan-pipeline` (compile, submit) in pipelines.cli."""

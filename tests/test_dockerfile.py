@@ -158,3 +158,20 @@ def test_hadolint_passes():
     result = subprocess.run([hadolint, "--failure-threshold", "warning", str(DOCKERFILE)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_carries_its_git_commit():
+    """`.git` is not in the image: the commit comes in as a build arg, into the OCI label and the runs' env."""
+    instructions = _stages()["pipeline"]
+    args = " ".join(a for k, a in instructions if k == "ARG")
+    labels = " ".join(a for k, a in instructions if k == "LABEL")
+    envs = " ".join(a for k, a in instructions if k == "ENV")
+    assert "GIT_COMMIT=" in args
+    assert 'org.opencontainers.image.revision="${GIT_COMMIT}"' in labels
+    assert "GEOGAN_GIT_COMMIT=${GIT_COMMIT}" in envs
+
+
+def test_the_image_installs_the_pipeline_extra_not_the_test_tools():
+    runs = " ".join(a for k, a in _stages()["pipeline"] if k == "RUN")
+    assert "['optional-dependencies']['pipeline']" in runs and "-c requirements.lock" in runs
+    assert "'test'" not in runs and "-r requirements.lock" not in runs

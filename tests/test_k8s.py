@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import configparser
 import copy
-import fnmatch
 import json
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geogan.stages import pipeline as gp
+from components import runtime as rt
+from components import settings as gp
+from components import trainjob as tj
 from tests.conftest import ROOT
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -24,7 +26,7 @@ jsonschema = pytest.importorskip("jsonschema")
 K8S = ROOT / "k8s"
 K8S_VERSION = "1.32.0"  # the kubectl on the machine image; kubernetes-validate bundles 1.25-1.37
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
-SCHEMA = json.loads((K8S / "schemas" / "pytorchjob-v1.schema.json").read_text())
+TRAINER_KINDS = {"TrainJob", "TrainingRuntime", "ClusterTrainingRuntime"}  # trainer.kubeflow.org/v1alpha1
 KSERVE_SCHEMAS = {"InferenceService": json.loads((K8S / "schemas" / "inferenceservice-v1beta1.schema.json").read_text()),
                   "ServingRuntime": json.loads((K8S / "schemas" / "servingruntime-v1alpha1.schema.json").read_text())}
 # The fields of a KServe model spec that are not a container's: the rest is validated as a Kubernetes Container.
@@ -41,22 +43,37 @@ def _docs(text: str) -> list[dict]:
 
 
 def _validate(doc: dict) -> None:
-    """Kubernetes objects against the bundled OpenAPI schemas (strict); PyTorchJobs against ours."""
-    if doc["kind"] == "PyTorchJob":
-        _validate_pytorchjob(doc)
+    """Kubernetes objects against the bundled OpenAPI schemas (strict); Trainer v2 objects against its API models."""
+    if doc["kind"] in TRAINER_KINDS:
+        _validate_trainer(doc)
     elif doc["kind"] in KSERVE_SCHEMAS:
         _validate_kserve(doc)
     else:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-def _validate_pytorchjob(job: dict) -> None:
-    jsonschema.validate(job, SCHEMA)
-    for replica_type, replica in job["spec"]["pytorchReplicaSpecs"].items():
-        pod_template = {"apiVersion": "v1", "kind": "PodTemplate",
-                        "metadata": {"name": f"{job['metadata']['name']}-{replica_type.lower()}"},
-                        "template": replica["template"]}
-        kubernetes_validate.validate(pod_template, K8S_VERSION, strict=True)
+def _trainer_models():
+    return pytest.importorskip("kubeflow_trainer_api.models", reason="kubeflow-trainer-api (the Trainer v2 API "
+                               "models, a dependency of the kubeflow SDK) is not installed")
+
+
+def _validate_trainer(doc: dict) -> None:
+    """A TrainJob or (Cluster)TrainingRuntime against the Trainer v2 API models (kubeflow-trainer-api), strictly.
+
+    The models are generated from the CRDs' OpenAPI schema; they check types and required fields, and
+    a round trip must give the document back, so a field they do not know (a typo the API server would
+    prune) fails too. Pod templates inside a runtime are also checked as batch/v1 Jobs against Kubernetes.
+    """
+    models = _trainer_models()
+    assert doc["apiVersion"] == "trainer.kubeflow.org/v1alpha1", doc["apiVersion"]
+    model = getattr(models, f"TrainerV1alpha1{doc['kind']}")
+    parsed = model.from_dict(doc)
+    assert parsed.to_dict() == doc, (f"{doc['kind']} {doc['metadata']['name']}: fields the Trainer API does not "
+                                     "know, or of the wrong shape")
+    for replicated in doc.get("spec", {}).get("template", {}).get("spec", {}).get("replicatedJobs", []):
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": replicated["name"]},
+               "spec": replicated["template"]["spec"]}
+        kubernetes_validate.validate(job, K8S_VERSION, strict=True)
 
 
 def _validate_kserve(doc: dict) -> None:
@@ -68,8 +85,9 @@ def _validate_kserve(doc: dict) -> None:
 
 
 def _containers(doc: dict) -> list[dict]:
-    if doc["kind"] == "PyTorchJob":
-        return [c for r in doc["spec"]["pytorchReplicaSpecs"].values() for c in r["template"]["spec"]["containers"]]
+    if doc["kind"] in {"TrainingRuntime", "ClusterTrainingRuntime"}:
+        return [c for r in doc["spec"]["template"]["spec"]["replicatedJobs"]
+                for c in r["template"]["spec"]["template"]["spec"]["containers"]]
     if doc["kind"] in WORKLOADS:
         return doc["spec"]["template"]["spec"]["containers"]
     if doc["kind"] == "ServingRuntime":
@@ -128,54 +146,73 @@ def test_no_secret_values_are_committed():
                 assert env_file.with_name(env_file.name + ".example").is_file(), f"{env_file}.example missing"
 
 
-def test_pytorchjob_template_is_what_the_pipeline_builds():
+def test_trainjob_file_is_what_the_pipeline_builds():
     m = Path(gp.DATA_MOUNT)
-    command = gp.torchrun_command(4, gp.train_args(m / "params.yaml", "Mustache", m / "data/prepared",
-                                                   m / "data/landmarks", m / "data/splits/Mustache.json",
-                                                   m / "models/Mustache", m / "runs/Mustache"),
-                                  nnodes=2, python="python")
-    expected = gp.pytorchjob_manifest("geogan-train-mustache", gp.IMAGE, command, nodes=2, gpus_per_node=4)
-    assert _docs((K8S / "jobs" / "pytorchjob-train.yaml").read_text()) == [expected], (
-        "k8s/jobs/pytorchjob-train.yaml drifted from geogan.stages.pipeline.pytorchjob_manifest")
+    command = rt.torchrun_command(rt.train_args(m / "params.yaml", "Mustache", m / "data/prepared",
+                                                m / "data/landmarks", m / "data/splits/Mustache.json",
+                                                m / "models/Mustache", m / "runs/Mustache"), python="python")
+    expected = tj.trainjob_manifest("geogan-train-mustache", command, nodes=2, gpus_per_node=4)
+    assert _docs((K8S / "jobs" / "trainjob-train.yaml").read_text()) == [expected], (
+        "k8s/jobs/trainjob-train.yaml drifted from components.trainjob.trainjob_manifest")
 
 
 @pytest.mark.parametrize("nodes,gpus", [(1, 0), (1, 8), (4, 2)])
-def test_generated_pytorchjobs_validate(nodes, gpus):
-    command = gp.torchrun_command(max(gpus, 1), ["--attribute", "Mustache"], nnodes=nodes, python="python")
-    job = gp.pytorchjob_manifest(gp.k8s_name("geogan", "Mustache", "abc"), gp.IMAGE, command, nodes, gpus,
-                                 namespace="kubeflow")
-    _validate_pytorchjob(job)
-    assert ("Worker" in job["spec"]["pytorchReplicaSpecs"]) == (nodes > 1)
-    limits = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert limits.get("nvidia.com/gpu") == (str(gpus) if gpus else None)
+def test_generated_trainjobs_validate(nodes, gpus):
+    job = tj.trainjob_manifest(rt.k8s_name("geogan", "Mustache", "abc"), ["python", "-m", "torch.distributed.run"],
+                               nodes, gpus, namespace="kubeflow", labels={"pipeline/runid": "abc"})
+    _validate_trainer(job)
+    trainer = job["spec"]["trainer"]
+    assert trainer["numNodes"] == nodes and trainer["numProcPerNode"] == max(gpus, 1)
+    assert trainer["resourcesPerNode"]["limits"].get("nvidia.com/gpu") == (str(gpus) if gpus else None)
 
 
 @pytest.mark.parametrize("mutate", [
-    lambda j: j["spec"].update(pytorchReplicaSpec=j["spec"].pop("pytorchReplicaSpecs")),
-    lambda j: j["spec"]["pytorchReplicaSpecs"]["Master"].update(restartPolicy="Sometimes"),
-    lambda j: j["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0].update(name="main"),
-    lambda j: j["spec"]["pytorchReplicaSpecs"]["Master"].update(replicas=2),
-    lambda j: j["spec"]["pytorchReplicaSpecs"].update(Chief=j["spec"]["pytorchReplicaSpecs"]["Master"]),
-    lambda j: j["spec"]["runPolicy"].update(cleanPodPolicy="Always"),
-    lambda j: j["metadata"].update(name="Geogan_Train"),
-], ids=["spec-typo", "restart-policy", "container-name", "two-masters", "tf-replica", "clean-policy", "name"])
-def test_pytorchjob_schema_rejects_what_the_operator_would(mutate):
-    job = _docs((K8S / "jobs" / "pytorchjob-train.yaml").read_text())[0]
-    bad = copy.deepcopy(job)
-    mutate(bad)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(bad, SCHEMA)
+    lambda j: j["spec"].update(runtimeRefs=j["spec"].pop("runtimeRef")),
+    lambda j: j["spec"]["trainer"].update(numNodes="two"),
+    lambda j: j["spec"]["trainer"].update(nodes=2),
+    lambda j: j["spec"]["runtimeRef"].pop("name"),
+    lambda j: j["spec"]["trainer"]["resourcesPerNode"].update(limit={"cpu": "1"}),
+    lambda j: j["spec"]["trainer"].update(command="python train.py"),
+], ids=["spec-typo", "nodes-type", "unknown-field", "runtime-name", "resources-typo", "command-type"])
+def test_trainer_validation_rejects_what_the_api_server_would(mutate):
+    job = copy.deepcopy(_docs((K8S / "jobs" / "trainjob-train.yaml").read_text())[0])
+    mutate(job)
+    with pytest.raises(Exception) as error:  # pydantic's ValidationError, or the round trip's AssertionError
+        _validate_trainer(job)
+    assert error.type.__name__ in {"ValidationError", "AssertionError"}
 
 
-def test_pytorchjob_schema_fields_match_the_training_sdk():
-    models = pytest.importorskip("kubeflow.training.models")
-    spec = SCHEMA["properties"]["spec"]["properties"]
-    assert set(spec) == set(models.KubeflowOrgV1PyTorchJobSpec.attribute_map.values())
-    assert set(spec["runPolicy"]["properties"]) == set(models.KubeflowOrgV1RunPolicy.attribute_map.values())
-    assert set(spec["elasticPolicy"]["properties"]) == set(models.KubeflowOrgV1ElasticPolicy.attribute_map.values())
-    assert (set(spec["runPolicy"]["properties"]["schedulingPolicy"]["properties"])
-            == set(models.KubeflowOrgV1SchedulingPolicy.attribute_map.values()))
-    assert set(SCHEMA["$defs"]["replicaSpec"]["properties"]) == set(models.KubeflowOrgV1ReplicaSpec.attribute_map.values())
+def test_training_runtime_carries_what_the_trainjobs_rely_on():
+    (runtime,) = _docs((K8S / "base" / "trainingruntime.yaml").read_text())
+    assert runtime["kind"] == "TrainingRuntime" and runtime["metadata"]["name"] == gp.TRAINING_RUNTIME
+    assert runtime["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "torch"  # the SDK needs it
+    assert "torch" in runtime["spec"]["mlPolicy"]  # the controller then sets torchrun's PET_* variables
+    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node" and node["template"]["metadata"]["labels"] == {
+        "trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+    pod = node["template"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["name"] == "node" and container["image"] == gp.IMAGE
+    assert pod["serviceAccountName"] == gp.SERVICE_ACCOUNT
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert volumes[mounts[gp.DATA_MOUNT]]["persistentVolumeClaim"]["claimName"] == gp.DATA_PVC
+    assert volumes[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": gp.SHM_SIZE}
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    expected = {**{k: {"name": gp.S3_SECRET, "key": k} for k in gp.S3_SECRET_KEYS},
+                **{k: {"name": gp.MLFLOW_SECRET, "key": k} for k in gp.MLFLOW_SECRET_KEYS}}
+    assert env == expected
+    assert pod["tolerations"] == [{"key": gp.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    job = _docs((K8S / "jobs" / "trainjob-train.yaml").read_text())[0]
+    assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime",
+                                         "name": runtime["metadata"]["name"]}
+
+
+def test_trainer_models_know_the_fields_the_project_writes():
+    models = _trainer_models()
+    trainer = set(models.TrainerV1alpha1Trainer.model_fields[f].alias or f
+                  for f in models.TrainerV1alpha1Trainer.model_fields)
+    assert {"image", "command", "numNodes", "numProcPerNode", "resourcesPerNode"} <= trainer
 
 
 # ---------------------------------------------------------------- the rendered overlays
@@ -214,7 +251,11 @@ def test_overlay_provides_what_the_pipeline_refers_to(rendered, overlay):
     binding = objects[("RoleBinding", gp.SERVICE_ACCOUNT)]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": gp.SERVICE_ACCOUNT, "namespace": "kubeflow"}]
     rules = objects[("Role", binding["roleRef"]["name"])]["rules"]
-    assert any("pytorchjobs" in r["resources"] and {"create", "get", "watch"} <= set(r["verbs"]) for r in rules)
+    assert any(r["apiGroups"] == ["trainer.kubeflow.org"] and "trainjobs" in r["resources"]
+               and {"create", "get", "watch"} <= set(r["verbs"]) for r in rules)
+    assert any("pods/log" in r["resources"] and "get" in r["verbs"] for r in rules)  # the launcher streams logs
+    runtime = objects[("TrainingRuntime", gp.TRAINING_RUNTIME)]
+    assert runtime["metadata"]["namespace"] == "kubeflow"
     # Every Secret and ConfigMap a container refers to exists in the overlay.
     for doc in objects.values():
         for container in _containers(doc):
@@ -238,8 +279,8 @@ def test_mlflow_server_uses_postgres_and_proxies_artifacts_to_s3(rendered, overl
     assert config["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert "geogan-mlflow" in config["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert ("StatefulSet", "geogan-mlflow-db") in objects and ("Service", "geogan-mlflow-db") in objects
-    has_minio = ("Deployment", "geogan-minio") in objects
-    assert has_minio == (overlay == "onprem")
+    has_store = ("Deployment", "geogan-seaweedfs") in objects
+    assert has_store == (overlay == "onprem")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -264,9 +305,9 @@ def test_mlflow_server_authenticates_with_credentials_from_secrets(rendered, ove
     ini.read_string(objects[("ConfigMap", volume["configMap"]["name"])]["data"][config_path.name])
     assert ini["mlflow"]["authorization_function"] == "mlflow.server.auth:authenticate_request_basic_auth"
     assert urllib.parse.urlsplit(ini["mlflow"]["database_uri"]).password is None
-    # The pipeline's steps (KFP and PyTorchJob) log in with the same Secret's user and password.
+    # The pipeline's steps (KFP and TrainJob pods) log in with the same Secret's user and password.
     assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(gp.MLFLOW_SECRET_KEYS)
-    job_env = _containers(_docs((K8S / "jobs" / "pytorchjob-train.yaml").read_text())[0])[0]["env"]
+    job_env = _containers(_docs((K8S / "base" / "trainingruntime.yaml").read_text())[0])[0]["env"]
     assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= {e["name"] for e in job_env}
 
 
@@ -281,6 +322,56 @@ def test_no_password_on_a_command_line(rendered, source):
             where = f"{source}: {doc['kind']}/{doc['metadata']['name']}/{container['name']}"
             assert "PASSWORD" not in line.upper() and "SECRET" not in line.upper(), f"{where}: {line}"
             assert not re.search(r"://[^/\s@]*:[^/\s@]*@", line), f"{where}: credentials in a URI: {line}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mlflow_database_is_migrated_before_the_server_starts(rendered, overlay):
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in rendered[f"overlays/{overlay}"]}
+    pod = objects[("Deployment", "geogan-mlflow")]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (server,) = pod["containers"]
+    assert init["command"] == ["mlflow", "db", "upgrade", "postgresql://"] and init["image"] == server["image"]
+    pg = {e["name"]: e for e in server["env"] if e["name"].startswith("PG")}
+    assert {e["name"]: e for e in init["env"]} == pg, "the migration must reach the server's database"
+    assert {"cpu", "memory"} <= set(init["resources"]["limits"])
+
+
+def test_onprem_object_store_is_seaweedfs_with_its_keys_from_the_secret(rendered):
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in rendered["overlays/onprem"]}
+    pod = objects[("Deployment", "geogan-seaweedfs")]["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    assert server["image"].startswith("chrislusf/seaweedfs:") and "-s3" in server["args"]
+    assert "-s3.port=8333" in server["args"] and "-s3.config=/config/s3.json" in server["args"]
+    (init,) = pod["initContainers"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"]}
+    assert env == {"S3_ID": {"name": gp.S3_SECRET, "key": "AWS_ACCESS_KEY_ID"},
+                   "S3_KEY": {"name": gp.S3_SECRET, "key": "AWS_SECRET_ACCESS_KEY"}}
+    template = objects[("ConfigMap", "geogan-seaweedfs-s3")]["data"]["s3.json.template"]
+    filled = template.replace("@ID@", "id").replace("@KEY@", "key")
+    assert json.loads(filled)["identities"][0]["credentials"] == [{"accessKey": "id", "secretKey": "key"}]
+    example = (K8S / "overlays" / "onprem" / "secrets" / "s3.env.example").read_text()
+    assert "AWS_ENDPOINT_URL=http://geogan-seaweedfs:8333" in example
+    kserve = objects[("Secret", gp.S3_SECRET)]["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"]
+    assert kserve == "geogan-seaweedfs:8333", "KServe's storage initializer reads the same S3 gateway"
+    job = objects[("Job", "geogan-s3-buckets")]["spec"]["template"]["spec"]["containers"][0]
+    buckets = objects[("ConfigMap", job["envFrom"][1]["configMapRef"]["name"])]["data"]["BUCKETS"].split()
+    assert {"geogan-mlflow", "geogan-dvc", "geogan-data"} <= set(buckets)
+    dvc_remote = (ROOT / ".dvc" / "config").read_text()
+    assert "url = s3://geogan-dvc/" in dvc_remote, "the DVC team remote is a bucket the overlay creates"
+
+
+def test_aws_overlay_uses_iam_roles_for_service_accounts_by_default(rendered):
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in rendered["overlays/aws"]}
+    for account in (gp.SERVICE_ACCOUNT, "geogan-mlflow"):
+        annotations = objects[("ServiceAccount", account)]["metadata"]["annotations"]
+        assert annotations["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::"), account
+    pod = objects[("Deployment", "geogan-mlflow")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "geogan-mlflow"
+    runtime = objects[("TrainingRuntime", gp.TRAINING_RUNTIME)]["spec"]["template"]["spec"]["replicatedJobs"][0]
+    assert runtime["template"]["spec"]["template"]["spec"]["serviceAccountName"] == gp.SERVICE_ACCOUNT
+    keys = dict(line.split("=", 1) for line in (K8S / "overlays" / "aws" / "secrets" / "s3.env.example")
+                .read_text().splitlines() if line and not line.startswith("#"))
+    assert keys["AWS_ACCESS_KEY_ID"] == keys["AWS_SECRET_ACCESS_KEY"] == "", "no static keys by default"
 
 
 # ---------------------------------------------------------------- serving (KServe)

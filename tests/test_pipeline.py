@@ -16,13 +16,19 @@ import pytest
 import yaml
 
 from geogan.config import ConfigError
-from geogan.stages import pipeline as gp
 from tests.conftest import ROOT, tiny_params_dict
 
 pytest.importorskip("kfp")
 
+from components import runtime as rt  # noqa: E402 - after the skip: the pipeline edge needs kfp
+from components import settings as st  # noqa: E402
+from pipelines import cli  # noqa: E402
+
 COMPILED = ROOT / "pipelines" / "geogan_pipeline.yaml"
-GPU_EXECUTORS = {"exec-landmarks", "exec-train-judge", "exec-train", "exec-evaluate", "exec-evaluate-2"}
+DIGEST_IMAGE = "ghcr.io/geogan/geogan-pipeline@sha256:" + "0" * 64
+# Executor -> the pipeline parameter that sets its GPU count (0 = no GPU: a CPU backend or a CPU-only cluster).
+GPU_EXECUTORS = {"exec-landmarks": "landmark_gpus", "exec-train-judge": "eval_gpus", "exec-train": "gpus_per_node",
+                 "exec-evaluate": "eval_gpus", "exec-evaluate-2": "eval_gpus"}
 
 
 def _load_package(path: Path) -> dict:
@@ -37,21 +43,27 @@ def compiled() -> dict:
 
 
 def test_committed_yaml_equals_a_fresh_compile(tmp_path):
-    fresh = gp.compile_pipeline(tmp_path / "fresh.yaml").read_text()
+    fresh = cli.compile_pipeline(tmp_path / "fresh.yaml").read_text()
     assert fresh == COMPILED.read_text(), (
-        "pipelines/geogan_pipeline.yaml is stale: run `geogan pipeline compile` and commit the result")
+        "pipelines/geogan_pipeline.yaml is stale: run `geogan-pipeline compile` and commit the result")
 
 
 def test_cli_compile_writes_the_package(tmp_path, capsys):
-    gp.main(["compile", "--out", str(tmp_path / "p.yaml")])
+    cli.main(["compile", "--out", str(tmp_path / "p.yaml")])
     assert "compiled" in capsys.readouterr().out
     assert _load_package(tmp_path / "p.yaml")["pipelineInfo"]["name"] == "geogan"
 
 
-def test_yaml_carries_gpus_pvc_and_secrets(compiled):
+def _all_tasks(compiled: dict) -> dict[str, dict]:
+    """Every task of every DAG (root and sub-DAGs), by task key."""
+    dags = [compiled["root"]["dag"], *(c["dag"] for c in compiled["components"].values() if "dag" in c)]
+    return {key: task for dag in dags for key, task in dag["tasks"].items()}
+
+
+def test_yaml_carries_gpus_only_where_used_pvc_shm_and_secrets(compiled):
     executors = compiled["deploymentSpec"]["executors"]
     platform = compiled["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert GPU_EXECUTORS <= set(executors)
+    assert set(GPU_EXECUTORS) <= set(executors)
     for name, executor in executors.items():
         container = executor["container"]
         resources = container["resources"]
@@ -60,38 +72,82 @@ def test_yaml_carries_gpus_pvc_and_secrets(compiled):
         assert container["image"] == "{{$.inputs.parameters['pipelinechannel--image']}}", name
         assert "pip install" not in " ".join(container["command"]), f"{name} would pip-install at run time"
         k8s = platform[name]
-        assert [m["mountPath"] for m in k8s["pvcMount"]] == [gp.DATA_MOUNT], name
-        assert k8s["pvcMount"][0]["pvcNameParameter"]["runtimeValue"]["constant"] == gp.DATA_PVC
+        assert [m["mountPath"] for m in k8s["pvcMount"]] == [st.DATA_MOUNT], name
+        assert k8s["pvcMount"][0]["pvcNameParameter"]["runtimeValue"]["constant"] == st.DATA_PVC
         secrets = {s["secretName"]: {e["envVar"] for e in s["keyToEnv"]} for s in k8s["secretAsEnv"]}
-        assert secrets == {gp.S3_SECRET: set(gp.S3_SECRET_KEYS), gp.MLFLOW_SECRET: set(gp.MLFLOW_SECRET_KEYS)}, name
+        assert secrets == {st.S3_SECRET: set(st.S3_SECRET_KEYS), st.MLFLOW_SECRET: set(st.MLFLOW_SECRET_KEYS)}, name
         gpu = resources.get("accelerator", {})
-        if name in GPU_EXECUTORS:
+        if name in GPU_EXECUTORS:  # the count is a parameter that submit sets to 0 where nothing uses a GPU
             assert gpu["resourceType"] == "nvidia.com/gpu", name
-            assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}, name
+            assert gpu["resourceCount"] == f"{{{{$.inputs.parameters['pipelinechannel--{GPU_EXECUTORS[name]}']}}}}"
             assert k8s["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
         else:
-            assert not gpu and "nodeSelector" not in k8s, f"{name} should not ask for a GPU"
-    train_gpus = executors["exec-train"]["container"]["resources"]["accelerator"]
-    assert train_gpus["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"
+            assert not gpu and "tolerations" not in k8s, f"{name} should not ask for a GPU"
+        assert "nodeSelector" not in k8s, f"{name}: a GPU request places the pod; a selector would bar CPU clusters"
+        shm = [m for m in k8s.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        assert (shm == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": st.SHM_SIZE, "volumeName": "dshm"}]
+                if name == "exec-train" else not shm), name
 
 
-def test_yaml_loops_over_attributes_and_branches_on_nodes(compiled):
+def test_every_parameter_a_task_reads_is_an_input_of_its_dag(compiled):
+    """A task inside a loop or branch reads its parent DAG's inputs: each must be declared there, or the run
+    fails with "Parent pipeline input argument ... not found" (a parameter used only in a resource setting)."""
+    dags = {"root": compiled["root"], **{k: c for k, c in compiled["components"].items() if "dag" in c}}
+    for name, dag in dags.items():
+        declared = set(dag.get("inputDefinitions", {}).get("parameters", {}))
+        for key, task in dag["dag"]["tasks"].items():
+            for param in task.get("inputs", {}).get("parameters", {}).values():
+                read = param.get("componentInputParameter")
+                assert read is None or read in declared, f"{name}/{key} reads {read}, not an input of {name}"
+
+
+def test_every_step_has_a_display_name_and_the_evaluation_has_visuals(compiled):
+    tasks = _all_tasks(compiled)
+    steps = {k: t for k, t in tasks.items() if "componentRef" in t and not k.startswith(("condition", "for-loop"))}
+    for key, task in steps.items():
+        shown = task["taskInfo"]["name"]
+        assert shown != key or key in {"ingest", "landmarks", "split", "train", "evaluate"}, key
+        assert not shown[-1].isdigit(), f"{key}: display name {shown!r} looks like a deduplicated task key"
+    assert tasks["evaluate-2"]["taskInfo"]["name"] == tasks["evaluate"]["taskInfo"]["name"] == "evaluate"
+    outputs = compiled["components"]["comp-evaluate"]["outputDefinitions"]["artifacts"]
+    assert {name: a["artifactType"]["schemaTitle"] for name, a in outputs.items()} == {
+        "metrics": "system.Metrics", "plots": "system.Dataset", "table": "system.Markdown", "grids": "system.HTML"}
+
+
+def test_yaml_loops_over_attributes_and_branches_to_a_trainjob(compiled):
     root = compiled["root"]
-    assert root["inputDefinitions"]["parameters"]["params_yaml"].get("isOptional") is not True
-    assert root["inputDefinitions"]["parameters"]["attributes"]["defaultValue"] == ["Mustache", "Eyeglasses"]
+    params = root["inputDefinitions"]["parameters"]
+    assert params["params_yaml"].get("isOptional") is not True
+    assert params["attributes"]["defaultValue"] == ["Mustache", "Eyeglasses"]
     loops = [t for t in root["dag"]["tasks"].values() if "parameterIterator" in t]
     assert len(loops) == 1 and loops[0]["parameterIterator"]["items"]["inputParameter"].endswith("attributes")
     text = COMPILED.read_text()
     assert "pipelinechannel--train_nodes" in text and "multi-node" in text and "single-node" in text
-    job_inputs = compiled["components"]["comp-train-pytorchjob"]["inputDefinitions"]["parameters"]
-    assert job_inputs["run_id"]["parameterType"] == "STRING"
+    assert "train_trainjob" in text and "pytorchjob" not in text.lower()
+    job = _all_tasks(compiled)["train-trainjob"]
+    assert job["taskInfo"]["name"] == "train (Trainer v2 TrainJob)"
+    assert "GPU" not in str(compiled["deploymentSpec"]["executors"]["exec-train-trainjob"]["container"]["resources"])
+    # Every step that opens an MLflow run gets the KFP run id (the MLflow run's kfp.run_id tag).
+    for key in ("train", "train-trainjob", "train-judge", "evaluate", "register"):
+        run_id = _all_tasks(compiled)[key]["inputs"]["parameters"]["kfp_run_id"]
+        assert run_id["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}", key
 
 
 def test_every_dvc_stage_has_a_component():
-    import components
+    from components import stages
 
+    names = {n for n in dir(stages) if hasattr(getattr(stages, n), "component_spec")}
     dvc_stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
-    assert dvc_stages <= set(components.__all__), f"no KFP component for {dvc_stages - set(components.__all__)}"
+    assert dvc_stages <= names, f"no KFP component for {dvc_stages - names}"
+
+
+def test_component_bodies_are_a_few_lines_over_one_helper():
+    from components import stages
+
+    for name in ("ingest", "landmarks", "train_judge", "split", "evalset", "register"):
+        body = inspect.getsource(getattr(stages, name).python_func).split('"""')[-1]
+        lines = [line for line in body.splitlines() if line.strip()]
+        assert len(lines) <= 5 and "run_stage(" in body, f"{name}: {lines}"
 
 
 def test_component_literal_defaults_match_the_shared_constants():
@@ -99,121 +155,9 @@ def test_component_literal_defaults_match_the_shared_constants():
     from components import stages
 
     train = inspect.signature(stages.train.python_func).parameters
-    job = inspect.signature(stages.train_pytorchjob.python_func).parameters
-    assert train["work_root"].default == f"{gp.DATA_MOUNT}/runs"
-    assert job["pvc_name"].default == gp.DATA_PVC and job["shared_root"].default == gp.DATA_MOUNT
-
-
-# ---------------------------------------------------------------- helpers the components call
-
-
-def test_write_params_validates_and_names_the_parameter(tmp_path):
-    text = yaml.safe_dump(tiny_params_dict())
-    path, cfg = gp.write_params(text, tmp_path)
-    assert path.read_text() == text and cfg.train.steps == 4
-    bad = tiny_params_dict()
-    bad["train"]["stpes"] = 3
-    with pytest.raises(ConfigError, match=r"params_yaml.*stpes"):
-        gp.write_params(yaml.safe_dump(bad), tmp_path / "bad")
-
-
-def test_scalar_metrics_flattens_and_keeps_finite_numbers():
-    values = {"fid": 12.5, "n": 3, "ok": True, "name": "x", "nan": float("nan"), "geo": {"err": 0.1, "l": [1]}}
-    assert gp.scalar_metrics(values) == {"fid": 12.5, "n": 3.0, "geo.err": 0.1}
-
-
-def test_log_metrics_file_logs_onto_the_artifact(tmp_path):
-    logged = {}
-    (tmp_path / "m.json").write_text(json.dumps({"a": 1, "b": {"c": 2.5}, "s": "text"}))
-    gp.log_metrics_file(SimpleNamespace(log_metric=logged.__setitem__), tmp_path / "m.json")
-    assert logged == {"a": 1.0, "b.c": 2.5}
-
-
-def test_torchrun_command_for_one_pod_and_for_a_pytorchjob(tmp_path):
-    args = gp.train_args(tmp_path / "p.yaml", "Mustache", Path("pre"), Path("lm"), Path("s.json"), Path("o"), Path("w"))
-    single = gp.torchrun_command(4, args)
-    assert single[:3] == [sys.executable, "-m", "torch.distributed.run"]
-    assert single[3:10] == ["--standalone", "--nproc-per-node", "4", "-m", "geogan.stages.train", "--params",
-                            str(tmp_path / "p.yaml")]
-    multi = gp.torchrun_command(8, args, nnodes=3, python="python")
-    assert multi[:6] == ["python", "-m", "torch.distributed.run", "--nnodes", "3", "--nproc-per-node"]
-    assert "--no-progress" in multi
-
-
-def test_train_args_match_the_dvc_train_command(tmp_path):
-    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["cmd"]
-    dvc_flags = {w for w in shlex.split(cmd) if w.startswith("--")}
-    ours = {w for w in gp.train_args(Path("p"), "A", Path("a"), Path("b"), Path("c"), Path("d"), Path("e"))
-            if w.startswith("--")}
-    assert dvc_flags <= ours
-
-
-def test_work_dir_is_keyed_by_attribute_and_config(tmp_path):
-    _, cfg = gp.write_params(yaml.safe_dump(tiny_params_dict()), tmp_path / "a")
-    _, same = gp.write_params(yaml.safe_dump(tiny_params_dict()) + "# a comment\n", tmp_path / "b")
-    _, other = gp.write_params(yaml.safe_dump(tiny_params_dict(**{"train.steps": 5})), tmp_path / "c")
-    root = tmp_path / "runs"
-    assert gp.work_dir(root, "Mustache", cfg) == gp.work_dir(root, "Mustache", same)
-    assert gp.work_dir(root, "Mustache", cfg).parent == root / "Mustache"
-    assert gp.work_dir(root, "Mustache", cfg) != gp.work_dir(root, "Mustache", other)
-
-
-def test_k8s_name_is_dns_1123():
-    assert gp.k8s_name("geogan", "Wearing_Hat", "1234ABCD") == "geogan-wearing-hat-1234abcd"
-    assert len(gp.k8s_name("geogan", "x" * 100)) <= 40
-    with pytest.raises(ValueError):
-        gp.k8s_name("__")
-
-
-class _FakeTrainingClient:
-    """Stands in for kubeflow-training's TrainingClient: 'runs' the job by writing its output."""
-
-    namespace = "kubeflow"
-
-    def __init__(self, exists: bool = False):
-        self.created: list[dict] = []
-        self.exists = exists
-        self.custom_api = SimpleNamespace(create_namespaced_custom_object=self._create)
-
-    def _create(self, group, version, namespace, plural, body):
-        from kubernetes.client.exceptions import ApiException
-
-        assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs")
-        self.created.append(body)
-        if self.exists:
-            raise ApiException(status=409, reason="AlreadyExists")
-
-    def wait_for_job_conditions(self, name, namespace, job_kind, expected_conditions, wait_timeout, polling_interval):
-        command = self.created[-1]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["command"]
-        out = Path(command[command.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "generator.pt").write_bytes(b"weights")
-        (out / "meta.json").write_text(json.dumps({"attribute": "Mustache", "step": 4, "mlflow_run_id": "r1"}))
-        return SimpleNamespace(status=SimpleNamespace(conditions=[SimpleNamespace(type="Succeeded")]))
-
-
-@pytest.mark.parametrize("exists", [False, True], ids=["new-job", "retried-task"])
-def test_run_pytorchjob_stages_creates_awaits_and_copies(tmp_path, exists):
-    pytest.importorskip("kubeflow.training")
-    inputs = tmp_path / "kfp"
-    (inputs / "prepared").mkdir(parents=True)
-    (inputs / "prepared" / "manifest.csv").write_text("index,image\n")
-    (inputs / "landmarks").mkdir()
-    (inputs / "split.json").write_text("{}")
-    client = _FakeTrainingClient(exists=exists)
-    summary = gp.run_pytorchjob(yaml.safe_dump(tiny_params_dict()), "Mustache", inputs / "prepared",
-                                inputs / "landmarks", inputs / "split.json", tmp_path / "out" / "generator",
-                                run_id="0123456789abcdef", image="img:1", nodes=3, gpus_per_node=2,
-                                shared_root=tmp_path / "pvc", client=client)
-    assert summary["job"] == "geogan-mustache-01234567" and summary["condition"] == "Succeeded"
-    assert (tmp_path / "out" / "generator" / "generator.pt").read_bytes() == b"weights"
-    stage = tmp_path / "pvc" / "jobs" / "0123456789abcdef" / "Mustache"
-    assert (stage / "prepared" / "manifest.csv").is_file() and (stage / "split.json").is_file()
-    job = client.created[0]
-    assert job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
-    assert job["spec"]["nprocPerNode"] == "2"
-    assert gp.model_metadata(tmp_path / "out" / "generator") == {"attribute": "Mustache", "step": 4,
-                                                                 "mlflow_run_id": "r1"}
+    job = inspect.signature(stages.train_trainjob.python_func).parameters
+    assert train["work_root"].default == f"{st.DATA_MOUNT}/runs"
+    assert job["shared_root"].default == st.DATA_MOUNT
 
 
 # ---------------------------------------------------------------- submit
@@ -232,21 +176,48 @@ class _FakeKfpClient:
 def test_submit_passes_params_and_prints_the_run_url(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params_dict()))
-    url = gp.submit("http://kfp.example:8080/", ["Mustache", "Eyeglasses"], params, experiment="exp",
-                    package=COMPILED, client_factory=_FakeKfpClient)
+    url = cli.submit("http://kfp.example:8080/", ["Mustache", "Eyeglasses"], params, experiment="exp",
+                     package=COMPILED, image=DIGEST_IMAGE, client_factory=_FakeKfpClient)
     assert url == "http://kfp.example:8080/#/runs/details/run-42"
     package, kwargs = _FakeKfpClient.last.calls[0]
     assert package == str(COMPILED) and kwargs["experiment_name"] == "exp"
     assert kwargs["arguments"]["params_yaml"] == params.read_text()
     assert kwargs["arguments"]["attributes"] == ["Mustache", "Eyeglasses"]
-    assert kwargs["service_account"] == gp.SERVICE_ACCOUNT
+    assert kwargs["service_account"] == st.SERVICE_ACCOUNT
+    assert kwargs["arguments"]["image"] == DIGEST_IMAGE
+    # The tiny params use the exact (CPU) landmark backend: the landmarks step asks for no GPU.
+    assert {k: kwargs["arguments"][k] for k in ("gpus_per_node", "landmark_gpus", "eval_gpus")} == {
+        "gpus_per_node": 1, "landmark_gpus": 0, "eval_gpus": 1}
+
+
+def test_submit_cpu_only_asks_for_no_gpu_and_fan_asks_for_one(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params_dict(**{"landmarks.backend": "fan"})))
+    for cpu_only, expected in ((True, (0, 0, 0)), (False, (2, 1, 1))):
+        cli.submit("http://x", ["Mustache"], params, package=COMPILED, image=DIGEST_IMAGE, gpus_per_node=2,
+                   cpu_only=cpu_only, client_factory=_FakeKfpClient)
+        arguments = _FakeKfpClient.last.calls[0][1]["arguments"]
+        assert (arguments["gpus_per_node"], arguments["landmark_gpus"], arguments["eval_gpus"]) == expected
+
+
+def test_resolve_image_pins_a_tag_to_its_digest(tmp_path, monkeypatch):
+    assert cli.resolve_image(DIGEST_IMAGE) == DIGEST_IMAGE
+    assert cli.resolve_image("ghcr.io/x/y:1.0", allow_tag=True) == "ghcr.io/x/y:1.0"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no crane, skopeo or docker
+    with pytest.raises(ConfigError, match=r"--image ghcr.io/x/y:1.0: cannot resolve.*NAME@sha256"):
+        cli.resolve_image("ghcr.io/x/y:1.0")
+    crane = tmp_path / "crane"  # a registry client that answers like `crane digest`
+    crane.write_text("#!/bin/sh\necho sha256:" + "b" * 64 + "\n")
+    crane.chmod(0o755)
+    assert cli.resolve_image("ghcr.io/x/y:1.0") == "ghcr.io/x/y@sha256:" + "b" * 64
+    assert cli.resolve_image("localhost:5000/y") == "localhost:5000/y@sha256:" + "b" * 64
 
 
 def test_submit_rejects_an_attribute_not_in_params(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tiny_params_dict()))
     with pytest.raises(ConfigError, match="Mustach.*did you mean 'Mustache'"):
-        gp.submit("http://x", ["Mustach"], params, package=COMPILED, client_factory=_FakeKfpClient)
+        cli.submit("http://x", ["Mustach"], params, package=COMPILED, client_factory=_FakeKfpClient)
 
 
 def test_cli_submit_prints_the_url(tmp_path, monkeypatch, capsys):
@@ -256,37 +227,10 @@ def test_cli_submit_prints_the_url(tmp_path, monkeypatch, capsys):
     params.write_text(yaml.safe_dump(tiny_params_dict()))
     monkeypatch.setattr(kfp, "Client", _FakeKfpClient)
     monkeypatch.setattr("geogan.tracking.probe", lambda url, *a, **k: 200)  # the fake host "answers"
-    gp.main(["submit", "--host", "http://h:1", "--attribute", "Mustache", "--params", str(params),
-             "--package", str(COMPILED), "--experiment", "e", "--no-cache"])
+    cli.main(["submit", "--host", "http://h:1", "--attribute", "Mustache", "--params", str(params),
+             "--package", str(COMPILED), "--experiment", "e", "--no-cache", "--image", DIGEST_IMAGE])
     assert capsys.readouterr().out.strip() == "http://h:1/#/runs/details/run-42"
     assert _FakeKfpClient.last.calls[0][1]["enable_caching"] is False
-
-
-def _artifact(path: Path) -> SimpleNamespace:
-    return SimpleNamespace(path=str(path), metadata={})
-
-
-@pytest.mark.slow
-def test_train_component_uses_torchrun_when_the_pod_has_several_gpus(tmp_path, monkeypatch):
-    """The component body itself, with the GPU count faked to 2: torchrun runs 2 CPU (gloo) ranks."""
-    from components import stages as components
-    from geogan.stages import ingest, landmarks, split
-
-    params_text = yaml.safe_dump(tiny_params_dict(**{"train.steps": 2, "train.checkpoint_every": 2}))
-    _, cfg = gp.write_params(params_text, tmp_path)
-    ingest.run(cfg, out=tmp_path / "prepared", progress=False)
-    landmarks.run(cfg, prepared=tmp_path / "prepared", out=tmp_path / "landmarks", progress=False)
-    split.run(cfg, "Mustache", tmp_path / "prepared", tmp_path / "landmarks", tmp_path / "split.json")
-    monkeypatch.setattr(gp, "gpu_count", lambda: 2)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    generator = _artifact(tmp_path / "generator")
-    components.train.python_func(params_yaml=params_text, attribute="Mustache",
-                                 prepared=_artifact(tmp_path / "prepared"), landmarks=_artifact(tmp_path / "landmarks"),
-                                 split=_artifact(tmp_path / "split.json"), generator=generator,
-                                 work_root=str(tmp_path / "runs"))
-    assert (tmp_path / "generator" / "generator.pt").is_file()
-    assert generator.metadata["nproc_per_node"] == 2 and generator.metadata["step"] == 2
-    assert list((tmp_path / "runs" / "Mustache").iterdir()) == [gp.work_dir(tmp_path / "runs", "Mustache", cfg)]
 
 
 # ---------------------------------------------------------------- kfp.local vs the DVC path
@@ -353,7 +297,7 @@ def test_kfp_local_runs_the_pipeline_like_the_dvc_path(tmp_path, monkeypatch):
         # Task folders are named per branch: the single-node branch holds train, evaluate-2, register-2.
         (evaluate_dir,) = it.glob("evaluate*")
         (register_dir,) = it.glob("register*")
-        assert not list(it.glob("train-pytorchjob*")), "train_nodes=1 must not take the PyTorchJob branch"
+        assert not list(it.glob("train-trainjob*")), "train_nodes=1 must not take the TrainJob branch"
         kfp_split = it / "split" / "split"
         assert kfp_split.read_bytes() == (dvc_dir / "data/splits" / f"{attribute}.json").read_bytes(), attribute
         kfp_evalset = it / "evalset" / "evalset"
@@ -369,7 +313,7 @@ def test_kfp_local_runs_the_pipeline_like_the_dvc_path(tmp_path, monkeypatch):
         assert {k: v for k, v in kfp_metrics["eval_set"].items() if k != "file"} == same_set, attribute
         logged = json.loads((evaluate_dir / "executor_output.json").read_text())
         metadata = logged["artifacts"]["metrics"]["artifacts"][0]["metadata"]
-        assert metadata == gp.scalar_metrics(kfp_metrics), "the Metrics artefact should carry every number"
+        assert metadata == rt.scalar_metrics(kfp_metrics), "the Metrics artefact should carry every number"
         kfp_registry = json.loads((register_dir / "registration").read_text())
         dvc_registry = json.loads((dvc_dir / "registry" / f"{attribute}.json").read_text())
         assert set(kfp_registry) == set(dvc_registry) and kfp_registry["alias"] == "candidate"

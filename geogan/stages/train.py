@@ -7,6 +7,7 @@ with the same arguments.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -54,7 +55,7 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
         tracker = _open_tracker(cfg, attribute, work, key, data_version) if env.is_main else NullTracker()
         with run_ends(tracker):  # FINISHED, FAILED or KILLED, whatever happens below
             if env.is_main and tracker.run_id is not None:
-                _record_run(cfg, attribute, tracker, work, key)
+                _record_run(cfg, attribute, tracker, work, key, Path(prepared), split)
             try:
                 result = train(cfg, sampler, env, work, key, tracker=tracker, progress=progress,
                                region=cfg.regions.get(attribute))
@@ -104,9 +105,11 @@ def _open_tracker(cfg: Config, attribute: str, work: Path, key: str, data_versio
     run_file = work / "mlflow_run.json"
     previous = read_json(run_file) if run_file.is_file() else {}
     run_id = previous.get("run_id") if previous.get("resume_key") == key else None
-    return open_tracker(cfg.mlflow, attribute, run_id=run_id, run_name=run_name(cfg, attribute), claim=True,
-                        tags={"stage": "train", "data_version": data_version, "git_commit": git_commit()},
-                        description=run_description(cfg, attribute, data_version))
+    tracker = open_tracker(cfg.mlflow, attribute, run_id=run_id, run_name=run_name(cfg, attribute), claim=True,
+                           tags={"stage": "train", "data_version": data_version, "git_commit": git_commit()},
+                           description=run_description(cfg, attribute, data_version))
+    tracker.start_system_metrics()
+    return tracker
 
 
 def run_name(cfg: Config, attribute: str) -> str:
@@ -122,25 +125,45 @@ def run_description(cfg: Config, attribute: str, data_version: str) -> str:
             f"on `{cfg.data.source}` at {cfg.data.resolution} px, split {data_version[:12]}; "
             f"ngf {m.ngf}, ndf {m.ndf}, flow inputs {m.flow_inputs}.\n\n"
             "Metrics: `loss/*` and `perf/*` while training, `eval/*` after the evaluate stage. "
-            "Artifacts: labelled transfer grids in `grids/` (one per `train.image_every` steps), the evaluation's "
+            "Images: labelled transfer grids under `grids`, one per `train.image_every` steps (the step slider); "
+            "artifacts: the last grid in `grids/`, the evaluation's "
             "grid and loss history in `evaluation/`; the registered generator is this run's logged model.")
 
 
-def _record_run(cfg: Config, attribute: str, tracker, work: Path, key: str) -> None:
-    """Params of a new run; the run id beside the checkpoints, so a resumed training continues it."""
+def _record_run(cfg: Config, attribute: str, tracker, work: Path, key: str, prepared: Path, split: Path) -> None:
+    """Params and input datasets of a new run; the run id beside the checkpoints, so a resumed training continues it."""
     if not getattr(tracker, "resumed", True):
         tracker.log_params({**flatten(cfg), "attribute": attribute})
+        _log_inputs(tracker, attribute, prepared, split)
     atomic_write_json(work / "mlflow_run.json", {"run_id": tracker.run_id, "resume_key": key})
 
 
-def git_commit() -> str:
-    """The current commit (with '-dirty' if the tree has changes), or 'unknown' outside git."""
+def _log_inputs(tracker, attribute: str, prepared: Path, split: Path) -> None:
+    """The prepared data (digest of its images and manifest) and the split (md5 of its file) as training inputs."""
+    from geogan.data.split import read_manifest
+    from geogan.stages.train_judge import data_version
+    from geogan.tracking import log_dataset
+
+    manifest = read_manifest(Path(prepared) / "manifest.csv")
+    rows = [{"image": image, "identity": identity} for image, identity in zip(manifest.images, manifest.identities)]
+    log_dataset(tracker, rows, prepared, "prepared", data_version(prepared), "training")
+    split_rows = [{"partition": part, "domain": domain, "index": int(i)}
+                  for part, domains in read_json(split).items() if isinstance(domains, dict)
+                  for domain, indices in domains.items() if isinstance(indices, list) for i in indices]
+    log_dataset(tracker, split_rows, split, f"split-{attribute}", split_fingerprint(split), "training")
+
+
+def git_commit(where: Path = Path(__file__).resolve().parent) -> str:
+    """The commit of the code that runs (the checkout holding `where`, with '-dirty' if it has changes); outside
+    git (an image), the commit it was built from (GEOGAN_GIT_COMMIT, the Dockerfile's GIT_COMMIT), else 'unknown'."""
+    git = ["git", "-C", str(where)]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("GEOGAN_GIT_COMMIT") or "unknown"
 
 
 def _md5(path: Path) -> str:
