@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,8 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geogan.config import Config, LossConfig, config_from_dict
+from geogan.config import Config, ModelConfig, config_from_dict
 from geogan.data.dataset import Batch
+from geogan.nets import STOCK, Kernels, Nets
+from geogan.training.build import Compiler, compiled_state, eager_state, nets_for, step_context, training_sampler
+from geogan.training.steps import RegionView, StepContext, TrainingState
 from tests.conftest import ROOT, tiny_params_dict
 
 VENV_BIN = Path(sys.executable).parent
@@ -32,8 +36,7 @@ class TinyData:
     splits: dict[str, Path]
 
 
-# The reference's loss weights (params.yaml's `loss:`), for tests that call the step directly.
-LOSS_WEIGHTS = LossConfig().step_weights()
+STEADY_STEP = 10**6  # a step past every warm-up: full loss weights, refinement on
 
 
 def random_batch(seed: int, n: int = 2, size: int = 32) -> Batch:
@@ -47,6 +50,32 @@ def random_batch(seed: int, n: int = 2, size: int = 32) -> Batch:
 def tiny_config(**overrides) -> Config:
     """The tiny test config (tests/conftest.py) with dotted overrides, as a `Config`."""
     return config_from_dict(tiny_params_dict(**overrides), source="tiny params")
+
+
+def tiny_model(**overrides) -> ModelConfig:
+    """The tiny config's `model` section with field overrides (e.g. ngf=4)."""
+    return dataclasses.replace(tiny_config().model, **overrides)
+
+
+def tiny_nets(kernels: Kernels = STOCK, **model) -> Nets:
+    """The tiny config's nets (seeded by train.seed), built as training builds them."""
+    cfg = tiny_config()
+    return nets_for(tiny_model(**model), cfg.train, kernels)
+
+
+def tiny_state(compiler: Compiler | None = None, losses: bool = False, distributed: bool = False,
+               kernels: Kernels = STOCK, **model) -> TrainingState:
+    """The CPU training state of the tiny nets; `compiler` (e.g. torch.compile with backend
+    "aot_eager") compiles G and D, or with `losses` each phase's D and loss terms as one graph."""
+    state = eager_state(tiny_nets(kernels, **model), tiny_config().train, torch.device("cpu"), distributed)
+    return compiled_state(state, compiler, losses) if compiler is not None else state
+
+
+def tiny_context(size: int = 32, region: RegionView | None = None, loss: dict | None = None, **train) -> StepContext:
+    """The step context of the tiny config at a steady step, with `loss` and `train` field overrides, on CPU."""
+    cfg = tiny_config()
+    return step_context(dataclasses.replace(cfg.loss, **(loss or {})), dataclasses.replace(cfg.train, **train),
+                        STEADY_STEP, size, torch.device("cpu"), region)
 
 
 def make_tiny_data(root: Path, attributes: Sequence[str] = ("Mustache",), identities: int = 24,
@@ -166,14 +195,11 @@ def all_finite(obj) -> bool:
 
 def library_sampler(cfg: Config, data: TinyData, attribute: str, rank: int = 0, world_size: int = 1):
     """The UnpairedSampler the train stage builds, on CPU."""
-    from geogan.data.dataset import DomainTensors, UnpairedSampler, load_prepared
+    from geogan.data.dataset import load_prepared
 
     prepared = load_prepared(data.prepared, data.landmarks)
     split = json.loads(data.splits[attribute].read_text())
-    cpu = torch.device("cpu")
-    return UnpairedSampler(DomainTensors(prepared, split["train"]["A"], cpu), DomainTensors(prepared, split["train"]["B"], cpu),
-                           batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=world_size,
-                           augment_flip=cfg.train.augment_flip)
+    return training_sampler(prepared, split, cfg.train, torch.device("cpu"), rank, world_size)
 
 
 def cpu_env():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -12,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.helpers_train import LOSS_WEIGHTS, no_effect_biases, random_batch
+from tests.helpers_train import no_effect_biases, random_batch, tiny_context, tiny_nets, tiny_state
 
 
 def _free_port() -> int:
@@ -69,22 +71,20 @@ def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
 
 
 def _compiled_state(distributed: bool):
-    from geogan.nets import build_nets
-    from geogan.training.steps import build_training
+    from geogan.nets import COMPILED
 
-    torch.manual_seed(0)
-    nets = build_nets(ngf=8, ndf=16, n_blocks=1, n_scales=2)
     # aot_eager: Dynamo (with DDP's graph splitting) and AOTAutograd as Inductor sees them, no kernels generated.
-    return build_training(nets.generator, nets.discriminator, torch.device("cpu"), 1e-4, 1e-4, (0.5, 0.999),
-                          channels_last=False, compile=True, distributed=distributed, compile_backend="aot_eager")
+    aot_eager = functools.partial(torch.compile, backend="aot_eager")
+    return tiny_state(aot_eager, distributed=distributed, kernels=COMPILED, ndf=16, n_scales=2)
 
 
 def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Tensor]]:
     """Train on the batches; per step, the gradients G and D were updated with (under DDP: all-reduced)."""
     from geogan.data.dataset import Batch
-    from geogan.training.steps import StepContext, train_step
+    from geogan.training.steps import train_step
 
-    ctx = StepContext(size=32, weights=LOSS_WEIGHTS, refine_weight=0.1, channels_last=True)
+    # channels_last activations, as on a GPU (the context factory sets them on CUDA only).
+    ctx = dataclasses.replace(tiny_context(), channels_last=True)
     grads = []
     for b in batches:
         if rank is not None:  # this rank's half of the global batch
@@ -145,12 +145,9 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path):
 
 def test_no_effect_biases_are_exactly_the_parameters_that_change_no_output():
     """Each parameter nudged alone, in float64: the listed biases change no output, every other tensor does."""
-    from geogan.nets import build_nets
-
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     # The nets' smallest input; one D scale (a second, at 8 px, would normalise 1x1 maps: all zeros).
-    nets = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1, flow_scale=0.1, flow_inputs="rgb")
+    nets = tiny_nets(ngf=4, ndf=4, n_scales=1)
     gen, disc = nets.generator.double(), nets.discriminator.double()
     x_a, x_b = (torch.rand(1, 3, 16, 16, dtype=torch.float64) * 2 - 1 for _ in range(2))
 

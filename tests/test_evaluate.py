@@ -23,7 +23,7 @@ SMALL = {"judge.max_steps": 20, "judge.eval_every": 10, "evaluate.sources": 6, "
 def run(tmp_path_factory):
     """train_judge, evalset and evaluate (a tiny untrained generator), as the stages run them."""
     from geogan.model import save_generator
-    from geogan.nets import build_nets
+    from tests.helpers_train import tiny_nets
     from geogan.stages import evalset, evaluate, train_judge
 
     root = tmp_path_factory.mktemp("evaluate")
@@ -36,7 +36,7 @@ def run(tmp_path_factory):
         judge_summary = train_judge.run(cfg, data.prepared, root / "judge", progress=False)
         evalset.run(cfg, ATTR, data.prepared, data.landmarks, root / "evalsets" / f"{ATTR}.json")
         torch.manual_seed(0)
-        generator = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
+        generator = tiny_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
         meta = {"attribute": ATTR, "resolution": 64, "step": 3, "mlflow_run_id": None,
                 "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}}}
         save_generator(root / "model" / "generator.pt", generator, meta)

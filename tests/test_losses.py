@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geogan.config import LossConfig
 from geogan.losses import (adv_loss_d, adv_loss_g, cls_loss, discriminator_losses, generator_losses, landmark_loss,
                            mask_loss, rec_loss, tv_loss)
-from geogan.nets import FlowNet, build_nets
+from geogan.nets import FlowNet
+from tests.helpers_train import tiny_context, tiny_nets
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +21,7 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-WEIGHTS = LossConfig().step_weights()
+WEIGHTS = tiny_context().weights  # params.yaml's loss weights
 
 
 def _constant_flow(b: int, size: int, d: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,7 @@ def test_rec_and_mask_losses():
 
 def _step_inputs(refine_weight: float):
     torch.manual_seed(0)
-    nets = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3)
+    nets = tiny_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3)
     n, size = 2, 64
     x_a, x_b = torch.rand(n, 3, size, size) * 2 - 1, torch.rand(n, 3, size, size) * 2 - 1
     lm_a = torch.rand(n, 68, 2) * 1.8 - 0.9

@@ -37,10 +37,10 @@ SIZE = 64
 def _save_generator(path: Path, seed: int, step: int = 4) -> Path:
     """A tiny real generator (ngf 4, one block) saved as the train stage saves it; the seed sets its weights."""
     from geogan.model import save_generator
-    from geogan.nets import build_nets
+    from tests.helpers_train import tiny_nets
 
     torch.manual_seed(seed)
-    generator = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
+    generator = tiny_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
     meta = {"attribute": "Mustache", "resolution": SIZE, "step": step,
             "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}, "model": {"flow_inputs": "rgb"}}}
     save_generator(path, generator, meta)

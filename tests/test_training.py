@@ -282,11 +282,9 @@ def _relative_change_error(one: dict[str, torch.Tensor], two: dict[str, torch.Te
 def _initial_generator_state(overrides: dict) -> dict[str, torch.Tensor]:
     cfg = tiny_config(**overrides)
     m = cfg.model
-    from geogan.nets import build_nets
+    from geogan.training.build import nets_for
 
-    torch.manual_seed(cfg.train.seed)
-    gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
-                     flow_inputs=m.flow_inputs).generator
+    gen = nets_for(m, cfg.train).generator
     return {k: v.detach().clone() for k, v in gen.state_dict().items()}
 
 
@@ -309,7 +307,7 @@ def test_training_beats_doing_nothing_and_its_untrained_self_against_the_ground_
     from geogan.data.synthetic import load_synthetic
     from geogan.evaluation import EvalInputs, collect, generator_method
     from geogan.metrics.baselines import do_nothing
-    from geogan.nets import build_nets
+    from geogan.training.build import nets_for
 
     attribute = LEARN_ATTRIBUTE
     big = make_tiny_data(tmp_path / "data", attributes=(attribute,), identities=LEARN_IDENTITIES, images_per_identity=2,
@@ -332,9 +330,7 @@ def test_training_beats_doing_nothing_and_its_untrained_self_against_the_ground_
         return {k: float(np.nanmean(obs[k])) for k in ("landmark_err", "gt_psnr", "gt_l1_region", "mask_area")}
 
     def generator(state):
-        torch.manual_seed(cfg.train.seed)  # without a state: the weights the trainer started from
-        gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
-                         flow_inputs=m.flow_inputs).generator
+        gen = nets_for(m, cfg.train).generator  # without a state: the weights the trainer started from
         if state is not None:
             gen.load_state_dict(state)
         return generator_method(gen, cfg.loss.refine_weight)
