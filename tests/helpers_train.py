@@ -57,10 +57,9 @@ def tiny_model(**overrides) -> ModelConfig:
     return dataclasses.replace(tiny_config().model, **overrides)
 
 
-def tiny_nets(kernels: Kernels = STOCK, **model) -> Nets:
-    """The tiny config's nets (seeded by train.seed), built as training builds them."""
-    cfg = tiny_config()
-    return nets_for(tiny_model(**model), cfg.train, kernels)
+def tiny_nets(kernels: Kernels = STOCK, seed: int = 0, **model) -> Nets:
+    """The tiny config's nets, built as training builds them, with `seed` as train.seed."""
+    return nets_for(tiny_model(**model), dataclasses.replace(tiny_config().train, seed=seed), kernels)
 
 
 def tiny_state(compiler: Compiler | None = None, losses: bool = False, distributed: bool = False,

@@ -35,7 +35,6 @@ def run(tmp_path_factory):
         cfg = tiny_config(**SMALL)
         judge_summary = train_judge.run(cfg, data.prepared, root / "judge", progress=False)
         evalset.run(cfg, ATTR, data.prepared, data.landmarks, root / "evalsets" / f"{ATTR}.json")
-        torch.manual_seed(0)
         generator = tiny_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
         meta = {"attribute": ATTR, "resolution": 64, "step": 3, "mlflow_run_id": None,
                 "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}}}

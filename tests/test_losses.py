@@ -100,7 +100,6 @@ def test_rec_and_mask_losses():
 
 
 def _step_inputs(refine_weight: float):
-    torch.manual_seed(0)
     nets = tiny_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3)
     n, size = 2, 64
     x_a, x_b = torch.rand(n, 3, size, size) * 2 - 1, torch.rand(n, 3, size, size) * 2 - 1

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 pytest.importorskip("mlflow")
 
@@ -39,8 +38,7 @@ def _save_generator(path: Path, seed: int, step: int = 4) -> Path:
     from geogan.model import save_generator
     from tests.helpers_train import tiny_nets
 
-    torch.manual_seed(seed)
-    generator = tiny_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
+    generator = tiny_nets(seed=seed, ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
     meta = {"attribute": "Mustache", "resolution": SIZE, "step": step,
             "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}, "model": {"flow_inputs": "rgb"}}}
     save_generator(path, generator, meta)
