@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_train import ROOT, run_stage, stage_env, tiny_nets
+from tests.helpers.params import ROOT
+from tests.helpers.processes import run_stage, stage_env
+from tests.helpers.training import tiny_nets
 
 TOY = ["--ngf", "4", "--ndf", "8", "--n-blocks", "1"]
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from geogan.config import Config, ConfigError, check_attribute, config_from_dict, config_to_dict, flatten, load_config
-from tests.conftest import ROOT, tiny_params_dict
+from tests.helpers.params import ROOT, tiny_params_dict
 
 
 def test_repo_params_load():

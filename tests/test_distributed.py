@@ -7,20 +7,14 @@ import functools
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.helpers_train import no_effect_biases, random_batch, tiny_context, tiny_nets, tiny_state
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers.processes import free_port
+from tests.helpers.training import no_effect_biases, random_batch, tiny_context, tiny_nets, tiny_state
 
 
 def _rank(rank: int, world: int, port: int, out: str) -> None:
@@ -50,7 +44,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
 
 def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_rank, args=(r, 2, port, str(tmp_path))) for r in range(2)]
     for p in procs:
         p.start()
@@ -98,7 +92,7 @@ def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Te
 def _compiled_ddp_rank(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # a spawned rank: its own process
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=2)
     state = _compiled_state(distributed=True)
@@ -109,7 +103,7 @@ def _compiled_ddp_rank(rank: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_compiled_ddp_matches_one_compiled_process(tmp_path):
+def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread):
     """torch.compile over DDP (as `train.compile` runs on several GPUs) with every compiled-only layer
     rewrite: at each of two steps (DDP rebuilds its buckets after the first), 2 gloo ranks on half
     batches update every tensor of G and D with the gradient one process computes on the whole batch.
@@ -118,7 +112,7 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path):
     turns float noise in a near-zero gradient into a +-lr step on one CPU and not on another.
     """
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_compiled_ddp_rank, args=(r, port, str(tmp_path))) for r in range(2)]
     for p in procs:
         p.start()
@@ -128,7 +122,6 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path):
         if p.is_alive():
             p.terminate()
     assert [p.exitcode for p in procs] == [0, 0]
-    torch.set_num_threads(1)
     state = _compiled_state(distributed=False)
     ref, ddp = _compiled_steps(state, [random_batch(0, n=4), random_batch(1, n=4)], None), torch.load(tmp_path / "grads.pt")
     # Every tensor counts except the biases that cannot change any output (`no_effect_biases`, proven
@@ -143,9 +136,8 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path):
     assert worst[0][1] < 1e-3, worst
 
 
-def test_no_effect_biases_are_exactly_the_parameters_that_change_no_output():
+def test_no_effect_biases_are_exactly_the_parameters_that_change_no_output(one_thread):
     """Each parameter nudged alone, in float64: the listed biases change no output, every other tensor does."""
-    torch.set_num_threads(1)
     # The nets' smallest input; one D scale (a second, at 8 px, would normalise 1x1 maps: all zeros).
     nets = tiny_nets(ngf=4, ndf=4, n_scales=1)
     gen, disc = nets.generator.double(), nets.discriminator.double()

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from geogan.data.split import read_manifest
-from tests.helpers_train import make_tiny_data, tiny_config
+from tests.helpers.data import make_tiny_data
+from tests.helpers.params import tiny_config
 
 ATTR = "Mustache"
 CELEBA_20K = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-20k"
@@ -23,7 +24,7 @@ SMALL = {"judge.max_steps": 20, "judge.eval_every": 10, "evaluate.sources": 6, "
 def run(tmp_path_factory):
     """train_judge, evalset and evaluate (a tiny untrained generator), as the stages run them."""
     from geogan.model import save_generator
-    from tests.helpers_train import tiny_nets
+    from tests.helpers.training import tiny_nets
     from geogan.stages import evalset, evaluate, train_judge
 
     root = tmp_path_factory.mktemp("evaluate")
@@ -123,7 +124,7 @@ def test_a_judge_that_saw_an_evaluated_face_is_refused(run, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     import yaml
 
-    from tests.conftest import tiny_params_dict
+    from tests.helpers.params import tiny_params_dict
 
     params.write_text(yaml.safe_dump(tiny_params_dict(**SMALL)))
     with pytest.raises(SystemExit) as stop:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.params import ROOT
 
 # Packages whose modules are walked; add a package (e.g. the KFP edge) to check its graph too.
 PACKAGES = ("geogan",)

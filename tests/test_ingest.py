@@ -1,6 +1,6 @@
 """Ingestion from a CelebA-format folder and a folder + CSV, bad files included.
 
-The folders hold synthetic faces in CelebA's file formats (tests/celeba_fixture.py), so the
+The folders hold synthetic faces in CelebA's file formats (tests/helpers/celeba.py), so the
 real-data code paths run everywhere, without ../shared.
 """
 
@@ -21,7 +21,7 @@ from geogan.config import ConfigError, DataConfig
 from geogan.data import synthetic
 from geogan.data.align import crop_box, prepared_to_source, source_to_prepared
 from geogan.data.ingest import IngestError, ingest
-from tests.celeba_fixture import (
+from tests.helpers.celeba import (
     BAD_FILES,
     CELEBA_ATTRIBUTES,
     IMAGE_DIR,
@@ -29,7 +29,7 @@ from tests.celeba_fixture import (
     aligned_image,
     write_celeba_folder,
 )
-from tests.conftest import ROOT, write_params
+from tests.helpers.params import ROOT, write_params
 
 N_GOOD = 12  # 6 people x 2 images
 PARTITION_NAMES = {"0": "train", "1": "val", "2": "test"}

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from geogan.stages import pipeline as gp
-from tests.conftest import ROOT
+from tests.helpers.params import ROOT
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 jsonschema = pytest.importorskip("jsonschema")

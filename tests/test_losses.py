@@ -8,17 +8,10 @@ import torch
 from geogan.losses import (adv_loss_d, adv_loss_g, cls_loss, discriminator_losses, generator_losses, landmark_loss,
                            mask_loss, rec_loss, tv_loss)
 from geogan.nets import FlowNet
-from tests.helpers_train import tiny_context, tiny_nets
+from tests.helpers.training import tiny_context, tiny_nets
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convs gain little from a second thread, and on a busy CI machine OpenMP
-    # threads spin-waiting for each other make these tests several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small convs: one thread is faster on a shared machine
 
 
 WEIGHTS = tiny_context().weights  # params.yaml's loss weights

@@ -13,19 +13,13 @@ from geogan.model import load_generator, remove, save_generator, to_tensor, to_u
 from geogan.nets import (COMPILED, HEATMAP_CHANNELS, Discriminator, FlowNet, Generator, build_nets, count_parameters,
                          landmark_heatmaps, sample_at, warp)
 from geogan.nets.flow import identity_grid
-from tests.helpers_train import tiny_model
+from tests.helpers.training import tiny_model
 
 REFERENCE = tiny_model(ngf=16, ndf=64, n_blocks=3, n_scales=3, flow_scale=0.1, flow_inputs="rgb", local_ndf=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convs gain little from a second thread, and on a busy CI machine OpenMP
-    # threads spin-waiting for each other make these tests several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small convs gain little from a second thread; on a busy machine spinning OpenMP threads cost several times.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(b: int, size: int, seed: int = 0) -> torch.Tensor:

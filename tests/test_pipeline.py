@@ -17,7 +17,7 @@ import yaml
 
 from geogan.config import ConfigError
 from geogan.stages import pipeline as gp
-from tests.conftest import ROOT, tiny_params_dict
+from tests.helpers.params import ROOT, tiny_params_dict
 
 pytest.importorskip("kfp")
 

@@ -9,7 +9,7 @@ from geogan.losses import local_generator_terms
 from geogan.training.augment import diff_augment
 from geogan.training.ema import GeneratorEma, ema_decay_at
 from geogan.training.steps import RegionView, fake_landmarks, train_step
-from tests.helpers_train import random_batch, tiny_context, tiny_nets, tiny_state
+from tests.helpers.training import random_batch, tiny_context, tiny_nets, tiny_state
 
 EYES = RegionSpec(points=tuple(range(36, 48)), margin=(0.3, 0.3), crop_hw=(8, 16))
 

@@ -18,8 +18,8 @@ from torch._dynamo.utils import counters
 
 from geogan.nets import COMPILED, STOCK
 from geogan.training.steps import train_step
-from tests.helpers_train import random_batch as _batch
-from tests.helpers_train import tiny_context, tiny_state
+from tests.helpers.training import random_batch as _batch
+from tests.helpers.training import tiny_context, tiny_state
 
 
 def _state(compiled: bool):

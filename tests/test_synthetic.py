@@ -31,7 +31,7 @@ from geogan.data.synthetic import (
 )
 from geogan.data.synthetic.geometry import FACE_CENTRE_DY
 from geogan.data.synthetic.raster import raster
-from tests.conftest import ROOT
+from tests.helpers.params import ROOT
 
 
 @pytest.fixture(scope="module")

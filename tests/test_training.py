@@ -17,24 +17,18 @@ from geogan.data.dataset import UnpairedSampler
 from geogan.training.checkpoint import list_checkpoints
 from geogan.training.loop import train
 from geogan.training.steps import NonFiniteLossError
-from tests.conftest import write_params
-from tests.helpers_train import (
-    VENV_BIN,
+from tests.helpers.params import write_params
+from tests.helpers.data import library_sampler, make_tiny_data
+from tests.helpers.params import tiny_config
+from tests.helpers.processes import VENV_BIN, run_stage, stage_env, train_args, train_cmd, wait_for
+from tests.helpers.training import (
     all_finite,
     assert_states_equal,
     checkpoint_steps,
     cpu_env,
     generator_state,
-    library_sampler,
-    make_tiny_data,
     max_abs_diff,
-    run_stage,
-    stage_env,
     states_differ,
-    tiny_config,
-    train_args,
-    train_cmd,
-    wait_for,
 )
 
 ATTR = "Mustache"

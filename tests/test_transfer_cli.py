@@ -7,7 +7,7 @@ import pytest
 
 from geogan.model import save_generator
 from geogan.stages._common import StageError
-from tests.helpers_train import tiny_nets
+from tests.helpers.training import tiny_nets
 
 
 def _generator_file(tmp_path, flow_inputs: str, size: int = 64):
@@ -37,7 +37,8 @@ def test_showcase_draws_sources_by_references_and_fills_from_training(tmp_path):
     from PIL import Image
 
     from geogan.stages import showcase
-    from tests.helpers_train import make_tiny_data, tiny_config
+    from tests.helpers.data import make_tiny_data
+    from tests.helpers.params import tiny_config
 
     data = make_tiny_data(tmp_path / "data", attributes=("Mustache",))
     model = _generator_file(tmp_path, "rgb")
