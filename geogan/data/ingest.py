@@ -1,15 +1,10 @@
-"""Ingestion: synthetic faces, a CelebA-format folder or a folder + CSV (local or S3) -> prepared dataset.
+"""Ingestion: synthetic faces, a CelebA-format folder or a folder + CSV (local or S3) -> a prepared dataset.
 
-The prepared folder (written atomically) holds images.npy (uint8 (N, R, R, 3)), manifest.csv
-(index,image,identity,partition,<attributes as 0/1>, attribute names as written in
-params.yaml), crops.npy (float32 (N, 4): the source box (x0, y0, x1, y1) resized into each
-image, see `geogan.data.align`), report.json and, when the source has CelebA's 5-point file,
-landmarks_celeba5.npy (float32 (N, 5, 2) in prepared pixels). Every image is decoded once in a
-process pool; corrupt, truncated, grey-scale, too small, missing or unreadable files are
-skipped and counted by reason (report.json + one line on stdout), never fatal on their own.
-
-CelebA and CelebA-HQ are for non-commercial research use only: a CelebA-format source needs
-`data.license_ack: true`.
+The prepared folder (written atomically) holds images.npy (uint8 (N, R, R, 3)), manifest.csv,
+crops.npy (the source box resized into each image, `geogan.data.align`), report.json and, with
+CelebA's 5-point file, landmarks_celeba5.npy. Corrupt, truncated, grey-scale, too small or
+missing files are skipped and counted by reason, never fatal on their own. CelebA and
+CelebA-HQ are for non-commercial research only: a CelebA source needs `data.license_ack: true`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Exact rewrites of four layers that compile to faster kernels, and `Kernels`, the choice of them.
 
-Each rewrite computes the stock op's values and gradients (up to rounding) in shapes and
-layouts that Inductor and cuDNN run fast; eager, the stock ops are faster. The nets run the
-rewrites only when built with them (`build_nets(model, kernels=COMPILED)`, as `train.compile`
-does); the measurements behind each are in benchmarks/NOTES.md (runs 11, 14, 15).
+Each rewrite computes the stock op's values and gradients (up to rounding) in shapes and layouts
+that Inductor and cuDNN run fast; eager, the stock ops are faster. The nets run them only when
+built with them (`build_nets(model, kernels=COMPILED)`, what `train.compile` does); what each
+buys: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

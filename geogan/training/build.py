@@ -93,7 +93,7 @@ def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = Fals
 
     Args:
         losses: compile each phase's D input, D forward and loss terms as one graph instead of
-            D alone (benchmarks/NOTES.md, run 9): a benchmark's and a test's option, not training's.
+            D alone (benchmarks/NOTES.md run 9): a benchmark's and a test's option, not training's.
     """
     fields = dict(state.__dict__, gen_fwd=compiler(state.gen_fwd))
     if losses:  # D runs inside the compiled terms

@@ -1,14 +1,9 @@
 """Synthetic faces with exact ground truth: landmarks, attribute masks and true transfers.
 
-The default dataset of the pipeline. Each image is a stylised face drawn from a 68-point
-iBUG 300-W landmark layout under a random pose and expression, optionally wearing a
-`Mustache` and/or `Eyeglasses` whose *instance style* (colour, shape, thickness...) belongs
-to the identity. Because drawing is a pure function of the parameters, the true result of
-an instance-level transfer ("this target wearing that reference's mustache") is rendered
-exactly (`render_transfer`), and so are the landmarks and the attribute regions.
-
-Modules: face (the parameters), sampling, geometry (landmarks, projection), parts (shapes),
-raster (the rasteriser), drawing (images and masks), dataset (files on disk).
+The default dataset: stylised faces drawn from a 68-point iBUG 300-W layout under random pose
+and expression, wearing `Mustache` and/or `Eyeglasses` instances whose style belongs to the
+identity. Drawing is a pure function of the parameters, so the true result of an instance-level
+transfer (`render_transfer`), the landmarks and the attribute regions are exact.
 """
 
 from geogan.data.synthetic.dataset import load_synthetic, write_synthetic_dataset
