@@ -77,17 +77,7 @@ def worker(args: argparse.Namespace) -> None:
     peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
     n_grad = sum(p.numel() for p in list(state.gen.parameters()) + list(state.disc.parameters()))
-    allreduce_ms = 0.0
-    if env.distributed:
-        buf = torch.randn(n_grad, device=env.device)
-        for _ in range(3):
-            dist.all_reduce(buf)
-        wait()
-        t0 = time.perf_counter()
-        for _ in range(10):
-            dist.all_reduce(buf)
-        wait()
-        allreduce_ms = (time.perf_counter() - t0) / 10 * 1e3
+    allreduce_ms = bare_allreduce_ms(n_grad, env) if env.distributed else 0.0
 
     mine = torch.tensor([step_ms, no_sync_ms, peak_gb, allreduce_ms], device=env.device, dtype=torch.float64)
     rows = [torch.zeros_like(mine) for _ in range(env.world_size)]
@@ -107,6 +97,24 @@ def worker(args: argparse.Namespace) -> None:
         Path(args.worker_out).write_text(json.dumps(result, indent=2))
         print(json.dumps(result), flush=True)
     shutdown(env)
+
+
+def bare_allreduce_ms(n: int, env) -> float:
+    """ms of one all-reduce of n float32 values (as many as G and D have gradients), after 3 warm-up calls."""
+    import torch
+    import torch.distributed as dist
+
+    buf = torch.randn(n, device=env.device)
+    for _ in range(3):
+        dist.all_reduce(buf)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        dist.all_reduce(buf)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / 10 * 1e3
 
 
 def torchrun(n: int, cmd: list[str], timeout: float, log: Path) -> int:
