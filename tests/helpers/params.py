@@ -59,3 +59,10 @@ def write_params(path: Path, **overrides) -> Path:
 def tiny_config(**overrides) -> Config:
     """The tiny test config  with dotted overrides, as a `Config`."""
     return config_from_dict(tiny_params_dict(**overrides), source="tiny params")
+
+
+def tiny_section(name: str, **fields):
+    """One section of the tiny config (e.g. "landmarks") with field overrides."""
+    import dataclasses
+
+    return dataclasses.replace(getattr(tiny_config(), name), **fields)
