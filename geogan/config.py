@@ -288,49 +288,15 @@ def resolve_params(path: str | Path) -> dict[str, Any]:
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "params") -> Config:
     """Build a `Config` from a nested mapping with every key present (strict)."""
-    from geogan.config_ranges import range_errors
+    from geogan.config_ranges import population_errors, range_errors, region_errors
 
     cfg = _build(Config, raw, prefix="", source=source)
     errors = range_errors(cfg, source)
     if errors:
         raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more out of range)" if len(errors) > 1 else ""))
-    _check_regions(cfg, source)
-    _check_populations(cfg, source)
+    for error in region_errors(cfg, source) + population_errors(cfg, source):
+        raise ConfigError(error)
     return cfg
-
-
-def _check_populations(cfg: Config, source: str) -> None:
-    """Population expressions parse (their column names are checked against the manifest by the split)."""
-    from geogan.data.population import PopulationError, parse_population
-
-    keyed = {"split.populations": cfg.split.populations, "split.match": cfg.split.match,
-             "evaluate.populations": cfg.evaluate.populations, "judge.confusions": cfg.judge.confusions}
-    for key, mapping in keyed.items():
-        for attribute in mapping:
-            if attribute not in cfg.attributes:
-                raise ConfigError(f"{source}: '{key}.{attribute}': not one of the attributes {list(cfg.attributes)}")
-    for key in ("split.populations", "evaluate.populations"):
-        for attribute, expr in keyed[key].items():
-            try:
-                parse_population(expr)
-            except PopulationError as e:
-                raise ConfigError(f"{source}: '{key}.{attribute}': {e}") from None
-
-
-def _check_regions(cfg: Config, source: str) -> None:
-    """Every attribute needs a region of valid landmark points, two margins and two crop fractions."""
-    for attribute in cfg.attributes:
-        if attribute not in cfg.regions:
-            raise ConfigError(f"{source}: 'regions' has no entry for attribute '{attribute}' "
-                              f"(has {sorted(cfg.regions)}); give its landmark points, margin and crop")
-    for name, region in cfg.regions.items():
-        key = f"regions.{name}"
-        if len(region.points) < 2 or any(not 0 <= p < 68 for p in region.points):
-            raise ConfigError(f"{source}: '{key}.points' must list at least 2 iBUG-68 indices in [0, 67], got {list(region.points)}")
-        if len(region.margin) != 2 or any(m < 0 for m in region.margin):
-            raise ConfigError(f"{source}: '{key}.margin' must be two non-negative numbers, got {list(region.margin)}")
-        if len(region.crop) != 2 or any(not 0 < c <= 1 for c in region.crop):
-            raise ConfigError(f"{source}: '{key}.crop' must be two fractions in (0, 1], got {list(region.crop)}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
