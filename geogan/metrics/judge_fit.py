@@ -129,9 +129,11 @@ def fit_judge(images: np.ndarray, labels: np.ndarray, rows: Mapping[str, np.ndar
         net = JudgeNet(len(attributes), width, images.shape[1]).to(dev)
     source = torch.from_numpy(np.ascontiguousarray(images)).to(dev) if dev.type == "cuda" else images
     t0 = time.perf_counter()
-    best, step, history = _train(net, source, labels, train, val, dev, seed=seed, max_steps=max_steps,
-                                 eval_every=eval_every, patience=patience, batch_size=batch_size, lr=lr,
-                                 weight_decay=weight_decay, progress=progress)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed + 1)  # dropout draws from the global RNG: seeded too, so `seed` fixes the judge
+        best, step, history = _train(net, source, labels, train, val, dev, seed=seed, max_steps=max_steps,
+                                     eval_every=eval_every, patience=patience, batch_size=batch_size, lr=lr,
+                                     weight_decay=weight_decay, progress=progress)
     train_s = time.perf_counter() - t0
     net.load_state_dict(best["state"])
     net.eval()
