@@ -1,6 +1,6 @@
 """Which convolutions the training step's time goes to: every conv of one step, timed alone, by shape.
 
-    python3 benchmarks/bench_convs.py --size 256 --batch 24 --out $OUT/convs.json
+    python -m benchmarks.bench_convs --size 256 --batch 24 --out $OUT/convs.json
 
 Records every `nn.Conv2d` call of one real `train_step` (module name, input shape, weights, stride,
 padding, dilation, and whether the step needs its input gradient and its weight gradient), then
@@ -8,14 +8,13 @@ times each distinct call alone, forward and the backward the step needs (dgrad a
 bf16 with channels_last as the optimised step runs it, and prints them sorted by their share of
 the step: calls per step x ms per call, with TFLOP/s. cuDNN picks its algorithms with
 `cudnn.benchmark` as training does; compiled steps call the same cuDNN kernels. The profile
-(`bench_train.py --profile`) names kernels; this names the layers behind them.
+(`benchmarks.bench_train --profile`) names kernels; this names the layers behind them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,20 +23,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench_train import WEIGHTS, random_batch  # noqa: E402
-from geogan.nets import build_nets  # noqa: E402
-from geogan.nets.layers import space_to_depth_conv  # noqa: E402
-from geogan.training.steps import StepContext, build_training, train_step  # noqa: E402
+from benchmarks.common import bench_config, make_state, random_batch
+from geogan.nets.fast_ops import space_to_depth_conv
+from geogan.training.steps import train_step
 
 
 def record_convs(size: int, batch: int, device: torch.device, ngf: int, ndf: int, n_blocks: int) -> Counter:
     """(name, input shape, weight shape, stride, padding, dilation, needs dgrad, needs wgrad) -> calls in one step."""
-    torch.manual_seed(0)
-    nets = build_nets(ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3)
-    state = build_training(nets.generator, nets.discriminator, device, 1e-4, 1e-4, (0.9, 0.999), channels_last=False,
-                           compile=False, distributed=False)
+    state, ctx = make_state(bench_config(ngf, ndf, n_blocks, "fp32"), size, device)
     calls: Counter = Counter()
 
     def hook(name):
@@ -47,11 +40,10 @@ def record_convs(size: int, batch: int, device: torch.device, ngf: int, ndf: int
                    x.requires_grad, module.weight.requires_grad)] += 1
         return record
 
-    for prefix, net in (("G", nets.generator), ("D", nets.discriminator)):
+    for prefix, net in (("G", state.gen), ("D", state.disc)):
         for name, m in net.named_modules():
             if isinstance(m, nn.Conv2d):
                 m.register_forward_hook(hook(f"{prefix}.{name}"))
-    ctx = StepContext(size=size, weights=WEIGHTS, refine_weight=0.1)
     train_step(state, random_batch(batch, size, device, 0), ctx)
     return calls
 
@@ -62,7 +54,7 @@ def time_conv(x_shape, w_shape, stride, padding, dilation, dgrad: bool, wgrad: b
 
     `pad_channels_to` rounds the input and output channels up to a multiple (zero channels
     and zero weights give the same outputs): what a padded implementation of the layer would cost.
-    `blocks` times `geogan.nets.layers.space_to_depth_conv` instead (2x2 pixel blocks, pixel
+    `blocks` times `geogan.nets.fast_ops.space_to_depth_conv` instead (2x2 pixel blocks, pixel
     (un)shuffles and the weight transform included, run eagerly): stride-1 unpadded odd kernels only.
     On a GPU the reps run back to back between two CUDA events (launch overhead hidden, as in a step).
     """

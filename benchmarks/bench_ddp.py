@@ -1,6 +1,6 @@
 """Multi-GPU DDP scaling of the training step and of the real trainer (issue 8), one table last.
 
-    python3 benchmarks/bench_ddp.py --gpus 1 2 --out-dir $OUT
+    python -m benchmarks.bench_ddp --gpus 1 2 --out-dir $OUT
 
 Two measurements, each through `torchrun --standalone --nproc-per-node N`:
   1. Step scaling (weak: the per-GPU batch stays fixed): `train_step` under DDP on resident random
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -37,21 +36,15 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from benchmarks.bench_train import VARIANTS, WEIGHTS, random_batch
-    from geogan.nets import build_nets
+    from benchmarks.common import bench_config, make_state, random_batch
     from geogan.training.distributed import init_from_env, shutdown
-    from geogan.training.steps import StepContext, build_training, train_step
+    from geogan.training.steps import train_step
 
     env = init_from_env(args.device)
     cuda = env.device.type == "cuda"
     torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
-    nets = build_nets(ngf=16, ndf=64, n_blocks=3, n_scales=3)
-    bf16, channels_last = VARIANTS[args.variant]
-    state = build_training(nets.generator, nets.discriminator, env.device, 1e-4, 1e-4, (0.9, 0.999),
-                           channels_last=channels_last, compile=args.compile, distributed=env.distributed)
-    autocast = (lambda: torch.autocast(env.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    ctx = StepContext(size=args.size, weights=WEIGHTS, refine_weight=0.1, autocast=autocast, channels_last=channels_last)
+    state, ctx = make_state(bench_config(variant=args.variant), args.size, env.device,
+                            "default" if args.compile else None, distributed=env.distributed)
     batches = [random_batch(args.batch, args.size, env.device, 1000 * env.rank + i) for i in range(4)]
     ddp_modules = [m for m in (getattr(f, "_orig_mod", f) for f in (state.gen_fwd, state.disc_fwd)) if isinstance(m, DDP)]
 
@@ -83,18 +76,8 @@ def worker(args: argparse.Namespace) -> None:
     no_sync_ms = timed(args.steps, sync=False) if env.distributed else step_ms
     peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
-    n_grad = sum(p.numel() for p in list(nets.generator.parameters()) + list(nets.discriminator.parameters()))
-    allreduce_ms = 0.0
-    if env.distributed:
-        buf = torch.randn(n_grad, device=env.device)
-        for _ in range(3):
-            dist.all_reduce(buf)
-        wait()
-        t0 = time.perf_counter()
-        for _ in range(10):
-            dist.all_reduce(buf)
-        wait()
-        allreduce_ms = (time.perf_counter() - t0) / 10 * 1e3
+    n_grad = sum(p.numel() for p in list(state.gen.parameters()) + list(state.disc.parameters()))
+    allreduce_ms = bare_allreduce_ms(n_grad, env) if env.distributed else 0.0
 
     mine = torch.tensor([step_ms, no_sync_ms, peak_gb, allreduce_ms], device=env.device, dtype=torch.float64)
     rows = [torch.zeros_like(mine) for _ in range(env.world_size)]
@@ -114,6 +97,24 @@ def worker(args: argparse.Namespace) -> None:
         Path(args.worker_out).write_text(json.dumps(result, indent=2))
         print(json.dumps(result), flush=True)
     shutdown(env)
+
+
+def bare_allreduce_ms(n: int, env) -> float:
+    """ms of one all-reduce of n float32 values (as many as G and D have gradients), after 3 warm-up calls."""
+    import torch
+    import torch.distributed as dist
+
+    buf = torch.randn(n, device=env.device)
+    for _ in range(3):
+        dist.all_reduce(buf)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        dist.all_reduce(buf)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / 10 * 1e3
 
 
 def torchrun(n: int, cmd: list[str], timeout: float, log: Path) -> int:
@@ -172,7 +173,7 @@ def main() -> None:
     p.add_argument("--gpus", type=int, nargs="+", default=[1, 2])
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=24, help="pairs per GPU in the step-scaling run")
-    p.add_argument("--variant", default="bf16_cl", help="as bench_train.py's --variants")
+    p.add_argument("--variant", default="bf16_cl", help="as benchmarks.bench_train's --variants")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="cuda", help="cuda (NCCL); cpu (gloo) only to check the script itself")
     p.add_argument("--steps", type=int, default=20)
@@ -194,7 +195,7 @@ def main() -> None:
     steps = []
     for n in args.gpus:
         f = out / f"step-{n}.json"
-        torchrun(n, ["benchmarks/bench_ddp.py", "--out-dir", str(out), "--worker-out", str(f), "--size", str(args.size),
+        torchrun(n, ["-m", "benchmarks.bench_ddp", "--out-dir", str(out), "--worker-out", str(f), "--size", str(args.size),
                      "--batch", str(args.batch), "--variant", args.variant, "--steps", str(args.steps), "--warmup",
                      str(args.warmup), "--device", args.device] + (["--compile"] if args.compile else []), args.timeout, out / "step.log")
         if f.is_file():

@@ -5,8 +5,8 @@ loss guard, logging, image grids, checkpoints: everything training does) and com
 pairs/s over the last windows with the bare `train_step` on resident random tensors at the
 same resolution, batch and precision (`bench_train.time_steps`).
 
-    python3 benchmarks/bench_epoch.py --size 128 --batch 32 --steps 600 --out $OUT/epoch.json
-    python3 benchmarks/bench_epoch.py --size 256 --batch 24 --steps 400 --compile --out $OUT/epoch.json
+    python -m benchmarks.bench_epoch --size 128 --batch 32 --steps 600 --out $OUT/epoch.json
+    python -m benchmarks.bench_epoch --size 256 --batch 24 --steps 400 --compile --out $OUT/epoch.json
 
 `--compile` sets `train.compile: true` and compiles the bare step the same way (Inductor's default
 mode, the compiled-only rewrites of geogan.nets.layers on): the loop then has to keep up with the
@@ -19,16 +19,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.variant_params import prepare_synthetic  # noqa: E402
+from benchmarks.variant_params import prepare_synthetic
 
 
 def main(argv: list[str] | None = None) -> dict:

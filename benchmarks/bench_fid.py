@@ -9,7 +9,7 @@ when found, else RANDOM weights, which time the same network but give no FID (sa
 the output). Also measures how far TF32 moves the features and the Fréchet distance.
 Prints a table last; writes JSON to --out.
 
-    python benchmarks/bench_fid.py --num-images 10000 --out $OUT/fid.json
+    python -m benchmarks.bench_fid --num-images 10000 --out $OUT/fid.json
 
 Needs pytorch-fid (its FID Inception blocks) and torchvision; pytorch-fid is a pure-Python
 wheel, so `PYTHONPATH=path/to/pytorch_fid-0.3.0-py3-none-any.whl` is enough.
@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 if importlib.util.find_spec("pytorch_fid") is None:
     sys.exit("bench_fid: pytorch-fid is not importable: `pip install pytorch-fid==0.3.0` "

@@ -13,7 +13,7 @@ On a machine without face-alignment, pass a folder holding its wheel (pure Pytho
 dependencies numba, scikit-image, opencv and scipy must be importable already):
 
     python -m pip download --no-deps -d .whl face-alignment==1.5.0       # where pip can reach PyPI
-    python benchmarks/bench_landmarks.py --wheels .whl --out bench_landmarks.json
+    python -m benchmarks.bench_landmarks --wheels .whl --out bench_landmarks.json
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def ensure_face_alignment(wheels: Path | None) -> None:

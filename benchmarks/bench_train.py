@@ -5,32 +5,22 @@ for several resolutions and batch sizes, baseline (fp32 + TF32, eager, as the re
 ran) beside optimised (bf16 autocast, channels_last, fused Adam, torch.compile), and
 prints a table last. Writes JSON to --out.
 
-    python benchmarks/bench_train.py --out $OUT/train.json
+    python -m benchmarks.bench_train --out $OUT/train.json
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from geogan.config import LossConfig  # noqa: E402
-from geogan.data.dataset import Batch  # noqa: E402
-from geogan.nets import build_nets  # noqa: E402
-from geogan.nets.layers import Conv2d, ReflectionPad, Upsample2x  # noqa: E402
-from geogan.training.steps import (  # noqa: E402
-    StepContext, build_training, discriminator_phase, generator_forward, generator_phase, train_step,
-)
-
-WEIGHTS = LossConfig().step_weights()  # params.yaml's defaults
+from benchmarks.common import LEVERS, VARIANTS, bench_config, make_state, random_batch
+from geogan.data.dataset import Batch
+from geogan.training.steps import StepContext, discriminator_phase, generator_forward, generator_phase, train_step
 
 
 def bf16_peak_tflops(n: int = 8192, reps: int = 20) -> float:
@@ -51,56 +41,11 @@ def bf16_peak_tflops(n: int = 8192, reps: int = 20) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def random_batch(batch: int, size: int, device: torch.device, seed: int) -> Batch:
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    x = torch.rand(2, batch, 3, size, size, generator=g) * 2 - 1
-    lm = torch.rand(2, batch, 68, 2, generator=g) * 1.6 - 0.8
-    return Batch(x_a=x[0].to(device), x_b=x[1].to(device), lm_a=lm[0].to(device), lm_b=lm[1].to(device))
-
-
-# name -> (bf16 autocast, channels_last)
-VARIANTS = {"fp32": (False, False), "bf16": (True, False), "bf16_cl": (True, True)}
-
-
-# The compiled-only levers that live in the nets (geogan.nets.layers), on by default; --without turns one off.
-LEVERS = ("fold_pad", "pad_channels", "space_to_depth", "upsample")
-
-
-def disable_levers(module: torch.nn.Module, levers: tuple[str, ...]) -> None:
-    """Turn off named compiled-only levers (benchmarks/NOTES.md runs 14-15): the folded reflection-pad
-    backward, channel padding to 8, thin convs on 2x2 blocks, the written-out bilinear upsampling."""
-    for m in module.modules():
-        if "fold_pad" in levers and isinstance(m, ReflectionPad):
-            m.fold_backward = False
-        if "pad_channels" in levers and isinstance(m, Conv2d):
-            m.channel_multiple = 0
-        if "space_to_depth" in levers and isinstance(m, Conv2d):
-            m.space_to_depth = False
-        if "upsample" in levers and isinstance(m, Upsample2x):
-            m.written_out = False
-
-
-def make_state(size: int, variant: str, compile_mode: str | None, ngf: int, ndf: int, n_blocks: int,
-               compile_losses: bool = False, without: tuple[str, ...] = ()):
-    torch.manual_seed(0)
-    nets = build_nets(ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3, flow_scale=0.1, flow_inputs="rgb")
-    for net in (nets.generator, nets.discriminator):
-        disable_levers(net, without)
-    dev = torch.device("cuda")
-    bf16, channels_last = VARIANTS[variant]
-    state = build_training(nets.generator, nets.discriminator, dev, 1e-4, 1e-4, (0.9, 0.999), channels_last=channels_last,
-                           compile=bool(compile_mode), distributed=False, compile_losses=compile_losses,
-                           compile_mode=compile_mode or "default")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    ctx = StepContext(size=size, weights=WEIGHTS, refine_weight=0.1, autocast=autocast, channels_last=channels_last)
-    return state, ctx
-
-
 def count_flops(size: int, batch: int, ngf: int, ndf: int, n_blocks: int) -> float:
     """Model FLOPs of one full step (forward + backward of G and D), counted in fp32 eager."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    state, ctx = make_state(size, "fp32", None, ngf, ndf, n_blocks)
+    state, ctx = make_state(bench_config(ngf, ndf, n_blocks, "fp32"), size, torch.device("cuda"))
     b = random_batch(batch, size, torch.device("cuda"), 0)
     with FlopCounterMode(display=False) as fc:
         train_step(state, b, ctx)
@@ -111,7 +56,8 @@ def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, st
                ngf: int, ndf: int, n_blocks: int, compile_losses: bool = False, profile: bool = False, breakdown: bool = False,
                without: tuple[str, ...] = ()) -> dict:
     """Time `steps` steps after `warmup`; optionally split the time by phase and profile the same state."""
-    state, ctx = make_state(size, variant, compile_mode, ngf, ndf, n_blocks, compile_losses, without)
+    state, ctx = make_state(bench_config(ngf, ndf, n_blocks, variant), size, torch.device("cuda"), compile_mode,
+                            compile_losses, without)
     batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
     t0 = time.perf_counter()
     for i in range(warmup):
@@ -192,7 +138,7 @@ def main() -> None:
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (not D alone)")
     p.add_argument("--without", nargs="*", default=[], choices=LEVERS,
-                   help="turn off compiled-only levers of the nets, to measure each one's worth")
+                   help="turn off compiled-kernel levers (geogan.nets.fast_ops), to measure each one's worth")
     p.add_argument("--ngf", type=int, default=16)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--n-blocks", type=int, default=3)

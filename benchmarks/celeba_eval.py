@@ -5,7 +5,7 @@ so the judge, Inception and face embedder measure every method on the same pairs
 features and the bootstrap replicates are computed once. Prints one row per method and writes
 the figures (each with its 95% interval and sample count) to a JSON file.
 
-    python benchmarks/celeba_eval.py --params params/celeba-128.yaml --attribute Eyeglasses \\
+    python -m benchmarks.celeba_eval --params params/celeba-128.yaml --attribute Eyeglasses \\
         --prepared data/prepared --landmarks data/landmarks --evalset data/evalsets/Eyeglasses.json \\
         --judge models/judge --models all=runs/Eyeglasses-all.pt baseline=runs/Eyeglasses-baseline.pt \\
         --sources 50 --references 5 --fid off --identity off --out results/Eyeglasses.json

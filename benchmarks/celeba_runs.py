@@ -6,7 +6,7 @@ deadline the unfinished ones get SIGTERM, save a checkpoint and exit 143, and a 
 the same --work resumes them. Finished runs' generators are copied to --out in float16 (half
 the bytes; `load_generator` reads them back into float32).
 
-    python3 benchmarks/celeba_runs.py --data .device_data/celeba128 --work .device_runs --out $OUT \\
+    python -m benchmarks.celeba_runs --data .device_data/celeba128 --work .device_runs --out $OUT \\
         --deadline-s 500 [--steps NAME=STEPS ...] [--export NAME ...] [--only NAME ...]
 """
 

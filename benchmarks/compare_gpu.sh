@@ -4,7 +4,7 @@
 # The data stages (ingest, landmarks, split) and the judge classifier run once from BASE_PARAMS; each
 # variant differs only in train/model/loss keys. Training runs concurrently: at 128 px the step is
 # launch-bound, so several processes share one GPU well. Timings from such a run are not benchmarks
-# (use bench_train.py alone on the GPU for those); metrics are what it is for.
+# (use benchmarks.bench_train alone on the GPU for those); metrics are what it is for.
 # Results: WORKDIR/<NAME>/metrics.json and grid, and WORKDIR/compare.tsv.
 set -euo pipefail
 BASE=$1; W=$2; shift 2
@@ -26,7 +26,7 @@ for spec in "$@"; do
   name=${spec%%=*}; kv=${spec#*=}
   names+=("$name")
   # shellcheck disable=SC2086
-  $PY benchmarks/variant_params.py "$BASE" "$W/$name/params.yaml" $kv
+  $PY -m benchmarks.variant_params "$BASE" "$W/$name/params.yaml" $kv
   $PY -m geogan.stages.train --params "$W/$name/params.yaml" --attribute "$A" --prepared "$W/prepared" \
       --landmarks "$W/landmarks" --split "$W/splits/$A.json" --out "$W/$name/model" --work "$W/$name/run" --no-progress \
       > "$W/$name/train.log" 2>&1 &

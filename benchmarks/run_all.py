@@ -1,6 +1,6 @@
 """Every GPU benchmark in one go, a summary table last.
 
-    python3 benchmarks/run_all.py --out-dir $OUT [--quick]
+    python -m benchmarks.run_all --out-dir $OUT [--quick]
 
 Runs, each in its own process (so one's compile caches and memory do not colour another's):
   1. bench_train.py: the training step at 128/256 px, batches 16/24/32/64, fp32 baseline vs bf16 +
@@ -29,9 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_train import LEVERS  # noqa: E402
+from benchmarks.bench_train import LEVERS
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,39 +62,38 @@ def main() -> None:
     res: dict[str, dict | None] = {}
     if "train" not in args.skip:
         sizes, batches = (["256"], ["24"]) if args.quick else (["128", "256"], ["16", "24", "32", "64"])
-        res["train"] = _run("train", [py, "benchmarks/bench_train.py", "--sizes", *sizes, "--batches", *batches,
+        res["train"] = _run("train", [py, "-m", "benchmarks.bench_train", "--sizes", *sizes, "--batches", *batches,
                                       "--variants", "fp32", "bf16", "bf16_cl", "--steps", "10", "--warmup", "3",
                                       "--breakdown", "--out", str(out / "train.json")], out, args.timeout)
     if "compile" not in args.skip:
         # Compiled with the stock layers (every rewrite of geogan.nets.layers off), to show what the rewrites add.
-        res["compile"] = _run("compile", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
+        res["compile"] = _run("compile", [py, "-m", "benchmarks.bench_train", "--sizes", "256", "--batches", "24",
                                           "--variants", "bf16_cl", "--compile-mode", "default", "--steps", "20",
                                           "--warmup", "3", "--profile", "--breakdown", "--without", *LEVERS,
                                           "--out", str(out / "compile.json")], out, args.timeout)
     if "compile_losses" not in args.skip:
-        res["compile_losses"] = _run("compile_losses", [py, "benchmarks/bench_train.py", "--sizes", "256", "--batches", "24",
+        res["compile_losses"] = _run("compile_losses", [py, "-m", "benchmarks.bench_train", "--sizes", "256", "--batches", "24",
                                                         "--variants", "bf16_cl", "--compile-mode", "default", "--compile-losses",
                                                         "--steps", "20", "--warmup", "3", "--profile", "--breakdown",
                                                         "--out", str(out / "compile_losses.json")], out, args.timeout)
     if "convs" not in args.skip:  # prints its own table; kept in convs.json
-        _run("convs", [py, "benchmarks/bench_convs.py", "--size", "256", "--batch", "24", "--alternatives", "--out", str(out / "convs.json")],
+        _run("convs", [py, "-m", "benchmarks.bench_convs", "--size", "256", "--batch", "24", "--alternatives", "--out", str(out / "convs.json")],
              out, args.timeout)
     if "epoch" not in args.skip:
-        res["epoch"] = _run("epoch", [py, "benchmarks/bench_epoch.py", "--size", "256", "--batch", "24", "--steps", "400", "--identities", "600",
+        res["epoch"] = _run("epoch", [py, "-m", "benchmarks.bench_epoch", "--size", "256", "--batch", "24", "--steps", "400", "--identities", "600",
                                       "--compile", "--out", str(out / "epoch.json")], out, args.timeout)
     if "landmarks" not in args.skip:
-        res["landmarks"] = _run("landmarks", [py, "benchmarks/bench_landmarks.py", "--wheels", str(args.wheels),
+        res["landmarks"] = _run("landmarks", [py, "-m", "benchmarks.bench_landmarks", "--wheels", str(args.wheels),
                                               "--out", str(out / "landmarks.json")], out, args.timeout)
     if "fid" not in args.skip:
-        res["fid"] = _run("fid", [py, "benchmarks/bench_fid.py", "--out", str(out / "fid.json")], out, args.timeout)
+        res["fid"] = _run("fid", [py, "-m", "benchmarks.bench_fid", "--out", str(out / "fid.json")], out, args.timeout)
     gpus = _gpu_count()
     if "ddp" not in args.skip and gpus > 1:
-        res["ddp"] = _run("ddp", [py, "benchmarks/bench_ddp.py", "--gpus", "1", str(gpus), "--out-dir", str(out / "ddp")],
+        res["ddp"] = _run("ddp", [py, "-m", "benchmarks.bench_ddp", "--gpus", "1", str(gpus), "--out-dir", str(out / "ddp")],
                           out / "ddp", args.timeout)
     (out / "all.json").write_text(json.dumps(res, indent=2))
     print_summary(res)
     if res.get("ddp"):
-        sys.path.insert(0, str(HERE.parent))
         from benchmarks.bench_ddp import print_summary as print_ddp
 
         print_ddp(res["ddp"]["steps"], res["ddp"]["curves"])

@@ -2,7 +2,7 @@
 # The pipeline's stages on a GPU machine without MLflow/DVC (torch alone): synthetic faces at 128 px.
 #   bash benchmarks/run_synthetic_gpu.sh [PARAMS] [WORKDIR]
 set -euo pipefail
-P=${1:-benchmarks/params-synthetic128-gpu.yaml}
+P=${1:-params/synthetic128-gpu.yaml}
 W=${2:-/tmp/geogan-gpu}
 PY=${PYTHON:-python3}
 mkdir -p "$W"

@@ -1,6 +1,6 @@
 """Write a params file that differs from a base file in a few dotted keys, validated by the config loader.
 
-    python3 benchmarks/variant_params.py BASE.yaml OUT.yaml train.precision=fp32 train.seed=1 "train.d_augment=[color, cutout]"
+    python -m benchmarks.variant_params BASE.yaml OUT.yaml train.precision=fp32 train.seed=1 "train.d_augment=[color, cutout]"
 
 Values are parsed as YAML (numbers, booleans, lists); the result is loaded with `geogan.config.load_config`,
 so a misspelt key or a wrong type stops here with the config's own message. For GPU experiments that
@@ -14,11 +14,9 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout, not installed
+from geogan.config import Config, ConfigError, load_config
 
-from geogan.config import Config, ConfigError, load_config  # noqa: E402
-
-GPU_BASE = Path(__file__).resolve().parent / "params-synthetic128-gpu.yaml"
+GPU_BASE = Path(__file__).resolve().parents[1] / "params" / "synthetic128-gpu.yaml"
 
 
 def write_variant(base: Path, out: Path, assignments: list[str]) -> None:

@@ -1,8 +1,9 @@
 """One typed, frozen config mirroring params.yaml, loaded and validated in one place.
 
-Every section of params.yaml maps to a frozen dataclass below. Loading is strict: an
-unknown key, a missing key or a value of the wrong type is a `ConfigError` naming the
-key (with a suggestion for a typo), so a stage never runs on a half-understood config.
+Every section of params.yaml maps to a frozen dataclass below, without defaults: params.yaml is
+the one source of them. A variant file names its base (`extends: ../params.yaml`) and states
+only what differs. Loading is strict: an unknown key, a missing key or a value of the wrong
+type is a `ConfigError` naming the key (with a suggestion for a typo).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import difflib
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -35,71 +36,71 @@ _ParamsLoader.add_implicit_resolver(
 class DataConfig:
     """Where faces come from and how they are prepared (the `ingest` stage)."""
 
-    source: str = "synthetic"  # "synthetic", a folder (CelebA format or images + CSV), or s3://bucket/prefix
-    format: Literal["auto", "synthetic", "celeba", "csv"] = "auto"
-    resolution: int = 64  # prepared images are square, this many pixels
-    synthetic_identities: int = 300  # synthetic source: number of distinct people
-    synthetic_images_per_identity: int = 3  # ... and images of each (pose/expression vary)
-    csv_file: str = "attributes.csv"  # csv source: attribute table inside the folder
-    image_column: str = "image"  # csv source: column holding the file name
-    identity_column: str = ""  # csv source: column holding the person id ("" = unknown)
-    min_image_size: int = 64  # smaller source images are skipped and counted
-    workers: int = 2  # parallel decode processes
-    license_ack: bool = False  # real CelebA/CelebA-HQ: non-commercial research only
+    source: str  # "synthetic", a folder (CelebA format or images + CSV), or s3://bucket/prefix
+    format: Literal["auto", "synthetic", "celeba", "csv"]
+    resolution: int  # prepared images are square, this many pixels
+    synthetic_identities: int  # synthetic source: number of distinct people
+    synthetic_images_per_identity: int  # ... and images of each (pose/expression vary)
+    csv_file: str  # csv source: attribute table inside the folder
+    image_column: str  # csv source: column holding the file name
+    identity_column: str  # csv source: column holding the person id ("" = unknown)
+    min_image_size: int  # smaller source images are skipped and counted
+    workers: int  # parallel decode processes
+    license_ack: bool  # real CelebA/CelebA-HQ: non-commercial research only
 
 
 @dataclass(frozen=True)
 class LandmarksConfig:
     """68-point landmark extraction (the `landmarks` stage)."""
 
-    backend: Literal["exact", "dlib", "fan", "precomputed"] = "exact"
-    device: str = "auto"  # "auto" picks cuda when available
-    batch_size: int = 32
-    fan_weights: str = ""  # local 2DFAN4 checkpoint; "" = torch hub cache
-    precomputed_file: str = ""  # precomputed backend: .npy (N, 68, 2) or CSV aligned with the manifest
+    backend: Literal["exact", "dlib", "fan", "precomputed"]
+    device: str  # "auto" picks cuda when available
+    batch_size: int
+    fan_weights: str  # local 2DFAN4 checkpoint; "" = torch hub cache
+    precomputed_file: str  # precomputed backend: .npy (N, 68, 2) or CSV aligned with the manifest
 
 
 @dataclass(frozen=True)
 class SplitConfig:
     """Unpaired A (without) / B (with) splits per attribute (the `split` stage)."""
 
-    test_fraction: float = 0.2
-    val_fraction: float = 0.0  # held-out identities for choosing checkpoints and thresholds (no source partition)
-    max_per_domain: int = 0  # cap on A and on B per partition; 0 = no cap
-    use_source_partition: bool = True  # use the source's train/val/test partition when it has one
-    populations: dict[str, str] = field(default_factory=dict)  # attribute -> who may enter A and B, e.g. "Male"
-    match: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> columns A is matched to B on
+    test_fraction: float
+    val_fraction: float  # held-out identities for choosing checkpoints and thresholds (no source partition)
+    max_per_domain: int  # cap on A and on B per partition; 0 = no cap
+    use_source_partition: bool  # use the source's train/val/test partition when it has one
+    populations: dict[str, str]  # attribute -> who may enter A and B, e.g. "Male"
+    match: dict[str, tuple[str, ...]]  # attribute -> columns A is matched to B on
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Network sizes; the reference uses ngf 16, ndf 64, 3 ResNet blocks, 3 D scales."""
 
-    ngf: int = 16
-    ndf: int = 64
-    n_blocks: int = 3
-    n_scales: int = 3
-    flow_inputs: Literal["rgb", "rgb+landmarks"] = "rgb"
-    flow_scale: float = 0.1  # flow head output is multiplied by this (reference: / 10)
-    local_ndf: int = 0  # channels of the local attribute discriminator on the region crop (0 = none)
+    ngf: int
+    ndf: int
+    n_blocks: int
+    n_scales: int
+    flow_inputs: Literal["rgb", "rgb+landmarks"]
+    flow_scale: float  # flow head output is multiplied by this (reference: / 10)
+    local_ndf: int  # channels of the local attribute discriminator on the region crop (0 = none)
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """Loss weights; names match the logged metrics (`loss/g/<name>`)."""
 
-    lambda_adv: float = 1.0
-    lambda_cls: float = 0.2
-    lambda_rec: float = 5.0
-    lambda_landmark: float = 10.0
-    lambda_tv: float = 1.0
-    lambda_mask: float = 0.1
-    refine_weight: float = 0.1  # w in residual = 2 tanh(r) w m
-    refine_start_step: int = 0  # refinement is off before this step (reference: 10 epochs)
-    mask_warmup_steps: int = 0  # lambda_mask ramps linearly from 0 over these steps (0 = full from the start)
-    lambda_local_adv: float = 1.0  # the local attribute discriminator's LSGAN term (with model.local_ndf > 0)
-    lambda_local_cls: float = 1.0  # ... and its has-attribute term
-    lambda_mask_region: float = 0.0  # mask mass outside the attribute's landmark region
+    lambda_adv: float
+    lambda_cls: float
+    lambda_rec: float
+    lambda_landmark: float
+    lambda_tv: float
+    lambda_mask: float
+    refine_weight: float  # w in residual = 2 tanh(r) w m
+    refine_start_step: int  # refinement is off before this step (reference: 10 epochs)
+    mask_warmup_steps: int  # lambda_mask ramps linearly from 0 over these steps (0 = full from the start)
+    lambda_local_adv: float  # the local attribute discriminator's LSGAN term (with model.local_ndf > 0)
+    lambda_local_cls: float  # ... and its has-attribute term
+    lambda_mask_region: float  # mask mass outside the attribute's landmark region
 
     def step_weights(self) -> dict[str, float]:
         """The weights the training step reads (`StepContext.weights`), keyed by their params names."""
@@ -112,110 +113,110 @@ class LossConfig:
 class TrainConfig:
     """The training loop (the `train` stage)."""
 
-    steps: int = 300
-    batch_size: int = 8  # global batch of (a, b) pairs, split across ranks
-    lr_g: float = 1e-4
-    lr_d: float = 1e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lr_decay_every: int = 0  # steps between decays; 0 = constant
-    lr_decay_g: float = 0.4
-    lr_decay_d: float = 0.2
-    augment_flip: bool = True  # horizontal flip, applied to landmarks too
+    steps: int
+    batch_size: int  # global batch of (a, b) pairs, split across ranks
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    lr_decay_every: int  # steps between decays; 0 = constant
+    lr_decay_g: float
+    lr_decay_d: float
+    augment_flip: bool  # horizontal flip, applied to landmarks too
     # DiffAugment on everything D sees (reals and fakes, both updates): for small real sets
-    d_augment: tuple[Literal["color", "translation", "cutout"], ...] = ()
-    cutout_spares_region: bool = False  # cutout never covers the attribute's region (a label it would erase)
-    ema_decay: float = 0.0  # exponential moving average of G for evaluation and export (0 = none)
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 autocast on cuda
-    channels_last: bool = True  # only takes effect on cuda
-    compile: bool = False
-    checkpoint_every: int = 100
-    log_every: int = 10
-    image_every: int = 100
-    seed: int = 0
-    init_from: str = ""  # a generator.pt to start G from (e.g. pretrained on synthetic faces); "" = random
+    d_augment: tuple[Literal["color", "translation", "cutout"], ...]
+    cutout_spares_region: bool  # cutout never covers the attribute's region (a label it would erase)
+    ema_decay: float  # exponential moving average of G for evaluation and export (0 = none)
+    device: str
+    precision: Literal["auto", "fp32", "bf16"]  # auto = bf16 autocast on cuda
+    channels_last: bool  # only takes effect on cuda
+    compile: bool
+    checkpoint_every: int
+    log_every: int
+    image_every: int
+    seed: int
+    init_from: str  # a generator.pt to start G from (e.g. pretrained on synthetic faces); "" = random
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Evaluation of a generator and the baselines on the fixed evaluation set (the `evalset` and `evaluate` stages)."""
 
-    sources: int = 100  # per attribute: test faces without it (one per person where possible) ...
-    references: int = 10  # ... each paired with every one of these test faces with it (other people)
-    populations: dict[str, str] = field(default_factory=dict)  # attribute -> who may be drawn, e.g. "Male"
-    bootstrap: int = 1000  # resamples of sources and references behind every 95% interval
-    batch_size: int = 16
-    fid: Literal["auto", "require", "off"] = "auto"  # require = fail without the Inception weights
-    inception_weights: str = ""  # pt_inception-2015-12-05-6726825d.pth or fid-helper's default_1.pt; "" = search
-    kid_subsets: int = 100  # KID's random subsets (its std is over these)
-    identity: Literal["auto", "require", "off"] = "auto"  # dlib face-embedding distance; auto = real faces, when dlib is installed
-    copy_paste_feather: float = 0.15  # the copy-paste baseline's mask fades over this many inter-ocular distances
-    device: str = "auto"
+    sources: int  # per attribute: test faces without it (one per person where possible) ...
+    references: int  # ... each paired with every one of these test faces with it (other people)
+    populations: dict[str, str]  # attribute -> who may be drawn, e.g. "Male"
+    bootstrap: int  # resamples of sources and references behind every 95% interval
+    batch_size: int
+    fid: Literal["auto", "require", "off"]  # require = fail without the Inception weights
+    inception_weights: str  # pt_inception-2015-12-05-6726825d.pth or fid-helper's default_1.pt; "" = search
+    kid_subsets: int  # KID's random subsets (its std is over these)
+    identity: Literal["auto", "require", "off"]  # dlib face-embedding distance; auto = real faces, when dlib is installed
+    copy_paste_feather: float  # the copy-paste baseline's mask fades over this many inter-ocular distances
+    device: str
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
     """The attribute classifier that judges transfers (the `train_judge` stage), trained once per data version."""
 
-    width: int = 32  # channels of the first stage (x2 per stage)
-    max_steps: int = 3000  # an upper bound: early stopping on val ends it sooner
-    eval_every: int = 250  # steps between checks on val
-    patience: int = 4  # checks on val without a better mean AUC before stopping
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    confusions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> label columns its test verdicts are broken down by
-    weights: str = ""  # a judge file (format geogan-judge/1) to use instead of training one
-    device: str = "auto"
+    width: int  # channels of the first stage (x2 per stage)
+    max_steps: int  # an upper bound: early stopping on val ends it sooner
+    eval_every: int  # steps between checks on val
+    patience: int  # checks on val without a better mean AUC before stopping
+    batch_size: int
+    lr: float
+    weight_decay: float
+    confusions: dict[str, tuple[str, ...]]  # attribute -> label columns its test verdicts are broken down by
+    weights: str  # a judge file (format geogan-judge/1) to use instead of training one
+    device: str
 
 
 @dataclass(frozen=True)
 class PromoteConfig:
     """The gate a candidate must pass to become `champion`."""
 
-    min_transfer_success: float = 0.5  # the judge's verdict on a*
-    max_kid_vs_copy_paste: float = 1.0  # kid_a2b at most this multiple of the copy-paste baseline's
-    min_identity_kept: float = 0.8  # share of pairs whose output stays the source's person; 0 = not gated
-    max_landmark_error: float = 1.0
-    allow_worse_than_champion: bool = False
+    min_transfer_success: float  # the judge's verdict on a*
+    max_kid_vs_copy_paste: float  # kid_a2b at most this multiple of the copy-paste baseline's
+    min_identity_kept: float  # share of pairs whose output stays the source's person; 0 = not gated
+    max_landmark_error: float
+    allow_worse_than_champion: bool
 
 
 @dataclass(frozen=True)
 class MlflowConfig:
     """Tracking defaults; the MLFLOW_TRACKING_URI environment variable overrides the URI."""
 
-    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
-    artifact_root: str = "mlflow/artifacts"
-    experiment_prefix: str = "geogan"
+    tracking_uri: str
+    artifact_root: str
+    experiment_prefix: str
 
 
 @dataclass(frozen=True)
 class RegionConfig:
     """Where an attribute sits: landmark points, widened by margins (see `geogan.landmarks.regions`)."""
 
-    points: tuple[int, ...] = ()  # iBUG-68 indices the attribute covers
-    margin: tuple[float, ...] = (0.0, 0.0)  # (along the eyes, across) widening per side, in inter-ocular distances
-    crop: tuple[float, ...] = (0.25, 0.5)  # (h, w) of the region crop as fractions of the image size
+    points: tuple[int, ...]  # iBUG-68 indices the attribute covers
+    margin: tuple[float, ...]  # (along the eyes, across) widening per side, in inter-ocular distances
+    crop: tuple[float, ...]  # (h, w) of the region crop as fractions of the image size
 
 
 @dataclass(frozen=True)
 class Config:
     """The whole of params.yaml."""
 
-    attributes: tuple[str, ...] = ("Mustache", "Eyeglasses")
-    seed: int = 0
-    regions: dict[str, RegionConfig] = field(default_factory=dict)  # attribute -> its landmark region
-    data: DataConfig = field(default_factory=DataConfig)
-    landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    promote: PromoteConfig = field(default_factory=PromoteConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    attributes: tuple[str, ...]
+    seed: int
+    regions: dict[str, RegionConfig]  # attribute -> its landmark region
+    data: DataConfig
+    landmarks: LandmarksConfig
+    split: SplitConfig
+    model: ModelConfig
+    loss: LossConfig
+    train: TrainConfig
+    judge: JudgeConfig
+    evaluate: EvaluateConfig
+    promote: PromoteConfig
+    mlflow: MlflowConfig
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -230,6 +231,17 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         ConfigError: naming the file and key that is unknown, missing or mistyped.
     """
     path = Path(path)
+    raw = _read_params(path, seen=())
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, path)
+    return config_from_dict(raw, source=str(path))
+
+
+EXTENDS = "extends"  # a variant file's key naming its base file, relative to the variant
+
+
+def _read_params(path: Path, seen: tuple[Path, ...]) -> dict:
+    """The params file as a mapping, merged onto its base (`extends`) when it names one."""
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
@@ -238,56 +250,53 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value, path)
-    return config_from_dict(raw, source=str(path))
+    if EXTENDS not in raw:
+        return raw
+    base = raw.pop(EXTENDS)
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: '{EXTENDS}' must name a params file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: '{EXTENDS}: {base}': {base_path} not found")
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: '{EXTENDS}: {base}' comes back to a file it extends")
+    return _merge(_read_params(base_path, (*seen, path.resolve())), raw, Config)
+
+
+def _merge(base: dict, variant: Mapping[str, Any], cls: type) -> dict:
+    """`variant` over `base`: sections (dataclass fields) merge key by key, every other value replaces.
+
+    A mapping that is data, not a section (regions, populations, ...), is replaced whole, so a
+    variant can drop entries; an unknown key is left in place for `config_from_dict` to name.
+    """
+    hints = typing.get_type_hints(cls)
+    out = dict(base)
+    for key, value in variant.items():
+        tp = hints.get(key)
+        if tp is not None and dataclasses.is_dataclass(tp) and isinstance(value, Mapping) \
+                and isinstance(base.get(key), Mapping):
+            out[key] = _merge(base[key], value, tp)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_params(path: str | Path) -> dict[str, Any]:
+    """A params file with its `extends` chain resolved and checked: every key, as params.yaml holds them."""
+    return config_to_dict(load_config(path))
 
 
 def config_from_dict(raw: Mapping[str, Any], source: str = "params") -> Config:
     """Build a `Config` from a nested mapping with every key present (strict)."""
-    from geogan.config_ranges import range_errors
+    from geogan.config_ranges import population_errors, range_errors, region_errors
 
     cfg = _build(Config, raw, prefix="", source=source)
     errors = range_errors(cfg, source)
     if errors:
         raise ConfigError(errors[0] + (f" (and {len(errors) - 1} more out of range)" if len(errors) > 1 else ""))
-    _check_regions(cfg, source)
-    _check_populations(cfg, source)
+    for error in region_errors(cfg, source) + population_errors(cfg, source):
+        raise ConfigError(error)
     return cfg
-
-
-def _check_populations(cfg: Config, source: str) -> None:
-    """Population expressions parse (their column names are checked against the manifest by the split)."""
-    from geogan.data.population import PopulationError, parse_population
-
-    keyed = {"split.populations": cfg.split.populations, "split.match": cfg.split.match,
-             "evaluate.populations": cfg.evaluate.populations, "judge.confusions": cfg.judge.confusions}
-    for key, mapping in keyed.items():
-        for attribute in mapping:
-            if attribute not in cfg.attributes:
-                raise ConfigError(f"{source}: '{key}.{attribute}': not one of the attributes {list(cfg.attributes)}")
-    for key in ("split.populations", "evaluate.populations"):
-        for attribute, expr in keyed[key].items():
-            try:
-                parse_population(expr)
-            except PopulationError as e:
-                raise ConfigError(f"{source}: '{key}.{attribute}': {e}") from None
-
-
-def _check_regions(cfg: Config, source: str) -> None:
-    """Every attribute needs a region of valid landmark points, two margins and two crop fractions."""
-    for attribute in cfg.attributes:
-        if attribute not in cfg.regions:
-            raise ConfigError(f"{source}: 'regions' has no entry for attribute '{attribute}' "
-                              f"(has {sorted(cfg.regions)}); give its landmark points, margin and crop")
-    for name, region in cfg.regions.items():
-        key = f"regions.{name}"
-        if len(region.points) < 2 or any(not 0 <= p < 68 for p in region.points):
-            raise ConfigError(f"{source}: '{key}.points' must list at least 2 iBUG-68 indices in [0, 67], got {list(region.points)}")
-        if len(region.margin) != 2 or any(m < 0 for m in region.margin):
-            raise ConfigError(f"{source}: '{key}.margin' must be two non-negative numbers, got {list(region.margin)}")
-        if len(region.crop) != 2 or any(not 0 < c <= 1 for c in region.crop):
-            raise ConfigError(f"{source}: '{key}.crop' must be two fractions in (0, 1], got {list(region.crop)}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

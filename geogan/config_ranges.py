@@ -1,4 +1,4 @@
-"""Allowed ranges of params.yaml's numbers, checked at load: one line naming the key and its range.
+"""Checks of params values at load: numbers in their ranges, regions and populations; one line naming the key.
 
 Types are checked while the config is built (`geogan.config`); here each number is held
 to what it means: sizes, steps and intervals are positive, fractions and probabilities
@@ -73,4 +73,36 @@ def range_errors(cfg: Any, source: str) -> list[str]:
             node = getattr(node, part, None)
         if isinstance(node, (int, float)) and not isinstance(node, bool) and not allowed.holds(node):
             errors.append(f"{source}: '{key}' must be {allowed}, got {node!r}")
+    return errors
+
+
+def region_errors(cfg: Any, source: str) -> list[str]:
+    """Every attribute needs a region of valid landmark points, two margins and two crop fractions."""
+    errors = [f"{source}: 'regions' has no entry for attribute '{attribute}' (has {sorted(cfg.regions)}); "
+              "give its landmark points, margin and crop" for attribute in cfg.attributes if attribute not in cfg.regions]
+    for name, region in cfg.regions.items():
+        key = f"regions.{name}"
+        if len(region.points) < 2 or any(not 0 <= p < 68 for p in region.points):
+            errors.append(f"{source}: '{key}.points' must list at least 2 iBUG-68 indices in [0, 67], got {list(region.points)}")
+        if len(region.margin) != 2 or any(m < 0 for m in region.margin):
+            errors.append(f"{source}: '{key}.margin' must be two non-negative numbers, got {list(region.margin)}")
+        if len(region.crop) != 2 or any(not 0 < c <= 1 for c in region.crop):
+            errors.append(f"{source}: '{key}.crop' must be two fractions in (0, 1], got {list(region.crop)}")
+    return errors
+
+
+def population_errors(cfg: Any, source: str) -> list[str]:
+    """Population mappings name listed attributes and their expressions parse (columns: checked by the split)."""
+    from geogan.data.population import PopulationError, parse_population
+
+    keyed = {"split.populations": cfg.split.populations, "split.match": cfg.split.match,
+             "evaluate.populations": cfg.evaluate.populations, "judge.confusions": cfg.judge.confusions}
+    errors = [f"{source}: '{key}.{attribute}': not one of the attributes {list(cfg.attributes)}"
+              for key, mapping in keyed.items() for attribute in mapping if attribute not in cfg.attributes]
+    for key in ("split.populations", "evaluate.populations"):
+        for attribute, expr in keyed[key].items():
+            try:
+                parse_population(expr)
+            except PopulationError as e:
+                errors.append(f"{source}: '{key}.{attribute}': {e}")
     return errors

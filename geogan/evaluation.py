@@ -322,11 +322,14 @@ def cross_pairs(sources: Sequence[int], references: Sequence[int]) -> tuple[np.n
     return np.repeat(np.asarray(sources), len(references)), np.tile(np.asarray(references), len(sources))
 
 
+_NO_REGION = RegionConfig(points=(), margin=(0.0, 0.0), crop=(0.25, 0.5))  # figures score nothing in a region
+
+
 @torch.no_grad()
 def run_pairs(method: Method, images: np.ndarray, landmarks: np.ndarray, src_rows: np.ndarray, ref_rows: np.ndarray,
               batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
     """All of a method's outputs on a few pairs, on the CPU (for figures): x_a, x_b and MethodOutputs' fields."""
-    inputs = EvalInputs.for_pairs(images, landmarks, src_rows, ref_rows, "", RegionConfig(), device=device)
+    inputs = EvalInputs.for_pairs(images, landmarks, src_rows, ref_rows, "", _NO_REGION, device=device)
     keep: dict[str, list[torch.Tensor]] = {}
     for lo in range(0, len(src_rows), batch_size):
         sl = slice(lo, lo + batch_size)

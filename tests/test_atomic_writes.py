@@ -21,7 +21,7 @@ from geogan.io import atomic_write_json
 from geogan.model import save_generator
 from geogan.nets import Generator
 from geogan.training.checkpoint import find_latest, list_checkpoints, save_checkpoint
-from tests.conftest import ROOT
+from tests.helpers.params import ROOT
 
 LIMIT = 64 * 1024  # bytes a child may write to any one file; every new output below is several times larger
 
@@ -125,12 +125,9 @@ def test_resume_fallback_is_logged_and_tagged_on_the_mlflow_run(tmp_path, monkey
 
     from geogan.tracking import open_tracker
     from geogan.training.loop import train
-    from tests.helpers_train import (
-        cpu_env,
-        library_sampler,
-        make_tiny_data,
-        tiny_config,
-    )
+    from tests.helpers.data import library_sampler, make_tiny_data
+    from tests.helpers.params import tiny_config
+    from tests.helpers.training import cpu_env
 
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact folder
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -8,7 +8,7 @@ import torch
 from geogan.config import ConfigError
 from geogan.training.augment import diff_augment
 from geogan.training.schedule import mask_weight_at
-from tests.helpers_train import tiny_config
+from tests.helpers.params import tiny_config
 
 
 def _images(n: int = 16, size: int = 32) -> torch.Tensor:

@@ -11,7 +11,8 @@ import torch
 
 from geogan.metrics.baselines import affine_flow, copy_paste, do_nothing, similarity
 from geogan.nets.flow import sample_at
-from tests.helpers_train import make_tiny_data, tiny_config
+from tests.helpers.data import make_tiny_data
+from tests.helpers.params import tiny_config
 
 
 def test_similarity_recovers_scale_rotation_and_shift():

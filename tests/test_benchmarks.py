@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_train import ROOT, run_stage, stage_env
+from tests.helpers.params import ROOT
+from tests.helpers.processes import run_stage, stage_env
+from tests.helpers.training import tiny_nets
 
 TOY = ["--ngf", "4", "--ndf", "8", "--n-blocks", "1"]
 
@@ -20,7 +22,7 @@ def _run(args: list[str], tmp: Path, timeout: int = 300) -> None:
 
 def test_bench_convs_records_each_conv_with_the_backward_the_step_needs(tmp_path):
     out = tmp_path / "convs.json"
-    _run(["benchmarks/bench_convs.py", "--device", "cpu", "--size", "64", "--batch", "2", "--reps", "1", *TOY,
+    _run(["-m", "benchmarks.bench_convs", "--device", "cpu", "--size", "64", "--batch", "2", "--reps", "1", *TOY,
           "--alternatives", "--top", "4", "--out", str(out)], tmp_path)
     rows = json.loads(out.read_text())["rows"]
     by_layer: dict[str, list[dict]] = {}
@@ -43,32 +45,27 @@ def test_bench_convs_records_each_conv_with_the_backward_the_step_needs(tmp_path
         assert ("blocks" in alt) == (r["stride"] == 1 and r["padding"] == 0 and r["w"][2] % 2 == 1 and r["w"][2] >= 3)
 
 
-def test_bench_train_turns_each_lever_off():
-    """`bench_train.py --without LEVER` must reach every module the lever lives in, and only those."""
-    from benchmarks.bench_train import LEVERS, disable_levers
-    from geogan.nets import build_nets
-    from geogan.nets.layers import Conv2d, ReflectionPad, Upsample2x
+def test_each_kernel_lever_reaches_every_layer_it_lives_in():
+    """`benchmarks.bench_train --without LEVER` builds nets whose kernel-choosing layers all run the
+    compiled kernels but that lever, and `without` every lever is the stock kernels."""
+    from benchmarks.common import LEVERS
+    from geogan.nets import COMPILED, STOCK
+    from geogan.nets.layers import Conv2d, InstanceNorm, ReflectionPad, Upsample2x
 
-    def state(net):
-        return [(type(m).__name__, getattr(m, "fold_backward", None), getattr(m, "channel_multiple", None),
-                 getattr(m, "space_to_depth", None), getattr(m, "written_out", None))
-                for m in net.modules() if isinstance(m, (Conv2d, ReflectionPad, Upsample2x))]
-
-    nets = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=2)
-    on = state(nets.generator)
-    assert all(row[1] is True for row in on if row[0] == "ReflectionPad") and all(row[4] for row in on if row[0] == "Upsample2x")
-    assert all(row[2] == 8 for row in on if row[0] == "Conv2d") and any(row[3] for row in on)
-    disable_levers(nets.generator, LEVERS)
-    off = state(nets.generator)
-    assert all(v in (None, False, 0) for row in off for v in row[1:])
-    only = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=2).generator
-    disable_levers(only, ("upsample",))
-    assert [row for row in state(only) if row[0] != "Upsample2x"] == [row for row in on if row[0] != "Upsample2x"]
+    for lever in LEVERS:
+        kernels = COMPILED.without([lever])
+        assert [name for name in LEVERS if not getattr(kernels, name)] == [lever]
+        nets = tiny_nets(kernels, n_scales=2)
+        layers = [m for net in (nets.generator, nets.discriminator) for m in net.modules()
+                  if isinstance(m, (Conv2d, InstanceNorm, ReflectionPad, Upsample2x))]
+        assert {type(m) for m in layers} == {Conv2d, InstanceNorm, ReflectionPad, Upsample2x}
+        assert all(m.kernels == kernels for m in layers)
+    assert COMPILED.without(LEVERS) == STOCK and STOCK.name == "stock" and COMPILED.name == "compiled"
 
 
 @pytest.mark.slow
 def test_bench_ddp_measures_one_and_two_gloo_ranks(tmp_path):
-    _run(["benchmarks/bench_ddp.py", "--device", "cpu", "--variant", "fp32", "--gpus", "1", "2", "--size", "64",
+    _run(["-m", "benchmarks.bench_ddp", "--device", "cpu", "--variant", "fp32", "--gpus", "1", "2", "--size", "64",
           "--batch", "1", "--steps", "1", "--warmup", "1", "--skip-curves", "--out-dir", str(tmp_path)], tmp_path, timeout=600)
     steps = json.loads((tmp_path / "ddp.json").read_text())["steps"]
     assert [s["gpus"] for s in steps] == [1, 2]
@@ -81,7 +78,7 @@ def test_bench_ddp_measures_one_and_two_gloo_ranks(tmp_path):
 @pytest.mark.slow
 def test_bench_epoch_runs_the_train_stage_on_rendered_faces(tmp_path):
     work, out = tmp_path / "work", tmp_path / "epoch.json"
-    _run(["benchmarks/bench_epoch.py", "--size", "64", "--batch", "2", "--steps", "6", "--identities", "8",
+    _run(["-m", "benchmarks.bench_epoch", "--size", "64", "--batch", "2", "--steps", "6", "--identities", "8",
           "--work", str(work), "--out", str(out)], tmp_path, timeout=600)
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["compiled"] is False

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from geogan.config import ConfigError
-from tests.conftest import ROOT, tiny_params_dict
+from tests.helpers.params import ROOT, tiny_params_dict
 
 from components import runtime as rt  # the pods' helpers: no kfp needed
 from components import settings as st

@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("mlflow", reason="mlflow not installed")
 
-from tests.conftest import ROOT  # noqa: E402
+from tests.helpers.params import ROOT  # noqa: E402
 
 
 def _browser():

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.helpers_train import LOSS_WEIGHTS, no_effect_biases, random_batch
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers.processes import free_port
+from tests.helpers.training import no_effect_biases, random_batch, tiny_context, tiny_nets, tiny_state
 
 
 def _rank(rank: int, world: int, port: int, out: str) -> None:
@@ -48,7 +44,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
 
 def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_rank, args=(r, 2, port, str(tmp_path))) for r in range(2)]
     for p in procs:
         p.start()
@@ -69,22 +65,20 @@ def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
 
 
 def _compiled_state(distributed: bool):
-    from geogan.nets import build_nets
-    from geogan.training.steps import build_training
+    from geogan.nets import COMPILED
 
-    torch.manual_seed(0)
-    nets = build_nets(ngf=8, ndf=16, n_blocks=1, n_scales=2)
     # aot_eager: Dynamo (with DDP's graph splitting) and AOTAutograd as Inductor sees them, no kernels generated.
-    return build_training(nets.generator, nets.discriminator, torch.device("cpu"), 1e-4, 1e-4, (0.5, 0.999),
-                          channels_last=False, compile=True, distributed=distributed, compile_backend="aot_eager")
+    aot_eager = functools.partial(torch.compile, backend="aot_eager")
+    return tiny_state(aot_eager, distributed=distributed, kernels=COMPILED, ndf=16, n_scales=2)
 
 
 def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Tensor]]:
     """Train on the batches; per step, the gradients G and D were updated with (under DDP: all-reduced)."""
     from geogan.data.dataset import Batch
-    from geogan.training.steps import StepContext, train_step
+    from geogan.training.steps import train_step
 
-    ctx = StepContext(size=32, weights=LOSS_WEIGHTS, refine_weight=0.1, channels_last=True)
+    # channels_last activations, as on a GPU (the context factory sets them on CUDA only).
+    ctx = dataclasses.replace(tiny_context(), channels_last=True)
     grads = []
     for b in batches:
         if rank is not None:  # this rank's half of the global batch
@@ -98,7 +92,7 @@ def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Te
 def _compiled_ddp_rank(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # a spawned rank: its own process
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=2)
     state = _compiled_state(distributed=True)
@@ -109,7 +103,7 @@ def _compiled_ddp_rank(rank: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_compiled_ddp_matches_one_compiled_process(tmp_path):
+def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread):
     """torch.compile over DDP (as `train.compile` runs on several GPUs) with every compiled-only layer
     rewrite: at each of two steps (DDP rebuilds its buckets after the first), 2 gloo ranks on half
     batches update every tensor of G and D with the gradient one process computes on the whole batch.
@@ -118,7 +112,7 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path):
     turns float noise in a near-zero gradient into a +-lr step on one CPU and not on another.
     """
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_compiled_ddp_rank, args=(r, port, str(tmp_path))) for r in range(2)]
     for p in procs:
         p.start()
@@ -128,7 +122,6 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path):
         if p.is_alive():
             p.terminate()
     assert [p.exitcode for p in procs] == [0, 0]
-    torch.set_num_threads(1)
     state = _compiled_state(distributed=False)
     ref, ddp = _compiled_steps(state, [random_batch(0, n=4), random_batch(1, n=4)], None), torch.load(tmp_path / "grads.pt")
     # Every tensor counts except the biases that cannot change any output (`no_effect_biases`, proven
@@ -143,14 +136,10 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path):
     assert worst[0][1] < 1e-3, worst
 
 
-def test_no_effect_biases_are_exactly_the_parameters_that_change_no_output():
+def test_no_effect_biases_are_exactly_the_parameters_that_change_no_output(one_thread):
     """Each parameter nudged alone, in float64: the listed biases change no output, every other tensor does."""
-    from geogan.nets import build_nets
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
     # The nets' smallest input; one D scale (a second, at 8 px, would normalise 1x1 maps: all zeros).
-    nets = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1, flow_scale=0.1, flow_inputs="rgb")
+    nets = tiny_nets(ngf=4, ndf=4, n_scales=1)
     gen, disc = nets.generator.double(), nets.discriminator.double()
     x_a, x_b = (torch.rand(1, 3, 16, 16, dtype=torch.float64) * 2 - 1 for _ in range(2))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.fixtures_s3 import TEST_CREDENTIALS, moto_endpoint  # noqa: F401 - the fixture
+from tests.helpers.params import ROOT
+from tests.helpers.s3 import TEST_CREDENTIALS
 
 DVC = Path(__import__("sys").executable).parent / "dvc"
 pytestmark = pytest.mark.skipif(not DVC.is_file(), reason=f"dvc is not installed beside the interpreter ({DVC})")
@@ -34,7 +34,7 @@ def _repo(tmp_path: Path) -> Path:
     return repo
 
 
-def test_s3_remote_push_and_pull_round_trip(tmp_path, moto_endpoint):  # noqa: F811
+def test_s3_remote_push_and_pull_round_trip(tmp_path, moto_endpoint):
     import boto3
 
     repo = _repo(tmp_path)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import write_params
-from tests.helpers_train import VENV_BIN, copy_tree_of_repo
+from tests.helpers.params import write_params
+from tests.helpers.processes import VENV_BIN, copy_tree_of_repo
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from geogan.data.split import read_manifest
-from tests.helpers_train import make_tiny_data, tiny_config
+from tests.helpers.data import make_tiny_data
+from tests.helpers.params import tiny_config
 
 ATTR = "Mustache"
 CELEBA_20K = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-20k"
@@ -23,7 +24,7 @@ SMALL = {"judge.max_steps": 20, "judge.eval_every": 10, "evaluate.sources": 6, "
 def run(tmp_path_factory):
     """train_judge, evalset and evaluate (a tiny untrained generator), as the stages run them."""
     from geogan.model import save_generator
-    from geogan.nets import build_nets
+    from tests.helpers.training import tiny_nets
     from geogan.stages import evalset, evaluate, train_judge
 
     root = tmp_path_factory.mktemp("evaluate")
@@ -35,8 +36,7 @@ def run(tmp_path_factory):
         cfg = tiny_config(**SMALL)
         judge_summary = train_judge.run(cfg, data.prepared, root / "judge", progress=False)
         evalset.run(cfg, ATTR, data.prepared, data.landmarks, root / "evalsets" / f"{ATTR}.json")
-        torch.manual_seed(0)
-        generator = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
+        generator = tiny_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
         meta = {"attribute": ATTR, "resolution": 64, "step": 3, "mlflow_run_id": None,
                 "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}}}
         save_generator(root / "model" / "generator.pt", generator, meta)
@@ -124,7 +124,7 @@ def test_a_judge_that_saw_an_evaluated_face_is_refused(run, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     import yaml
 
-    from tests.conftest import tiny_params_dict
+    from tests.helpers.params import tiny_params_dict
 
     params.write_text(yaml.safe_dump(tiny_params_dict(**SMALL)))
     with pytest.raises(SystemExit) as stop:

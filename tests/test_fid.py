@@ -127,15 +127,6 @@ def _faces(n: int) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 spinning threads per process can run 5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @needs_fid_helper
 def test_mapped_weights_reproduce_torchscript_and_pytorch_fid(tmp_path, monkeypatch, one_thread):
     """fid-helper's weights on our network = its TorchScript module = pytorch-fid's own InceptionV3."""

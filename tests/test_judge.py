@@ -8,6 +8,7 @@ import torch
 
 from geogan.metrics.judge import Judge, JudgeNet, load_judge, predict_proba, save_judge
 from geogan.metrics.judge_fit import auc, best_threshold, fit_judge, recalls, report
+from tests.helpers.training import torch_threads
 
 ATTRIBUTES = ["Mustache", "Eyeglasses"]
 
@@ -54,13 +55,9 @@ def _faces_with_attributes(n: int, size: int = 64, seed: int = 0) -> tuple[np.nd
 def fitted():
     images, labels = _faces_with_attributes(240)
     rows = {"train": np.arange(160), "val": np.arange(160, 200), "test": np.arange(200, 240)}
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # one intra-op thread: a shared 2-core machine runs 2 spinning threads slower
-    try:
+    with torch_threads(1):  # module-scoped, so the context manager behind the `one_thread` fixture
         judge, figures = fit_judge(images, labels, rows, ATTRIBUTES, width=8, max_steps=80, eval_every=20, patience=2,
                                    batch_size=16, seed=0, progress=False)
-    finally:
-        torch.set_num_threads(before)
     return judge, figures, images, rows
 
 
@@ -102,3 +99,18 @@ def test_bad_input_is_one_clear_error(tmp_path):
         load_judge(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="no threshold"):
         save_judge(tmp_path / "j.pt", Judge(JudgeNet(2, 8, 64), ("A", "B"), {"A": 0.5}))
+
+
+def test_the_seed_fixes_the_judge_whatever_the_global_rng(one_thread):
+    """Two fits with one seed give the same weights even after other draws from torch's global RNG (dropout)."""
+    images, labels = _faces_with_attributes(48)
+    rows = {"train": np.arange(32), "val": np.arange(32, 40), "test": np.arange(40, 48)}
+
+    def fit():
+        torch.rand(7)  # what other code might have drawn before
+        judge, _ = fit_judge(images, labels, rows, ATTRIBUTES, width=8, max_steps=4, eval_every=2, patience=2,
+                             batch_size=8, seed=0, progress=False)
+        return judge.net.state_dict()
+
+    first, second = fit(), fit()
+    assert all(torch.equal(first[k], second[k]) for k in first)

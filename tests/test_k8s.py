@@ -18,7 +18,7 @@ import yaml
 from components import runtime as rt
 from components import settings as gp
 from components import trainjob as tj
-from tests.conftest import ROOT
+from tests.helpers.params import ROOT
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 jsonschema = pytest.importorskip("jsonschema")

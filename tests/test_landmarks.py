@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from geogan.config import LandmarksConfig
+from tests.helpers.params import tiny_section
 from geogan.landmarks import LandmarkError, build_backend, extract_landmarks
 
 FIVE_FACES = ("000004.jpg", "000009.jpg", "000014.jpg", "000016.jpg", "000025.jpg")
@@ -61,7 +61,7 @@ def test_dlib_landmarks_lie_on_real_faces(shared_faces: Path) -> None:
     import face_recognition_models
 
     images = load_faces(shared_faces)
-    backend = build_backend(LandmarksConfig(backend="dlib"), Path("."))
+    backend = build_backend(tiny_section("landmarks", backend="dlib"), Path("."))
     landmarks, boxes = backend.detect_with_boxes(images)
     assert landmarks.shape == (5, 68, 2) and landmarks.dtype == np.float32
     assert np.isfinite(landmarks).all(), "dlib missed one of the five frontal faces"
@@ -86,7 +86,7 @@ def test_extract_with_dlib_counts_missing_faces(shared_faces: Path, tmp_path: Pa
     blank = np.full((1, 128, 128, 3), 127, dtype=np.uint8)  # no face to find
     prepared = write_prepared(tmp_path / "prepared", np.concatenate([small[:2], blank, small[2:]]),
                               ["a.jpg", "b.jpg", "blank.jpg", "c.jpg"])
-    report = extract_landmarks(LandmarksConfig(backend="dlib", batch_size=3), prepared, tmp_path / "lm", progress=False)
+    report = extract_landmarks(tiny_section("landmarks", backend="dlib", batch_size=3), prepared, tmp_path / "lm", progress=False)
     assert (report["backend"], report["images"], report["found"], report["missing"]) == ("dlib", 4, 3, 1)
     assert report["missing_images"] == ["blank.jpg"]
     lm = np.load(tmp_path / "lm" / "landmarks.npy")
@@ -102,12 +102,12 @@ def test_exact_copies_and_refuses_real_data(tmp_path: Path) -> None:
     images = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     prepared = write_prepared(tmp_path / "p", images)
     with pytest.raises(LandmarkError, match="only on the synthetic dataset"):
-        build_backend(LandmarksConfig(backend="exact"), prepared)
+        build_backend(tiny_section("landmarks", backend="exact"), prepared)
     table = rng.uniform(0, 16, (3, 68, 2)).astype(np.float32)
     np.save(prepared / "landmarks_exact.npy", table)
-    extract_landmarks(LandmarksConfig(backend="exact"), prepared, tmp_path / "lm", progress=False)
+    extract_landmarks(tiny_section("landmarks", backend="exact"), prepared, tmp_path / "lm", progress=False)
     np.testing.assert_array_equal(np.load(tmp_path / "lm" / "landmarks.npy"), table)
-    backend = build_backend(LandmarksConfig(backend="exact"), prepared)
+    backend = build_backend(tiny_section("landmarks", backend="exact"), prepared)
     found = backend.detect(np.stack([images[2], np.zeros_like(images[0])]))  # looked up by content
     np.testing.assert_array_equal(found[0], table[2])
     assert np.isnan(found[1]).all()
@@ -119,16 +119,16 @@ def test_precomputed_files(tmp_path: Path) -> None:
     np.save(prepared / "crops.npy", np.array([[0, 0, 64, 64], [10, 20, 42, 52]], dtype=np.float32))
     table = np.random.default_rng(1).uniform(0, 32, (2, 68, 2)).astype(np.float32)
     np.save(tmp_path / "lm.npy", table)
-    cfg = LandmarksConfig(backend="precomputed", precomputed_file=str(tmp_path / "lm.npy"))
+    cfg = tiny_section("landmarks", backend="precomputed", precomputed_file=str(tmp_path / "lm.npy"))
     np.testing.assert_array_equal(build_backend(cfg, prepared).table, table)
 
     np.save(tmp_path / "five.npy", table[:, :5])
     with pytest.raises(LandmarkError, match="5 points per face; 68 iBUG 300-W points are needed"):
-        build_backend(LandmarksConfig(backend="precomputed", precomputed_file=str(tmp_path / "five.npy")), prepared)
+        build_backend(tiny_section("landmarks", backend="precomputed", precomputed_file=str(tmp_path / "five.npy")), prepared)
     (tmp_path / "list_landmarks_align_celeba.txt").write_text("1\nlefteye_x\n")
     with pytest.raises(LandmarkError, match="CelebA's landmark file has 5 points"):
         celeba_file = str(tmp_path / "list_landmarks_align_celeba.txt")
-        build_backend(LandmarksConfig(backend="precomputed", precomputed_file=celeba_file), prepared)
+        build_backend(tiny_section("landmarks", backend="precomputed", precomputed_file=celeba_file), prepared)
 
     # CSV in source pixels: image y.jpg was the box (10, 20)-(42, 52) resized to 32 (scale 1).
     src = np.full((68, 2), 30.0, dtype=np.float32)
@@ -136,7 +136,7 @@ def test_precomputed_files(tmp_path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["image", *[f"{a}{i}" for i in range(68) for a in "xy"]])
         w.writerow(["y.jpg", *src.ravel()])
-    got = build_backend(LandmarksConfig(backend="precomputed", precomputed_file=str(tmp_path / "lm.csv")), prepared).table
+    got = build_backend(tiny_section("landmarks", backend="precomputed", precomputed_file=str(tmp_path / "lm.csv")), prepared).table
     assert np.isnan(got[0]).all()  # x.jpg is not in the CSV: missing
     np.testing.assert_allclose(got[1], np.tile([20.0, 10.0], (68, 1)))
 
@@ -157,12 +157,12 @@ def test_fan_missing_weights_is_one_clear_line(tmp_path: Path, monkeypatch: pyte
     pytest.importorskip("face_alignment", reason=NO_FA)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(LandmarkError) as info:
-        build_backend(LandmarksConfig(backend="fan", device="cpu"), tmp_path)
+        build_backend(tiny_section("landmarks", backend="fan", device="cpu"), tmp_path)
     msg = str(info.value)
     assert "\n" not in msg and "2DFAN4-11f355bf06.pth.tar" in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg
     assert "backend: dlib" in msg
     with pytest.raises(LandmarkError, match=r"FAN weights not found at .*nowhere.pth"):
-        build_backend(LandmarksConfig(backend="fan", device="cpu", fan_weights=str(tmp_path / "nowhere.pth")), tmp_path)
+        build_backend(tiny_section("landmarks", backend="fan", device="cpu", fan_weights=str(tmp_path / "nowhere.pth")), tmp_path)
 
 
 def test_fan_batched_matches_face_alignment_call(fan_weights: Path, shared_faces: Path, tmp_path: Path,
@@ -174,7 +174,7 @@ def test_fan_batched_matches_face_alignment_call(fan_weights: Path, shared_faces
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
     os.link(fan_weights, tmp_path / "torch" / "hub" / "checkpoints" / "2DFAN4-11f355bf06.pth.tar")
-    backend = build_backend(LandmarksConfig(backend="fan", device="cpu", batch_size=2), tmp_path)
+    backend = build_backend(tiny_section("landmarks", backend="fan", device="cpu", batch_size=2), tmp_path)
     images = load_faces(shared_faces, FIVE_FACES[:3])
     batched = backend.detect(images)  # batches of 2 + 1
     assert batched.shape == (3, 68, 2) and batched.dtype == np.float32 and np.isfinite(batched).all()

@@ -5,23 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geogan.config import LossConfig
 from geogan.losses import (adv_loss_d, adv_loss_g, cls_loss, discriminator_losses, generator_losses, landmark_loss,
                            mask_loss, rec_loss, tv_loss)
-from geogan.nets import FlowNet, build_nets
+from geogan.nets import FlowNet
+from tests.helpers.training import tiny_context, tiny_nets
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convs gain little from a second thread, and on a busy CI machine OpenMP
-    # threads spin-waiting for each other make these tests several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small convs: one thread is faster on a shared machine
 
 
-WEIGHTS = LossConfig().step_weights()
+WEIGHTS = tiny_context().weights  # params.yaml's loss weights
 
 
 def _constant_flow(b: int, size: int, d: torch.Tensor) -> torch.Tensor:
@@ -100,8 +93,7 @@ def test_rec_and_mask_losses():
 
 
 def _step_inputs(refine_weight: float):
-    torch.manual_seed(0)
-    nets = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3)
+    nets = tiny_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3)
     n, size = 2, 64
     x_a, x_b = torch.rand(n, 3, size, size) * 2 - 1, torch.rand(n, 3, size, size) * 2 - 1
     lm_a = torch.rand(n, 68, 2) * 1.8 - 0.9

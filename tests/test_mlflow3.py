@@ -3,15 +3,15 @@ step images, distinct names, a described model version, metrics on the LoggedMod
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("mlflow", reason="mlflow not installed")
 pytest.importorskip("psutil", reason="psutil not installed (MLflow's system metrics need it)")
 
-from tests.helpers_train import make_tiny_data, tiny_config  # noqa: E402
-from tests.mlflow_server import mlflow_server  # noqa: E402
+from tests.helpers.data import make_tiny_data  # noqa: E402
+from tests.helpers.params import tiny_config  # noqa: E402
+from tests.helpers.mlflow import mlflow_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from geogan.model import load_generator, remove, save_generator, to_tensor, to_uint8, transfer
-from geogan.nets import (HEATMAP_CHANNELS, Discriminator, FlowNet, Generator, build_nets, count_parameters,
+from geogan.nets import (COMPILED, HEATMAP_CHANNELS, Discriminator, FlowNet, Generator, build_nets, count_parameters,
                          landmark_heatmaps, sample_at, warp)
 from geogan.nets.flow import identity_grid
+from tests.helpers.training import tiny_model
+
+REFERENCE = tiny_model(ngf=16, ndf=64, n_blocks=3, n_scales=3, flow_scale=0.1, flow_inputs="rgb", local_ndf=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convs gain little from a second thread, and on a busy CI machine OpenMP
-    # threads spin-waiting for each other make these tests several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Small convs gain little from a second thread; on a busy machine spinning OpenMP threads cost several times.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(b: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -32,7 +29,7 @@ def _images(b: int, size: int, seed: int = 0) -> torch.Tensor:
 
 def _small_gen(**kw) -> Generator:
     torch.manual_seed(0)
-    return build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3, **kw).generator
+    return build_nets(tiny_model(ngf=8, ndf=8, n_blocks=1, n_scales=3, **kw)).generator
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -142,14 +139,14 @@ def test_flow_with_landmark_heatmaps():
     with pytest.raises(ValueError, match="heat_a and heat_b"):
         gen(x_a, x_b, 0.0)
     with pytest.raises(ValueError, match="flow_inputs"):
-        build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3, flow_inputs="landmarks")
+        build_nets(tiny_model(flow_inputs="landmarks"))
 
 
 def test_build_is_deterministic_and_sized():
     torch.manual_seed(3)
-    a = build_nets(ngf=16, ndf=64, n_blocks=3, n_scales=3)
+    a = build_nets(REFERENCE)
     torch.manual_seed(3)
-    b = build_nets(ngf=16, ndf=64, n_blocks=3, n_scales=3)
+    b = build_nets(REFERENCE)
     for (k, v), w in zip(a.generator.state_dict().items(), b.generator.state_dict().values()):
         assert torch.equal(v, w), k
     # Reference sizes: D 14.1 M; G 4.2 M there counts three decoders it never uses (see report).
@@ -195,11 +192,11 @@ def test_instance_norm_is_torchs_eager_and_compiled(channels_last):
     ref = torch.nn.InstanceNorm2d(8)(x)
     (g_ref,) = torch.autograd.grad(ref, x, grad)
     ops: list[str] = []
-    norm = InstanceNorm()
+    norm, written = InstanceNorm(), InstanceNorm(kernels=COMPILED)
     eager = norm(x)
-    compiled = torch.compile(norm, backend=_graph_ops(ops), fullgraph=True)(x)
+    compiled = torch.compile(written, backend=_graph_ops(ops), fullgraph=True)(x)
     assert ops and not [op for op in ops if "norm" in op], ops
-    for y in (eager, compiled):  # float64: equal up to rounding
+    for y in (eager, written(x), compiled):  # float64: equal up to rounding
         torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], g_ref, rtol=1e-10, atol=1e-10)
     assert compiled.is_contiguous(memory_format=fmt)
@@ -219,7 +216,7 @@ def _graph_ops(ops: list[str]):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("pad", [1, 3])
 def test_reflection_pad_backward_fold_equals_torchs(pad, channels_last):
-    """The compiled ReflectionPad's hand-written backward (slices, flips, adds) is torch's, both layouts.
+    """ReflectionPad's compiled kernel's hand-written backward (slices, flips, adds) is torch's, both layouts.
 
     aot_eager traces the backward through AOTAutograd, as Inductor does; the graph must hold
     our autograd.Function (so the stock backward, which copied to NCHW, is not the one used).
@@ -233,25 +230,24 @@ def test_reflection_pad_backward_fold_equals_torchs(pad, channels_last):
     ref = torch.nn.ReflectionPad2d(pad)(x)
     (g_ref,) = torch.autograd.grad(ref, x, grad)
     ops: list[str] = []
-    torch.compile(ReflectionPad(pad), backend=_graph_ops(ops), fullgraph=True)(x)
+    torch.compile(ReflectionPad(pad, kernels=COMPILED), backend=_graph_ops(ops), fullgraph=True)(x)
     assert any("autograd_function_apply" in op for op in ops), ops
-    y = torch.compile(ReflectionPad(pad), backend="aot_eager", fullgraph=True)(x)
+    y = torch.compile(ReflectionPad(pad, kernels=COMPILED), backend="aot_eager", fullgraph=True)(x)
     torch.testing.assert_close(y, ref, rtol=0, atol=0)
     torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], g_ref, rtol=1e-12, atol=1e-12)
-    off = ReflectionPad(pad)
-    off.fold_backward = False  # the benchmark's switch back to the stock op
-    torch.testing.assert_close(torch.compile(off, backend="aot_eager")(x), ref, rtol=0, atol=0)
+    stock = ReflectionPad(pad, kernels=COMPILED.without(["fold_pad"]))  # the benchmark's lever off: the stock op
+    torch.testing.assert_close(torch.compile(stock, backend="aot_eager")(x), ref, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("in_ch", "out_ch", "kernel", "stride"), [(3, 16, 7, 1), (32, 3, 7, 1), (3, 8, 3, 2), (16, 16, 3, 1)])
 def test_channel_padded_conv_equals_nn_conv(in_ch, out_ch, kernel, stride):
-    """Compiled, geogan's Conv2d zero-pads thin channel counts to 8: same values, gradients and state_dict."""
+    """With the compiled kernels, geogan's Conv2d zero-pads thin channel counts to 8: same values, gradients and state_dict."""
     from geogan.nets.layers import Conv2d
 
     torch._dynamo.reset()
     torch.manual_seed(0)
     ref = torch.nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2).double().to(memory_format=torch.channels_last)
-    conv = Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2).double().to(memory_format=torch.channels_last)
+    conv = Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, kernels=COMPILED).double().to(memory_format=torch.channels_last)
     conv.load_state_dict(ref.state_dict())
     assert {k: v.shape for k, v in conv.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
     x = torch.randn(2, in_ch, 16, 16, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -273,7 +269,7 @@ def test_channel_padded_conv_equals_nn_conv(in_ch, out_ch, kernel, stride):
                                                           (6, 16, 5, 14)])
 def test_space_to_depth_conv_equals_conv(in_ch, out_ch, kernel, size):
     """A thin stride-1 conv computed on 2x2 pixel blocks is the same conv (float64: exact up to rounding)."""
-    from geogan.nets.layers import space_to_depth_conv
+    from geogan.nets.fast_ops import space_to_depth_conv
 
     torch.manual_seed(0)
     x = torch.randn(2, in_ch, size, size, dtype=torch.float64, requires_grad=True)
@@ -291,12 +287,12 @@ def test_space_to_depth_conv_equals_conv(in_ch, out_ch, kernel, size):
 def test_compiled_conv_takes_the_block_path_only_where_it_applies():
     from geogan.nets.layers import Conv2d
 
-    assert Conv2d(3, 16, 7).space_to_depth and Conv2d(32, 3, 7).space_to_depth and Conv2d(6, 16, 5).space_to_depth
-    assert not Conv2d(32, 32, 7).space_to_depth  # wide enough for cuDNN
-    assert not Conv2d(16, 16, 3).space_to_depth  # 3x3: slower on blocks (benchmarks/NOTES.md run 15)
-    assert not Conv2d(3, 16, 7, padding=3).space_to_depth and not Conv2d(3, 16, 7, stride=2).space_to_depth
+    assert Conv2d(3, 16, 7).fits_blocks and Conv2d(32, 3, 7).fits_blocks and Conv2d(6, 16, 5).fits_blocks
+    assert not Conv2d(32, 32, 7).fits_blocks  # wide enough for cuDNN
+    assert not Conv2d(16, 16, 3).fits_blocks  # 3x3: slower on blocks (benchmarks/NOTES.md run 15)
+    assert not Conv2d(3, 16, 7, padding=3).fits_blocks and not Conv2d(3, 16, 7, stride=2).fits_blocks
     torch._dynamo.reset()
-    conv = Conv2d(3, 4, 5)
+    conv = Conv2d(3, 4, 5, kernels=COMPILED)
     for size, blocks in ((10, True), (9, False)):  # odd sizes fall back to the plain (channel-padded) conv
         ops: list[str] = []
         x = torch.randn(1, 3, size, size)
@@ -307,7 +303,7 @@ def test_compiled_conv_takes_the_block_path_only_where_it_applies():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_written_out_upsampling_equals_interpolate(channels_last):
-    """Compiled, Upsample2x is its fixed stencil: the values and gradients of F.interpolate (bilinear x2)."""
+    """With the compiled kernels, Upsample2x is its fixed stencil: the values and gradients of F.interpolate (bilinear x2)."""
     from geogan.nets.layers import Upsample2x
 
     torch._dynamo.reset()
@@ -317,26 +313,26 @@ def test_written_out_upsampling_equals_interpolate(channels_last):
     grad = torch.randn_like(ref)
     (g_ref,) = torch.autograd.grad(ref, x, grad)
     ops: list[str] = []
-    torch.compile(Upsample2x(), backend=_graph_ops(ops), fullgraph=True)(x)
+    torch.compile(Upsample2x(COMPILED), backend=_graph_ops(ops), fullgraph=True)(x)
     assert ops and not [op for op in ops if "interpolate" in op or "upsample" in op], ops
-    y = torch.compile(Upsample2x(), backend="aot_eager", fullgraph=True)(x)
+    y = torch.compile(Upsample2x(COMPILED), backend="aot_eager", fullgraph=True)(x)
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], g_ref, rtol=1e-12, atol=1e-12)
     assert y.is_contiguous(memory_format=fmt)
-    torch.testing.assert_close(Upsample2x()(x), ref, rtol=0, atol=0)  # eager: the stock op
+    torch.testing.assert_close(Upsample2x()(x), ref, rtol=0, atol=0)  # the stock kernels: the stock op
 
 
 @pytest.mark.slow
 def test_compiled_generator_with_every_lever_equals_eager():
-    """The whole training cycle, channels_last, traced as Inductor traces it (aot_eager: forward and
-    backward graphs, no kernels generated) takes every compiled-only path of geogan.nets.layers and
-    computes what eager computes: outputs and every gradient."""
-    from geogan.nets.layers import Conv2d, ReflectionPad, Upsample2x
+    """The whole training cycle, channels_last, built with the compiled kernels and traced as Inductor
+    traces it (aot_eager: forward and backward graphs, no kernels generated), takes every path of
+    geogan.nets.fast_ops and computes what the stock kernels compute eagerly: outputs and every gradient."""
+    from geogan.nets.layers import Conv2d, ReflectionPad, Upsample2x, use_kernels
 
     torch._dynamo.reset()
-    gen = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=3).generator.double().to(memory_format=torch.channels_last)
+    gen = _small_gen().double().to(memory_format=torch.channels_last)
     modules = list(gen.modules())
-    assert any(isinstance(m, Conv2d) and m.space_to_depth for m in modules)
+    assert any(isinstance(m, Conv2d) and m.fits_blocks for m in modules)
     assert any(isinstance(m, ReflectionPad) for m in modules) and any(isinstance(m, Upsample2x) for m in modules)
     x_a, x_b = (_images(2, 32, s).double().contiguous(memory_format=torch.channels_last) for s in (0, 1))
 
@@ -347,7 +343,9 @@ def test_compiled_generator_with_every_lever_equals_eager():
         sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype).view(t.shape)).sum() for t in tensors).backward()
         return [t.detach() for t in tensors], {n: p.grad.clone() for n, p in gen.named_parameters() if p.grad is not None}
 
-    (eager_out, eager_grads), (comp_out, comp_grads) = run(gen), run(torch.compile(gen, backend="aot_eager"))
+    eager_out, eager_grads = run(gen)
+    use_kernels(gen, COMPILED)
+    comp_out, comp_grads = run(torch.compile(gen, backend="aot_eager"))
     for e, c in zip(eager_out, comp_out):
         torch.testing.assert_close(c, e, rtol=1e-9, atol=1e-9)
     assert eager_grads.keys() == comp_grads.keys()
@@ -368,7 +366,7 @@ def test_reference_size_generator_trains_on_cpu():
     # Reference sizes (ngf 16, 3 blocks), 64 px, batch 2: the whole cycle forward + backward
     # reaches every parameter. Its CPU time is printed, not asserted (tests assert no timings).
     torch.manual_seed(0)
-    gen = build_nets(ngf=16, ndf=64, n_blocks=3, n_scales=3).generator
+    gen = build_nets(REFERENCE).generator
     x_a, x_b = _images(2, 64), _images(2, 64, 1)
 
     def step():

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 
 from geogan.data.dataset import load_prepared
-from tests.helpers_train import make_tiny_data, stage_env
+from tests.helpers.data import make_tiny_data
+from tests.helpers.processes import stage_env
 
 
 def test_pack_keeps_the_training_rows_and_reindexes_the_splits(tmp_path):

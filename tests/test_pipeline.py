@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from geogan.config import ConfigError
-from tests.conftest import ROOT, tiny_params_dict
+from tests.helpers.params import ROOT, tiny_params_dict
 
 pytest.importorskip("kfp")
 

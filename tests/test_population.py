@@ -7,7 +7,7 @@ import pytest
 
 from geogan.config import ConfigError, config_from_dict
 from geogan.data.population import PopulationError, parse_population, select
-from tests.conftest import tiny_params_dict
+from tests.helpers.params import tiny_params_dict
 
 LABELS = {"Male": np.array([1, 1, 0, 0]), "Goatee": np.array([1, 0, 1, 0]), "No_Beard": np.array([0, 1, 0, 1])}
 

@@ -6,11 +6,10 @@ import torch
 
 from geogan.landmarks.regions import RegionSpec, attribute_box, box_mask
 from geogan.losses import local_generator_terms
-from geogan.nets import build_nets
 from geogan.training.augment import diff_augment
 from geogan.training.ema import GeneratorEma, ema_decay_at
-from geogan.training.steps import RegionView, StepContext, build_training, fake_landmarks, train_step
-from tests.helpers_train import LOSS_WEIGHTS, random_batch
+from geogan.training.steps import RegionView, fake_landmarks, train_step
+from tests.helpers.training import random_batch, tiny_context, tiny_nets, tiny_state
 
 EYES = RegionSpec(points=tuple(range(36, 48)), margin=(0.3, 0.3), crop_hw=(8, 16))
 
@@ -25,10 +24,7 @@ def _level_landmarks(n: int) -> torch.Tensor:
 
 
 def _state(local_ndf: int):
-    torch.manual_seed(0)
-    nets = build_nets(ngf=8, ndf=8, n_blocks=1, n_scales=2, local_ndf=local_ndf)
-    return build_training(nets.generator, nets.discriminator, torch.device("cpu"), 1e-4, 1e-4, (0.5, 0.999),
-                          channels_last=False, compile=False, distributed=False)
+    return tiny_state(n_scales=2, local_ndf=local_ndf)
 
 
 def test_step_with_every_region_term_trains_both_discriminators():
@@ -36,21 +32,20 @@ def test_step_with_every_region_term_trains_both_discriminators():
     batch = random_batch(0, n=2, size=32)
     batch.lm_a, batch.lm_b = _level_landmarks(2), _level_landmarks(2).flip(0)
     view = RegionView(EYES, local_d=True, spare_cutout=True, mask_prior=True)
-    weights = {**LOSS_WEIGHTS, "lambda_mask_region": 1.0}
-    ctx = StepContext(size=32, weights=weights, refine_weight=0.1, d_augment=("color", "translation", "cutout"), region=view)
+    ctx = tiny_context(region=view, loss={"lambda_mask_region": 1.0}, d_augment=("color", "translation", "cutout"))
     local_before = [p.detach().clone() for p in state.disc.local.parameters()]
     logs = train_step(state, batch, ctx)
     for name in ("d/local_adv", "d/local_cls", "g/local_adv", "g/local_cls", "g/mask_region"):
         assert name in logs and torch.isfinite(logs[name]), name
     # D's update moved the local discriminator; its total counts the local terms
     assert any(not torch.equal(a, b) for a, b in zip(local_before, state.disc.local.parameters()))
-    d_sum = sum(LOSS_WEIGHTS[f"lambda_{k}"] * logs[f"d/{k}"] for k in ("adv", "cls", "local_adv", "local_cls"))
+    d_sum = sum(ctx.weights[f"lambda_{k}"] * logs[f"d/{k}"] for k in ("adv", "cls", "local_adv", "local_cls"))
     torch.testing.assert_close(logs["d/total"], d_sum)
 
 
 def test_without_region_terms_the_step_is_unchanged():
     state = _state(local_ndf=0)
-    logs = train_step(state, random_batch(1, n=2, size=32), StepContext(size=32, weights=LOSS_WEIGHTS, refine_weight=0.1))
+    logs = train_step(state, random_batch(1, n=2, size=32), tiny_context())
     assert not any("local" in k or "region" in k for k in logs)
 
 
@@ -81,8 +76,7 @@ def test_cutout_spares_the_region():
 
 
 def test_ema_trails_the_weights_and_its_schedule():
-    torch.manual_seed(0)
-    gen = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
+    gen = tiny_nets(ngf=4, ndf=4, n_scales=1).generator
     ema = GeneratorEma(gen)
     start = [p.detach().clone() for p in gen.parameters()]
     with torch.no_grad():

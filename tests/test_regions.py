@@ -9,7 +9,7 @@ import torch
 
 from geogan.config import ConfigError, config_from_dict
 from geogan.landmarks.regions import attribute_box, box_crop, box_mask, crop_size
-from tests.conftest import tiny_params_dict
+from tests.helpers.params import tiny_params_dict
 
 
 def _level_face(eye_y: float = -0.2, eye_dx: float = 0.4) -> torch.Tensor:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 pytest.importorskip("mlflow")
 
@@ -21,7 +20,8 @@ from geogan.registry import (
     promote,
     version_metrics,
 )
-from tests.mlflow_server import mlflow_server
+from tests.helpers.mlflow import mlflow_server
+from tests.helpers.training import save_tiny_generator
 
 GATE = PromoteConfig(min_transfer_success=0.5, max_kid_vs_copy_paste=1.0, min_identity_kept=0.8, max_landmark_error=0.5,
                      allow_worse_than_champion=False)
@@ -34,24 +34,11 @@ BAD = {**GOOD, "transfer_success_1000": 0.2, "transfer_success_1000_lo": 0.15, "
 SIZE = 64
 
 
-def _save_generator(path: Path, seed: int, step: int = 4) -> Path:
-    """A tiny real generator (ngf 4, one block) saved as the train stage saves it; the seed sets its weights."""
-    from geogan.model import save_generator
-    from geogan.nets import build_nets
-
-    torch.manual_seed(seed)
-    generator = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
-    meta = {"attribute": "Mustache", "resolution": SIZE, "step": step,
-            "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}, "model": {"flow_inputs": "rgb"}}}
-    save_generator(path, generator, meta)
-    return path
-
-
 @pytest.fixture(scope="module")
 def generators(tmp_path_factory) -> list[Path]:
     """Three generators with different weights."""
     folder = tmp_path_factory.mktemp("model")
-    return [_save_generator(folder / f"generator{i}.pt", seed=i) for i in range(3)]
+    return [save_tiny_generator(folder / f"generator{i}.pt", seed=i, size=SIZE) for i in range(3)]
 
 
 @pytest.fixture(scope="module")

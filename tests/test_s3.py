@@ -1,6 +1,6 @@
 """Ingestion from S3 (a real moto_server on loopback) gives the same files as from the local folder.
 
-The folder is CelebA-format, of synthetic faces (tests/celeba_fixture.py).
+The folder is CelebA-format, of synthetic faces (tests/helpers/celeba.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 from geogan.config import DataConfig
 from geogan.data.ingest import ingest
 from geogan.data.sources import SourceError, open_source
-from tests.celeba_fixture import BAD_FILES, write_celeba_folder
-from tests.fixtures_s3 import moto_endpoint, s3_env, upload_folder  # noqa: F401 - fixtures
+from tests.helpers.celeba import BAD_FILES, write_celeba_folder
+from tests.helpers.params import tiny_section
+from tests.helpers.s3 import upload_folder
 
 pytest.importorskip("boto3", reason="S3 sources need boto3")
 
@@ -24,7 +25,7 @@ def sha256(path: Path) -> str:
 
 
 def cfg(source: str, **kw) -> DataConfig:
-    return DataConfig(source=source, resolution=64, workers=kw.pop("workers", 1), license_ack=True, **kw)
+    return tiny_section("data", source=source, resolution=64, workers=kw.pop("workers", 1), license_ack=True, **kw)
 
 
 def test_s3_ingest_matches_local(s3_env: str, tmp_path: Path) -> None:

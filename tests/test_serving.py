@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("mlflow")
 
-from tests.mlflow_server import mlflow_server, model_server  # noqa: E402
+from tests.helpers.mlflow import mlflow_server, model_server  # noqa: E402
 
 SIZE = 64
 

@@ -132,15 +132,15 @@ def test_split_stage_errors_leave_no_output(tmp_path, tiny_params):
 
 
 def test_celeba_partitions_and_identities_carry_through_ingest_landmarks_and_split(tmp_path):
-    """A CelebA-format folder (synthetic faces, tests/celeba_fixture.py) through the stages' own functions:
+    """A CelebA-format folder (synthetic faces, tests/helpers/celeba.py) through the stages' own functions:
     CelebA's partition file decides train/val/test, identities never straddle A/B or partitions,
     and 68 precomputed source-pixel landmarks land on the exact points of the prepared frame."""
     from geogan.data import synthetic
     from geogan.stages import ingest as ingest_stage
     from geogan.stages import landmarks as landmarks_stage
     from geogan.stages import split as split_stage
-    from tests.celeba_fixture import write_celeba_folder, write_landmarks_csv
-    from tests.helpers_train import tiny_config
+    from tests.helpers.celeba import write_celeba_folder, write_landmarks_csv
+    from tests.helpers.params import tiny_config
 
     # 18 people x 2 images: every partition holds people with and without each attribute.
     folder = write_celeba_folder(tmp_path / "celeba", identities=18, images_per_identity=2)

@@ -1,4 +1,4 @@
-"""The step's loss terms compile as whole graphs (`build_training(compile=True, compile_losses=True)`).
+"""The step's loss terms compile as whole graphs (`compiled_state(state, compiler, losses=True)`).
 
 The GPU benchmark compiles them with Inductor; here the `aot_eager` backend traces the same
 graphs (Dynamo + AOTAutograd, forward and backward) without generating kernels, so the
@@ -8,6 +8,7 @@ test is quick on a CPU and still fails on a graph break, a recompilation or a wr
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -15,17 +16,17 @@ import torch._dynamo
 
 from torch._dynamo.utils import counters
 
-from geogan.nets import build_nets
-from geogan.training.steps import StepContext, build_training, train_step
-from tests.helpers_train import LOSS_WEIGHTS as WEIGHTS
-from tests.helpers_train import random_batch as _batch
+from geogan.nets import COMPILED, STOCK
+from geogan.training.steps import train_step
+from tests.helpers.training import random_batch as _batch
+from tests.helpers.training import tiny_context, tiny_state
+
 
 def _state(compiled: bool):
-    torch.manual_seed(0)
-    nets = build_nets(ngf=8, ndf=16, n_blocks=1, n_scales=2, flow_scale=0.1, flow_inputs="rgb")
-    return build_training(nets.generator, nets.discriminator, torch.device("cpu"), 1e-4, 1e-4, (0.5, 0.999),
-                          channels_last=False, compile=compiled, distributed=False, compile_losses=True,
-                          compile_backend="aot_eager")
+    if not compiled:
+        return tiny_state(ndf=16, n_scales=2, kernels=STOCK)
+    aot_eager = functools.partial(torch.compile, backend="aot_eager")
+    return tiny_state(aot_eager, losses=True, ndf=16, n_scales=2, kernels=COMPILED)
 
 
 @pytest.mark.parametrize("d_augment", [(), ("color", "translation", "cutout")])
@@ -33,11 +34,11 @@ def test_compiled_loss_terms_match_eager_without_breaks_or_recompiles(d_augment)
     torch._dynamo.reset()
     counters.clear()
     eager, compiled = _state(False), _state(True)
-    ctx = StepContext(size=32, weights=WEIGHTS, refine_weight=0.1, d_augment=d_augment)
+    ctx = tiny_context(d_augment=d_augment)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for step in range(3):
             # The mask weight changes every step during its warm-up: weights stay outside the graphs.
-            step_ctx = dataclasses.replace(ctx, weights={**WEIGHTS, "lambda_mask": 0.1 * step / 3})
+            step_ctx = dataclasses.replace(ctx, weights={**ctx.weights, "lambda_mask": 0.1 * step / 3})
             batch = _batch(step)
             torch.manual_seed(100 + step)  # DiffAugment draws the same augmentations in both (CPU: same order)
             logs_e = train_step(eager, batch, step_ctx)

@@ -10,7 +10,6 @@ import math
 import numpy as np
 import pytest
 
-from geogan.data import synthetic_render as sr
 from geogan.data.synthetic import (
     INSTANCE_ATTRIBUTES,
     SYNTHETIC_ATTRIBUTES,
@@ -30,7 +29,9 @@ from geogan.data.synthetic import (
     with_attribute,
     write_synthetic_dataset,
 )
-from tests.conftest import ROOT
+from geogan.data.synthetic.geometry import FACE_CENTRE_DY
+from geogan.data.synthetic.raster import raster
+from tests.helpers.params import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_rasteriser_fills_pixel_centres_inside():
             xc = x0 + (yy - y0) * (x1 - x0) / (y1 - y0 if y1 != y0 else 1.0)
             winding += np.where(crosses & (xc < xx), 1 if y1 > y0 else -1, 0)
         got = np.zeros((30, 30), bool)
-        box = sr.raster(poly, 30, 30)
+        box = raster(poly, 30, 30)
         if box is not None:
             r0, c0, inside = box
             got[r0 : r0 + inside.shape[0], c0 : c0 + inside.shape[1]] = inside
@@ -117,7 +118,7 @@ def test_landmarks_move_exactly_with_the_pose(faces):
     np.testing.assert_allclose(shifted, lm + [0.05 * size, -0.03 * size], atol=1e-4)
     # Rotation turns the landmarks about the face-frame origin's pixel position.
     delta = 0.2
-    origin = np.array([(size - 1) / 2 + face.tx * size, (size - 1) / 2 + (sr.FACE_CENTRE_DY + face.ty) * size])
+    origin = np.array([(size - 1) / 2 + face.tx * size, (size - 1) / 2 + (FACE_CENTRE_DY + face.ty) * size])
     rot = np.array([[math.cos(delta), -math.sin(delta)], [math.sin(delta), math.cos(delta)]])
     turned = face_landmarks(dataclasses.replace(face, rotation=face.rotation + delta), size)
     np.testing.assert_allclose(turned, (lm - origin) @ rot.T + origin, atol=1e-4)

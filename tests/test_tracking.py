@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("mlflow", reason="mlflow not installed")
 
-from tests.conftest import ROOT  # noqa: E402
+from tests.helpers.params import ROOT  # noqa: E402
 
 OPEN_TRACKER = """
 import sys

@@ -17,24 +17,18 @@ from geogan.data.dataset import UnpairedSampler
 from geogan.training.checkpoint import list_checkpoints
 from geogan.training.loop import train
 from geogan.training.steps import NonFiniteLossError
-from tests.conftest import write_params
-from tests.helpers_train import (
-    VENV_BIN,
+from tests.helpers.params import write_params
+from tests.helpers.data import library_sampler, make_tiny_data
+from tests.helpers.params import tiny_config
+from tests.helpers.processes import VENV_BIN, run_stage, stage_env, train_args, train_cmd, wait_for
+from tests.helpers.training import (
     all_finite,
     assert_states_equal,
     checkpoint_steps,
     cpu_env,
     generator_state,
-    library_sampler,
-    make_tiny_data,
     max_abs_diff,
-    run_stage,
-    stage_env,
     states_differ,
-    tiny_config,
-    train_args,
-    train_cmd,
-    wait_for,
 )
 
 ATTR = "Mustache"
@@ -282,11 +276,9 @@ def _relative_change_error(one: dict[str, torch.Tensor], two: dict[str, torch.Te
 def _initial_generator_state(overrides: dict) -> dict[str, torch.Tensor]:
     cfg = tiny_config(**overrides)
     m = cfg.model
-    from geogan.nets import build_nets
+    from geogan.training.build import nets_for
 
-    torch.manual_seed(cfg.train.seed)
-    gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
-                     flow_inputs=m.flow_inputs).generator
+    gen = nets_for(m, cfg.train).generator
     return {k: v.detach().clone() for k, v in gen.state_dict().items()}
 
 
@@ -309,7 +301,7 @@ def test_training_beats_doing_nothing_and_its_untrained_self_against_the_ground_
     from geogan.data.synthetic import load_synthetic
     from geogan.evaluation import EvalInputs, collect, generator_method
     from geogan.metrics.baselines import do_nothing
-    from geogan.nets import build_nets
+    from geogan.training.build import nets_for
 
     attribute = LEARN_ATTRIBUTE
     big = make_tiny_data(tmp_path / "data", attributes=(attribute,), identities=LEARN_IDENTITIES, images_per_identity=2,
@@ -332,9 +324,7 @@ def test_training_beats_doing_nothing_and_its_untrained_self_against_the_ground_
         return {k: float(np.nanmean(obs[k])) for k in ("landmark_err", "gt_psnr", "gt_l1_region", "mask_area")}
 
     def generator(state):
-        torch.manual_seed(cfg.train.seed)  # without a state: the weights the trainer started from
-        gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
-                         flow_inputs=m.flow_inputs).generator
+        gen = nets_for(m, cfg.train).generator  # without a state: the weights the trainer started from
         if state is not None:
             gen.load_state_dict(state)
         return generator_method(gen, cfg.loss.refine_weight)

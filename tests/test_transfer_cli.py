@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from geogan.model import save_generator
-from geogan.nets import build_nets
 from geogan.stages._common import StageError
+from tests.helpers.training import tiny_nets
 
 
 def _generator_file(tmp_path, flow_inputs: str, size: int = 64):
-    torch.manual_seed(0)
-    gen = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1, flow_scale=0.1, flow_inputs=flow_inputs).generator
+    gen = tiny_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1, flow_scale=0.1, flow_inputs=flow_inputs).generator
     return save_generator(tmp_path / "generator.pt", gen, {"attribute": "Eyeglasses", "resolution": size, "step": 0})
 
 
@@ -39,7 +37,8 @@ def test_showcase_draws_sources_by_references_and_fills_from_training(tmp_path):
     from PIL import Image
 
     from geogan.stages import showcase
-    from tests.helpers_train import make_tiny_data, tiny_config
+    from tests.helpers.data import make_tiny_data
+    from tests.helpers.params import tiny_config
 
     data = make_tiny_data(tmp_path / "data", attributes=("Mustache",))
     model = _generator_file(tmp_path, "rgb")

@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, write_params
-from tests.helpers_train import TinyData, make_tiny_data, run_stage, stage_env
-from tests.mlflow_server import free_port
+from tests.helpers.params import ROOT, write_params
+from tests.helpers.data import TinyData, make_tiny_data
+from tests.helpers.processes import run_stage, stage_env
+from tests.helpers.processes import free_port
 
 pytest.importorskip("mlflow", reason="mlflow not installed")
 
@@ -105,12 +106,12 @@ TRIALS = {
 def world(tmp_path_factory) -> dict[str, str]:
     """What the trials' commands refer to: tiny data, a generator, images, a corrupt folder, a registry."""
     from geogan.registry import log_and_register
-    from tests.test_registry import _save_generator
+    from tests.helpers.training import save_tiny_generator
 
     root = tmp_path_factory.mktemp("world")
     data: TinyData = make_tiny_data(root / "data", attributes=(ATTR,))
     (root / "model").mkdir()
-    _save_generator(root / "model" / "generator.pt", seed=0)
+    save_tiny_generator(root / "model" / "generator.pt", seed=0)
     (root / "m.json").write_text('{"transfer_success": 0.5}')
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(root / "face.png")
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "tiny.png")
@@ -165,7 +166,7 @@ def test_the_decode_pool_is_gone_when_no_image_is_usable(world: dict[str, str], 
     import multiprocessing
 
     from geogan.data.ingest import IngestError, ingest
-    from tests.helpers_train import tiny_config
+    from tests.helpers.params import tiny_config
 
     cfg = tiny_config(**{"data.source": f"{world['root']}/corrupt", "data.format": "csv", "data.workers": 2,
                          "attributes": [ATTR]})

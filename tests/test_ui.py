@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("mlflow", reason="mlflow not installed")
 
-from tests.conftest import ROOT  # noqa: E402
-from tests.helpers_train import make_tiny_data, tiny_config  # noqa: E402
+from tests.helpers.params import ROOT  # noqa: E402
+from tests.helpers.data import make_tiny_data  # noqa: E402
+from tests.helpers.params import tiny_config  # noqa: E402
 
 
 def _screenshots_module():

@@ -107,35 +107,11 @@ def make_split(
     groups = _groups(manifest)
     in_population = np.ones(n, dtype=bool) if population is None else np.asarray(population, dtype=bool)
 
-    # One person never sits in both A and B: a person seen with the attribute belongs to B (the
-    # scarce domain), and their images without it are dropped (A has plenty).
-    domain_of_group = {g: "B" if labels[members].any() else "A" for g, members in groups.items()}
-
     # Partitions are the dataset's, not the attribute's: the same for every attribute and for the judge.
     partition_of_row = row_partitions(manifest, seed, test_fraction, val_fraction, use_source_partition)
-    out: dict[str, dict[str, list[int]]] = {p: {"A": [], "B": []} for p in PARTITION_NAMES}
-    dropped = {"no_landmarks": 0, "identity_in_both": 0, "outside_population": 0, "unmatched": 0}
-    for g, members in groups.items():
-        domain = domain_of_group[g]
-        for i in members:
-            if not in_population[i]:
-                dropped["outside_population"] += 1
-            elif not valid[i]:
-                dropped["no_landmarks"] += 1
-            elif labels[i] != (domain == "B"):
-                dropped["identity_in_both"] += 1
-            else:
-                out[partition_of_row[i]][domain].append(int(i))
-    for part in out:
-        if match_columns and out[part]["B"]:
-            kept = _match_distribution(out[part]["A"], out[part]["B"], [manifest.labels[c] for c in match_columns], rng)
-            dropped["unmatched"] += len(out[part]["A"]) - len(kept)
-            out[part]["A"] = kept
-        for domain in out[part]:
-            idx = np.array(sorted(out[part][domain]), dtype=np.int64)
-            if max_per_domain and len(idx) > max_per_domain:
-                idx = np.sort(rng.choice(idx, size=max_per_domain, replace=False))
-            out[part][domain] = idx.tolist()
+    out, dropped = _assign(groups, labels, valid, in_population, partition_of_row)
+    match_labels = [manifest.labels[c] for c in match_columns]
+    dropped["unmatched"] = _subsample(out, match_labels, max_per_domain, rng)
     for domain, name in (("A", "without"), ("B", "with")):
         if not out["train"][domain]:
             raise SplitError(
@@ -147,6 +123,47 @@ def make_split(
     counts.update({f"dropped_{k}": v for k, v in dropped.items()})
     return {"attribute": attribute, "column": column, "seed": seed, "match": match_columns,
             **{p: out[p] for p in PARTITION_NAMES}, "counts": counts}
+
+
+def _assign(groups: dict, labels: np.ndarray, valid: np.ndarray, in_population: np.ndarray,
+            partition_of_row: list[str]) -> tuple[dict[str, dict[str, list[int]]], dict[str, int]]:
+    """Each usable image into its partition's A or B, and the count of each reason an image was left out.
+
+    One person never sits in both A and B: a person seen with the attribute belongs to B (the
+    scarce domain), and their images without it are dropped (A has plenty).
+    """
+    out: dict[str, dict[str, list[int]]] = {p: {"A": [], "B": []} for p in PARTITION_NAMES}
+    dropped = {"no_landmarks": 0, "identity_in_both": 0, "outside_population": 0, "unmatched": 0}
+    for members in groups.values():
+        domain = "B" if labels[members].any() else "A"
+        for i in members:
+            if not in_population[i]:
+                dropped["outside_population"] += 1
+            elif not valid[i]:
+                dropped["no_landmarks"] += 1
+            elif labels[i] != (domain == "B"):
+                dropped["identity_in_both"] += 1
+            else:
+                out[partition_of_row[i]][domain].append(int(i))
+    return out, dropped
+
+
+def _subsample(out: dict[str, dict[str, list[int]]], match_labels: list[np.ndarray], max_per_domain: int,
+               rng: np.random.Generator) -> int:
+    """In place, per partition: A matched to B's distribution over `match_labels`, then each domain capped
+    and sorted. Returns how many images of A the matching dropped."""
+    unmatched = 0
+    for part in out:
+        if match_labels and out[part]["B"]:
+            kept = _match_distribution(out[part]["A"], out[part]["B"], match_labels, rng)
+            unmatched += len(out[part]["A"]) - len(kept)
+            out[part]["A"] = kept
+        for domain in out[part]:
+            idx = np.array(sorted(out[part][domain]), dtype=np.int64)
+            if max_per_domain and len(idx) > max_per_domain:
+                idx = np.sort(rng.choice(idx, size=max_per_domain, replace=False))
+            out[part][domain] = idx.tolist()
+    return unmatched
 
 
 def _match_distribution(a: list[int], b: list[int], columns: list[np.ndarray], rng: np.random.Generator) -> list[int]:

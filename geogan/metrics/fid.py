@@ -1,10 +1,8 @@
 """FID and KID on Inception features: the Fréchet distance, KID over subsets and its bootstrap, the feature pass.
 
-The Fréchet distance and KID are our own numpy code (tested against pytorch-fid's function);
-the network and its pinned weights are `geogan.metrics.inception`. The feature pass runs in
-fp32 with autocast explicitly off, never bf16 (8-bit mantissa) for a published metric;
-cuDNN convs may use TF32 under PyTorch's default (allow_tf32=True for cuDNN): on an H100
-that is 5.1k vs 1.9k images/s, features within 7e-4 of strict fp32 (benchmarks/bench_fid.py).
+The distances are our own numpy code (tested against pytorch-fid's function); the network and
+its pinned weights are `geogan.metrics.inception`. Features are computed in fp32 with autocast
+off (never bf16 for a published metric); cuDNN may use TF32 (its speed: benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -122,24 +122,63 @@ def fit_judge(images: np.ndarray, labels: np.ndarray, rows: Mapping[str, np.ndar
         (the judge with `trained_on` set, the test report with `train/*` figures).
     """
     labels = np.asarray(labels, np.float32)
+    train, val, test = _partitions(labels, rows, attributes)
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = JudgeNet(len(attributes), width, images.shape[1]).to(dev)
+    source = torch.from_numpy(np.ascontiguousarray(images)).to(dev) if dev.type == "cuda" else images
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed + 1)  # dropout draws from the global RNG: seeded too, so `seed` fixes the judge
+        best, step, history = _train(net, source, labels, train, val, dev, seed=seed, max_steps=max_steps,
+                                     eval_every=eval_every, patience=patience, batch_size=batch_size, lr=lr,
+                                     weight_decay=weight_decay, progress=progress)
+    train_s = time.perf_counter() - t0
+    net.load_state_dict(best["state"])
+    net.eval()
+    p_val = predict_proba(net, _rows(source, val)).numpy()
+    thresholds = {a: best_threshold(p_val[:, j], labels[val, j]) for j, a in enumerate(attributes)}
+    p_test = predict_proba(net, _rows(source, test)).numpy()
+    cells = {a: {c: np.asarray(v)[test] for c, v in cols.items()} for a, cols in (confusions or {}).items()}
+    figures = report(p_test, labels[test], attributes, thresholds, cells)
+    figures.update({"train/steps": float(step), "train/best_step": float(best["step"]),
+                    "train/val_mean_auc": float(best["auc"]), "train/seconds": train_s,
+                    "train/images_per_s": step * batch_size / max(train_s, 1e-9),
+                    "train/n_train": float(len(train)), "train/n_val": float(len(val)), "train/n_test": float(len(test))})
+    judge = Judge(net=net.cpu(), attributes=tuple(attributes), thresholds=thresholds,
+                  trained_on={"train": train.tolist(), "val": val.tolist()},
+                  meta={"test": figures, "history": history})
+    return judge, figures
+
+
+def _partitions(labels: np.ndarray, rows: Mapping[str, np.ndarray],
+                attributes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted train, val and test rows; each must hold both classes of every attribute."""
     train, val, test = (np.sort(np.asarray(rows[k], np.int64)) for k in ("train", "val", "test"))
     for name, idx in (("train", train), ("val", val), ("test", test)):
         pos = labels[idx].sum(0)
         if len(idx) == 0 or (pos == 0).any() or (pos == len(idx)).any():
             raise ValueError(f"the judge's {name} partition has {len(idx)} images and {pos.astype(int).tolist()} "
                              f"positives of {list(attributes)}: every attribute needs both classes")
-    dev = torch.device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = JudgeNet(len(attributes), width, images.shape[1]).to(dev)
-    source = torch.from_numpy(np.ascontiguousarray(images)).to(dev) if dev.type == "cuda" else images
+    return train, val, test
+
+
+def _train(net: JudgeNet, source, labels: np.ndarray, train: np.ndarray, val: np.ndarray, dev: torch.device, *,
+           seed: int, max_steps: int, eval_every: int, patience: int, batch_size: int, lr: float,
+           weight_decay: float, progress: bool) -> tuple[dict, int, list[dict]]:
+    """AdamW with a cosine schedule and balanced classes, stopped early on val's mean AUC.
+
+    Returns:
+        (the best {"auc", "step", "state"}, the last step run, the history of val checks).
+    """
     pos = labels[train].sum(0)
     pos_weight = torch.tensor((len(train) - pos) / pos, dtype=torch.float32, device=dev)  # balanced classes
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     rng, g = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     y_all = torch.from_numpy(labels)
     best = {"auc": -1.0, "step": 0, "state": copy.deepcopy(net.state_dict())}
-    history, stale, t0, step = [], 0, time.perf_counter(), 0
+    history, stale, step = [], 0, 0
     bar = _bar(max_steps, progress)
     for step in range(1, max_steps + 1):
         for group in opt.param_groups:  # cosine to 5% over max_steps
@@ -163,22 +202,7 @@ def fit_judge(images: np.ndarray, labels: np.ndarray, rows: Mapping[str, np.ndar
             if stale >= patience:
                 break
     bar.close()
-    train_s = time.perf_counter() - t0
-    net.load_state_dict(best["state"])
-    net.eval()
-    p_val = predict_proba(net, _rows(source, val)).numpy()
-    thresholds = {a: best_threshold(p_val[:, j], labels[val, j]) for j, a in enumerate(attributes)}
-    p_test = predict_proba(net, _rows(source, test)).numpy()
-    cells = {a: {c: np.asarray(v)[test] for c, v in cols.items()} for a, cols in (confusions or {}).items()}
-    figures = report(p_test, labels[test], attributes, thresholds, cells)
-    figures.update({"train/steps": float(step), "train/best_step": float(best["step"]),
-                    "train/val_mean_auc": float(best["auc"]), "train/seconds": train_s,
-                    "train/images_per_s": step * batch_size / max(train_s, 1e-9),
-                    "train/n_train": float(len(train)), "train/n_val": float(len(val)), "train/n_test": float(len(test))})
-    judge = Judge(net=net.cpu(), attributes=tuple(attributes), thresholds=thresholds,
-                  trained_on={"train": train.tolist(), "val": val.tolist()},
-                  meta={"test": figures, "history": history})
-    return judge, figures
+    return best, step, history
 
 
 def _mean_auc(net: JudgeNet, source, labels: np.ndarray, idx: np.ndarray) -> float:

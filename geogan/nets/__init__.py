@@ -6,16 +6,19 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from geogan.config import ModelConfig
 from geogan.nets.discriminator import Discriminator
+from geogan.nets.fast_ops import COMPILED, STOCK, Kernels
 from geogan.nets.flow import HEATMAP_CHANNELS, FlowNet, landmark_heatmaps, sample_at, warp
 from geogan.nets.generator import CycleOutputs, Generator, TransferOutputs
+from geogan.nets.layers import use_kernels
 
 FLOW_INPUTS = ("rgb", "rgb+landmarks")
 INIT_STD = 0.02
 FLOW_OUT_STD = 1e-3
 
 __all__ = [
-    "CycleOutputs", "Discriminator", "FLOW_INPUTS", "FlowNet", "Generator", "HEATMAP_CHANNELS", "Nets",
+    "COMPILED", "CycleOutputs", "Discriminator", "FLOW_INPUTS", "FlowNet", "Generator", "HEATMAP_CHANNELS", "Kernels", "Nets", "STOCK",
     "TransferOutputs", "build_nets", "count_parameters", "flow_extra_channels", "init_weights",
     "landmark_heatmaps", "sample_at", "warp",
 ]
@@ -52,30 +55,28 @@ def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def build_nets(ngf: int, ndf: int, n_blocks: int, n_scales: int, flow_scale: float = 0.1,
-               flow_inputs: str = "rgb", local_ndf: int = 0) -> Nets:
-    """Build and initialise the generator and the discriminator.
+def build_nets(model: ModelConfig, kernels: Kernels = STOCK) -> Nets:
+    """Build and initialise the generator and the discriminator of the `model` section.
 
     All convs are N(0, 0.02) except the flow head's last conv, N(0, 1e-3): training starts
     from a near-identity warp (flow of about 0.1 px) without zeroing the gradients that
     reach the rest of the flow net. Call `torch.manual_seed` first for identical weights.
 
     Args:
-        ngf: generator base channels (reference 16).
-        ndf: discriminator base channels (reference 64).
-        n_blocks: ResNet blocks in the generator bottlenecks (reference 3).
-        n_scales: discriminator scales (reference 3).
-        flow_scale: flow head multiplier (reference 0.1).
-        flow_inputs: "rgb" (reference) or "rgb+landmarks" (heatmaps also feed the flow net).
-        local_ndf: channels of the local attribute discriminator on region crops (0 = none).
+        model: network sizes (ngf, ndf, n_blocks, n_scales, flow_scale, flow_inputs, local_ndf).
+        kernels: which layer kernels run: `STOCK` (eager) or `COMPILED` (exact rewrites that
+            compile to faster kernels, `geogan.nets.fast_ops`); the weights are the same.
     Returns:
         Nets(generator, discriminator) on the CPU, in training mode.
     """
-    generator = Generator(ngf, n_blocks, flow_scale=flow_scale, flow_extra_in=flow_extra_channels(flow_inputs))
-    discriminator = Discriminator(ndf, n_scales, local_ndf=local_ndf)
+    generator = Generator(model.ngf, model.n_blocks, flow_scale=model.flow_scale,
+                          flow_extra_in=flow_extra_channels(model.flow_inputs))
+    discriminator = Discriminator(model.ndf, model.n_scales, local_ndf=model.local_ndf)
     init_weights(generator)
     nn.init.normal_(generator.flow.out_conv.weight, 0.0, FLOW_OUT_STD)
     init_weights(discriminator)
+    for net in (generator, discriminator):
+        use_kernels(net, kernels)
     return Nets(generator=generator, discriminator=discriminator)
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Sequence
 
 from geogan.config import Config, config_to_dict, flatten
-from geogan.data.dataset import DomainTensors, UnpairedSampler, load_prepared
+from geogan.data.dataset import load_prepared
 from geogan.data.split import split_fingerprint
 from geogan.io import atomic_path, atomic_write_json, read_json
 from geogan.model import save_generator
 from geogan.stages._common import StageError, add_data_paths, exit_with, load, parser, run_main
 from geogan.tracking import NullTracker, checked_tracking_uri, mlflow_installed, run_ends
 from geogan.training import checkpoint as ckpt
+from geogan.training.build import training_sampler
 from geogan.training.distributed import init_from_env, shutdown
 from geogan.training.loop import NonFiniteLossError, train
 
@@ -42,9 +43,7 @@ def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), lan
         train_a, train_b = split_dict["train"]["A"], split_dict["train"]["B"]
         if not train_a or not train_b:
             raise StageError(f"{split}: the training partition has an empty domain (A={len(train_a)}, B={len(train_b)})")
-        sampler = UnpairedSampler(DomainTensors(data, train_a, env.device), DomainTensors(data, train_b, env.device),
-                                  batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=env.rank,
-                                  world_size=env.world_size, augment_flip=cfg.train.augment_flip)
+        sampler = training_sampler(data, split_dict, cfg.train, env.device, env.rank, env.world_size)
         data_version = split_fingerprint(split)
         key = ckpt.resume_key({
             "model": config_to_dict(cfg)["model"], "loss": config_to_dict(cfg)["loss"],
@@ -88,9 +87,7 @@ def _write_model(cfg: Config, attribute: str, out: Path, work: Path, result, tra
 def _generator_from_state(cfg: Config, state: dict):
     from geogan.nets import build_nets
 
-    m = cfg.model
-    gen = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales, flow_scale=m.flow_scale,
-                     flow_inputs=m.flow_inputs, local_ndf=m.local_ndf).generator
+    gen = build_nets(cfg.model).generator
     gen.load_state_dict(state)
     return gen
 

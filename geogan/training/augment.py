@@ -1,15 +1,10 @@
-"""Differentiable augmentation of the discriminator's inputs (DiffAugment, Zhao et al., NeurIPS 2020).
+"""Differentiable augmentation of everything the discriminator sees (DiffAugment, Zhao et al., NeurIPS 2020).
 
-With a few dozen images of a domain (14 real mustaches), D memorises the real set within a
-few hundred steps and its domain head stops telling G anything about the attribute. DiffAugment
-applies the same family of random, differentiable transforms to every image D sees, real and
-fake, in both D's and G's update, so D cannot memorise pixels and G's gradients pass through
-the transform. Everything runs on the device with per-image random draws from torch's RNG
-(checkpointed, so resume stays exact); no host sync.
-
-Policies (the list `train.d_augment`): `color` (brightness, saturation, contrast),
-`translation` (up to 1/8 of the image, zero padding), `cutout` (a zeroed square of half the side,
-optionally sparing the attribute's landmark region).
+With a few dozen images of a domain, D memorises the real set and its domain head stops telling
+G anything; the same random, differentiable transforms on every image D sees (real and fake, in
+both updates) prevent that while G's gradients pass through. Draws come from torch's RNG on the
+device (checkpointed, so resume stays exact). Policies (`train.d_augment`): `color`,
+`translation` (up to 1/8 of the image), `cutout` (half the side, optionally sparing the region).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ device-side finiteness flag that guards every checkpoint, so a NaN never reaches
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
@@ -16,18 +15,18 @@ from pathlib import Path
 
 import torch
 
-from geogan.config import Config, RegionConfig, config_to_dict
-from geogan.landmarks.regions import RegionSpec
+from geogan.config import Config, RegionConfig, TrainConfig, config_to_dict
 from geogan.data.dataset import Batch, UnpairedSampler
-from geogan.nets import build_nets
+from geogan.landmarks.regions import RegionSpec
 from geogan.signals import Stopped
 from geogan.tracking import NullTracker, Tracker
 from geogan.training import checkpoint as ckpt
 from geogan.training.distributed import DistEnv, any_flag, params_in_sync
 from geogan.training.ema import GeneratorEma, ema_decay_at
-from geogan.training.schedule import lr_at, mask_weight_at, refine_weight_at
+from geogan.training.build import build_training, kernels_for, nets_for, step_context
+from geogan.training.schedule import lr_at
 from geogan.training.steps import (LossGuard, NonFiniteLossError, RegionView, StepContext, TrainingState,  # noqa: F401
-                                   build_training, generator_forward, train_step, visual_rows)
+                                   generator_forward, train_step, visual_rows)
 from geogan.visualize import image_grid, save_png
 
 
@@ -78,18 +77,58 @@ def train(
         NonFiniteLossError: a loss became NaN/Inf (names the loss and step).
         Interrupted: SIGTERM/SIGINT; a checkpoint was written first.
     """
-    t, m = cfg.train, cfg.model
+    t = cfg.train
     tracker = tracker if (tracker is not None and env.is_main) else NullTracker()
-    ckpt_dir = Path(work_dir) / "checkpoints"
-    size = sampler.a.size
-    device = env.device
-    cuda = device.type == "cuda"
+    region_view = _region_view(cfg, region, sampler.a.size)
+    run = _start(cfg, env, Path(work_dir) / "checkpoints", key, tracker)
+    if env.device.type == "cuda":
+        # Shapes never change during a run: let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    log = _Log(step=run.start, t0=time.perf_counter(), n0=run.start)
+    stop: dict = {"signal": None}
+    old_handlers = _install_signal_handlers(stop)
+    bar = _progress_bar(progress and env.is_main, run.start, t.steps)
+    try:
+        _steps(cfg, run, sampler, env, Path(work_dir), key, tracker, region_view, log, stop, bar, stop_after)
+    finally:
+        _restore_signal_handlers(old_handlers)
+        if bar is not None:
+            bar.close()
+    # The exported generator is the EMA when there is one: smoother, and what evaluation scores.
+    exported = run.ema.module if run.ema is not None else run.ts.gen
+    gen_state = {k: v.detach().cpu().clone() for k, v in exported.state_dict().items()}
+    return TrainResult(step=log.step, generator_state=gen_state, last_losses=log.last, images_per_second=log.ips,
+                       checkpoint=log.saved, resumed_from=run.start, history=log.history)
 
-    region_view = _region_view(cfg, region, size)
-    torch.manual_seed(t.seed)  # identical initial weights on every rank
-    nets = build_nets(ngf=m.ngf, ndf=m.ndf, n_blocks=m.n_blocks, n_scales=m.n_scales,
-                      flow_scale=m.flow_scale, flow_inputs=m.flow_inputs, local_ndf=m.local_ndf)
-    start = 0
+
+@dataclass
+class _Run:
+    """The built training state and where it starts."""
+
+    ts: TrainingState
+    ema: GeneratorEma | None
+    start: int
+
+
+@dataclass
+class _Log:
+    """What the loop carries between steps: the step, the last logged losses and throughput, the last checkpoint."""
+
+    step: int
+    t0: float
+    n0: int
+    ips: float = 0.0
+    last: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    saved: Path | None = None
+
+
+def _start(cfg: Config, env: DistEnv, ckpt_dir: Path, key: str, tracker: Tracker) -> _Run:
+    """Build the nets, the EMA and the optimisers, from the latest checkpoint when one is resumed."""
+    t = cfg.train
+    nets = nets_for(cfg.model, t)
+    kernels = kernels_for(t)
+    tracker.set_tags({"nets.kernels": kernels.name})
     latest = ckpt.find_latest(ckpt_dir, key, map_location="cpu", max_step=t.steps)
     if env.is_main:
         _report_resume(latest, key, tracker)
@@ -104,96 +143,82 @@ def train(
         ema = GeneratorEma(nets.generator)  # from the (resumed or initial) weights; moved with G below
         if state is not None and "generator_ema" in state:
             ema.load_state_dict(state["generator_ema"])
-    ts = build_training(nets.generator, nets.discriminator, device, t.lr_g, t.lr_d, (t.beta1, t.beta2),
-                        channels_last=t.channels_last, compile=t.compile, distributed=env.distributed)
-    gen, disc, opt_g, opt_d = ts.gen, ts.disc, ts.opt_g, ts.opt_d
+    ts = build_training(nets, t, env.device, env.distributed)
     if ema is not None:
-        ema.module.to(device=device, memory_format=torch.channels_last if cuda and t.channels_last else torch.contiguous_format)
+        layout = torch.channels_last if env.device.type == "cuda" and t.channels_last else torch.contiguous_format
+        ema.module.to(device=env.device, memory_format=layout)
+    start = 0
     if state is not None:
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        ts.opt_g.load_state_dict(state["opt_g"])
+        ts.opt_d.load_state_dict(state["opt_d"])
         ckpt.set_rng_state(state["rng"])
         start = int(state["step"])
         if env.is_main:
             print(f"resuming from {ckpt_dir} at step {start}")
-        del state
+    return _Run(ts, ema, start)
 
-    if cuda:
-        # Shapes never change during a run: let cuDNN time its algorithms once and keep the fastest.
-        torch.backends.cudnn.benchmark = True
-    use_bf16 = t.precision == "bf16" or (t.precision == "auto" and cuda)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    weights = cfg.loss.step_weights()
-    guard = LossGuard(device)
+
+def _steps(cfg: Config, run: _Run, sampler: UnpairedSampler, env: DistEnv, work_dir: Path, key: str,
+           tracker: Tracker, region_view: RegionView | None, log: _Log, stop: dict, bar, stop_after: int | None) -> None:
+    """Run steps from log.step to cfg.train.steps (or stop_after of them), logging, drawing and saving on schedule."""
+    t, ts, ema = cfg.train, run.ts, run.ema
+    guard = LossGuard(env.device)
     vis_batch = sampler.batch(0)  # a fixed batch, so grids compare across steps
+    while log.step < t.steps:
+        step = log.step
+        _set_learning_rates(ts, t, step)
+        ctx = step_context(cfg.loss, t, step, sampler.a.size, env.device, region_view)
+        losses = train_step(ts, sampler.batch(step), ctx)
+        guard.update(losses, step)
+        if ema is not None:
+            ema.update(ts.gen, ema_decay_at(step, t.ema_decay))
+        log.step = step = step + 1
 
-    stop = {"signal": None}
-    old_handlers = _install_signal_handlers(stop)
-    bar = _progress_bar(progress and env.is_main, start, t.steps)
-    history: list[dict[str, float]] = []
-    last: dict[str, float] = {}
-    saved: Path | None = None
-    t0, n0 = time.perf_counter(), start
-    ips = 0.0
-    step = start
-    try:
-        while step < t.steps:
-            for g in opt_g.param_groups:
-                g["lr"] = lr_at(step, t.lr_g, t.lr_decay_every, t.lr_decay_g)
-            for g in opt_d.param_groups:
-                g["lr"] = lr_at(step, t.lr_d, t.lr_decay_every, t.lr_decay_d)
-            step_weights = {**weights, "lambda_mask": mask_weight_at(step, cfg.loss.lambda_mask, cfg.loss.mask_warmup_steps)}
-            ctx = StepContext(size=size, weights=step_weights,
-                              refine_weight=refine_weight_at(step, cfg.loss.refine_weight, cfg.loss.refine_start_step),
-                              autocast=autocast, channels_last=cuda and t.channels_last, d_augment=t.d_augment,
-                              region=region_view)
-            losses = train_step(ts, sampler.batch(step), ctx)
-            guard.update(losses, step)
-            if ema is not None:
-                ema.update(gen, ema_decay_at(step, t.ema_decay))
-            step += 1
-
-            at_log = step % t.log_every == 0 or step == t.steps
-            at_ckpt = step % t.checkpoint_every == 0 or step == t.steps
-            # Alone, the signal flag is a Python bool (free); under DDP ranks agree at log steps only.
-            if env.distributed:
-                interrupted = any_flag(env, stop["signal"] is not None) if at_log else False
-            else:
-                interrupted = stop["signal"] is not None
-            stopping = stop_after is not None and step - start >= stop_after
-            if at_log or at_ckpt or interrupted or stopping:
-                guard.check(env)  # one host sync: raises NonFiniteLossError (on every rank) before anything is saved
-                last = guard.read(losses, env)  # every rank joins: under DDP the mean over ranks
-                dt = time.perf_counter() - t0
-                ips = (step - n0) * t.batch_size / max(dt, 1e-9)
-                t0, n0 = time.perf_counter(), step
-                history.append({"step": step, **last, "images_per_second": ips})
-                tracker.log_metrics({**{f"loss/{k}": v for k, v in last.items()}, "perf/images_per_second": ips,
-                                     "lr/g": opt_g.param_groups[0]["lr"], "lr/d": opt_d.param_groups[0]["lr"]}, step)
-                if bar is not None:
-                    bar.set_postfix({"g": f"{last.get('g/total', 0):.3f}", "d": f"{last.get('d/total', 0):.3f}", "img/s": f"{ips:.1f}"})
-                elif env.is_main:  # no bar (logs of a pod or a batch job): one line per log interval
-                    print(f"step {step}/{t.steps}  g {last.get('g/total', 0):.3f}  d {last.get('d/total', 0):.3f}  "
-                          f"landmark {last.get('g/landmark', 0):.4f}  {ips:.1f} img/s", flush=True)
-            if env.is_main and (step % t.image_every == 0 or step == t.steps):
-                _log_grid(ts, ema.module if ema is not None else ts.gen, vis_batch, ctx, work_dir, step, tracker)
-            if at_ckpt or interrupted or stopping:
-                saved = _save(env, gen, disc, opt_g, opt_d, ckpt_dir, step, key, cfg, ema)
-            if bar is not None:
-                bar.update(1)
-            if interrupted:
-                raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint {saved}")
-            if stopping:
-                break
-    finally:
-        _restore_signal_handlers(old_handlers)
+        at_log = step % t.log_every == 0 or step == t.steps
+        at_ckpt = step % t.checkpoint_every == 0 or step == t.steps
+        # Alone, the signal flag is a Python bool (free); under DDP ranks agree at log steps only.
+        if env.distributed:
+            interrupted = any_flag(env, stop["signal"] is not None) if at_log else False
+        else:
+            interrupted = stop["signal"] is not None
+        stopping = stop_after is not None and step - run.start >= stop_after
+        if at_log or at_ckpt or interrupted or stopping:
+            guard.check(env)  # one host sync: raises NonFiniteLossError (on every rank) before anything is saved
+            _log_losses(guard.read(losses, env), t, ts, env, tracker, log, bar)  # every rank joins the read
+        if env.is_main and (step % t.image_every == 0 or step == t.steps):
+            _log_grid(ts, ema.module if ema is not None else ts.gen, vis_batch, ctx, work_dir, step, tracker)
+        if at_ckpt or interrupted or stopping:
+            log.saved = _save(env, ts, ckpt_dir=work_dir / "checkpoints", step=step, key=key, cfg=cfg, ema=ema)
         if bar is not None:
-            bar.close()
-    # The exported generator is the EMA when there is one: smoother, and what evaluation scores.
-    exported = ema.module if ema is not None else gen
-    gen_state = {k: v.detach().cpu().clone() for k, v in exported.state_dict().items()}
-    return TrainResult(step=step, generator_state=gen_state, last_losses=last, images_per_second=ips,
-                       checkpoint=saved, resumed_from=start, history=history)
+            bar.update(1)
+        if interrupted:
+            raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint {log.saved}")
+        if stopping:
+            break
+
+
+def _set_learning_rates(ts: TrainingState, t: TrainConfig, step: int) -> None:
+    for g in ts.opt_g.param_groups:
+        g["lr"] = lr_at(step, t.lr_g, t.lr_decay_every, t.lr_decay_g)
+    for g in ts.opt_d.param_groups:
+        g["lr"] = lr_at(step, t.lr_d, t.lr_decay_every, t.lr_decay_d)
+
+
+def _log_losses(last: dict[str, float], t: TrainConfig, ts: TrainingState, env: DistEnv, tracker: Tracker,
+                log: _Log, bar) -> None:
+    """Record the losses (under DDP the mean over ranks) and the throughput since the last log."""
+    step = log.step
+    dt = time.perf_counter() - log.t0
+    log.ips = ips = (step - log.n0) * t.batch_size / max(dt, 1e-9)
+    log.t0, log.n0, log.last = time.perf_counter(), step, last
+    log.history.append({"step": step, **last, "images_per_second": ips})
+    tracker.log_metrics({**{f"loss/{k}": v for k, v in last.items()}, "perf/images_per_second": ips,
+                         "lr/g": ts.opt_g.param_groups[0]["lr"], "lr/d": ts.opt_d.param_groups[0]["lr"]}, step)
+    if bar is not None:
+        bar.set_postfix({"g": f"{last.get('g/total', 0):.3f}", "d": f"{last.get('d/total', 0):.3f}", "img/s": f"{ips:.1f}"})
+    elif env.is_main:  # no bar (logs of a pod or a batch job): one line per log interval
+        print(f"step {step}/{t.steps}  g {last.get('g/total', 0):.3f}  d {last.get('d/total', 0):.3f}  "
+              f"landmark {last.get('g/landmark', 0):.4f}  {ips:.1f} img/s", flush=True)
 
 
 def _report_resume(latest: ckpt.Latest, key: str, tracker: Tracker) -> None:
@@ -252,14 +277,14 @@ def _log_grid(ts: TrainingState, generator: torch.nn.Module, batch: Batch, ctx: 
     tracker.log_image(grid, f"grids/step-{step:08d}.png")
 
 
-def _save(env: DistEnv, gen, disc, opt_g, opt_d, ckpt_dir: Path, step: int, key: str, cfg: Config,
+def _save(env: DistEnv, ts: TrainingState, ckpt_dir: Path, step: int, key: str, cfg: Config,
           ema: GeneratorEma | None = None) -> Path | None:
-    if not params_in_sync(env, gen):
+    if not params_in_sync(env, ts.gen):
         raise RuntimeError(f"step {step}: generator weights differ across ranks; not saving a checkpoint")
     if not env.is_main:
         return None
-    state = {"generator": gen.state_dict(), "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
-             "opt_d": opt_d.state_dict(), "rng": ckpt.rng_state(), "resume_key": key, "config": config_to_dict(cfg)}
+    state = {"generator": ts.gen.state_dict(), "discriminator": ts.disc.state_dict(), "opt_g": ts.opt_g.state_dict(),
+             "opt_d": ts.opt_d.state_dict(), "rng": ckpt.rng_state(), "resume_key": key, "config": config_to_dict(cfg)}
     if ema is not None:
         state["generator_ema"] = ema.state_dict()
     return ckpt.save_checkpoint(ckpt_dir, step, state)

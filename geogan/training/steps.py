@@ -1,13 +1,13 @@
 """One training step in two phases: D on detached fakes, then G through a frozen D.
 
-Kept apart from the loop so the benchmark times exactly the step that training runs.
+Kept apart from the loop so the benchmark times exactly the step that training runs
+(both build it through `geogan.training.build`).
 Losses stay on the device; `LossGuard` accumulates a finiteness flag without syncing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -59,49 +59,10 @@ class TrainingState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     # Each phase's D input, D forward and unweighted loss terms: `discriminator_terms` and
-    # `generator_terms`, or compiled (`compile_losses`) so layout copies and loss arithmetic fuse with D.
+    # `generator_terms`, or compiled together (`compiled_state(..., losses=True)`) so layout copies and loss arithmetic fuse with D.
     d_terms: Callable[..., dict[str, torch.Tensor]]
     g_terms: Callable[..., dict[str, torch.Tensor]]
     landmark_heatmaps: bool = False  # the flow net also takes landmark heatmaps
-
-
-def build_training(gen: torch.nn.Module, disc: torch.nn.Module, device: torch.device, lr_g: float, lr_d: float,
-                   betas: tuple[float, float], channels_last: bool, compile: bool, distributed: bool,
-                   compile_losses: bool = False, compile_mode: str = "default",
-                   compile_backend: str = "inductor") -> TrainingState:
-    """Move nets to the device and wrap them for the step: layout, DDP, compile, fused Adam.
-
-    `compile_losses` (with `compile`) compiles each phase's D input, D forward and loss
-    terms as one graph instead of D alone (benchmarks/NOTES.md, run 9); `compile_mode` is
-    torch.compile's mode (benchmarks try "reduce-overhead", i.e. CUDA graphs) and
-    `compile_backend` its backend (CPU tests trace with "aot_eager", no kernels generated).
-    Load checkpoint weights into `gen`/`disc` before calling this under DDP (DDP
-    broadcasts rank 0's weights at construction).
-    """
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    cuda = device.type == "cuda"
-    gen, disc = gen.to(device), disc.to(device)
-    if cuda and channels_last:
-        gen, disc = gen.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
-    # Fused Adam: one kernel for all parameters on CUDA; foreach (a few kernels) on CPU.
-    opt_kw: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
-    opt_g = torch.optim.Adam(gen.parameters(), lr=lr_g, betas=betas, **opt_kw)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr_d, betas=betas, **opt_kw)
-    ids = [device.index] if cuda else None
-    gen_fwd: Callable[..., Any] = DDP(gen, device_ids=ids) if distributed else gen
-    disc_fwd: Callable[..., Any] = DDP(disc, device_ids=ids) if distributed else disc
-    disc_frozen: Callable[..., Any] = disc
-    d_terms, g_terms = discriminator_terms, generator_terms
-    if compile:
-        compiled = functools.partial(torch.compile, mode=compile_mode, backend=compile_backend)
-        gen_fwd = compiled(gen_fwd)
-        if compile_losses:  # D runs inside the compiled terms
-            d_terms, g_terms = compiled(discriminator_terms), compiled(generator_terms)
-        else:
-            disc_fwd, disc_frozen = compiled(disc_fwd), compiled(disc_frozen)
-    heat = getattr(gen, "hparams", {}).get("flow_extra_in", 0) > 0
-    return TrainingState(gen, disc, gen_fwd, disc_fwd, disc_frozen, opt_g, opt_d, d_terms, g_terms, landmark_heatmaps=heat)
 
 
 def train_step(state: TrainingState, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:

@@ -1,0 +1,62 @@
+"""What the benchmarks share: variants, kernel levers, the training state built as training builds it, random batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from geogan.config import Config, load_config
+from geogan.data.dataset import Batch
+from geogan.nets import COMPILED, STOCK
+from geogan.nets.fast_ops import LEVERS
+from geogan.training.build import compiled_state, eager_state, nets_for, step_context
+from geogan.training.steps import StepContext, TrainingState
+
+ROOT = Path(__file__).resolve().parents[1]
+STEADY_STEP = 10**6  # past every warm-up: full loss weights, refinement on, as most of a run is
+
+# name -> (train.precision, train.channels_last)
+VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
+
+__all__ = ["LEVERS", "ROOT", "VARIANTS", "bench_config", "make_state", "random_batch"]
+
+
+def bench_config(ngf: int = 16, ndf: int = 64, n_blocks: int = 3, variant: str = "fp32") -> Config:
+    """params.yaml with the reference's widths (or the given ones) and a variant's precision and layout."""
+    cfg = load_config(ROOT / "params.yaml")
+    precision, channels_last = VARIANTS[variant]
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3),
+        train=dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last, compile=False),
+    )
+
+
+def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str | None = None,
+               compile_losses: bool = False, without: Sequence[str] = (),
+               distributed: bool = False) -> tuple[TrainingState, StepContext]:
+    """The training state and step context training builds for `cfg`, optionally compiled.
+
+    Args:
+        compile_mode: torch.compile's mode ("default", "reduce-overhead", ...); None = eager
+            with the stock kernels. Compiled, the nets use the compiled kernels.
+        compile_losses: compile each phase's D and loss terms as one graph (NOTES run 9).
+        without: compiled-kernel levers (`LEVERS`) to turn off, to measure each one's worth.
+    """
+    kernels = COMPILED.without(without) if compile_mode else STOCK
+    state = eager_state(nets_for(cfg.model, cfg.train, kernels), cfg.train, device, distributed)
+    if compile_mode:
+        state = compiled_state(state, functools.partial(torch.compile, mode=compile_mode), losses=compile_losses)
+    return state, step_context(cfg.loss, cfg.train, STEADY_STEP, size, device)
+
+
+def random_batch(batch: int, size: int, device: torch.device, seed: int) -> Batch:
+    """A step batch of random images in [-1, 1] and landmarks inside the frame."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.rand(2, batch, 3, size, size, generator=g) * 2 - 1
+    lm = torch.rand(2, batch, 68, 2, generator=g) * 1.6 - 0.8
+    return Batch(x_a=x[0].to(device), x_b=x[1].to(device), lm_a=lm[0].to(device), lm_b=lm[1].to(device))

@@ -1,0 +1,113 @@
+"""The training state built from the config in one place: nets, optimisers, compiled forwards, step context, sampler.
+
+The loop, the train stage, the benchmarks and the tests all build through these functions,
+so a benchmark times exactly the step that training runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+
+from geogan.config import LossConfig, ModelConfig, TrainConfig
+from geogan.data.dataset import DomainTensors, PreparedData, UnpairedSampler
+from geogan.nets import COMPILED, STOCK, Kernels, Nets, build_nets
+from geogan.training.schedule import mask_weight_at, refine_weight_at
+from geogan.training.steps import RegionView, StepContext, TrainingState, discriminator_terms, generator_terms
+
+Compiler = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def kernels_for(train: TrainConfig) -> Kernels:
+    """The layer kernels `train.compile` asks for: the compiled rewrites, or the stock ops."""
+    return COMPILED if train.compile else STOCK
+
+
+def nets_for(model: ModelConfig, train: TrainConfig, kernels: Kernels | None = None) -> Nets:
+    """Seed with `train.seed` (identical initial weights on every rank) and build the nets."""
+    torch.manual_seed(train.seed)
+    return build_nets(model, kernels if kernels is not None else kernels_for(train))
+
+
+def autocast_for(precision: str, device: torch.device) -> Callable[[], Any]:
+    """A context factory for the step's forwards: bf16 autocast for "bf16" (and "auto" on CUDA), else none."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def step_context(loss: LossConfig, train: TrainConfig, step: int, size: int, device: torch.device,
+                 region: RegionView | None = None) -> StepContext:
+    """What step `step` runs with: the loss weights on their schedules, precision, layout, augmentation.
+
+    Args:
+        loss, train: the config sections.
+        step: the step about to run (the mask weight warms up, refinement starts late).
+        size: image size in pixels.
+        device: where the step runs (bf16 and channels_last are CUDA's).
+        region: the attribute's landmark region, for the terms that use it.
+    """
+    weights = {**loss.step_weights(), "lambda_mask": mask_weight_at(step, loss.lambda_mask, loss.mask_warmup_steps)}
+    return StepContext(size=size, weights=weights,
+                       refine_weight=refine_weight_at(step, loss.refine_weight, loss.refine_start_step),
+                       autocast=autocast_for(train.precision, device),
+                       channels_last=device.type == "cuda" and train.channels_last,
+                       d_augment=train.d_augment, region=region)
+
+
+def build_training(nets: Nets, train: TrainConfig, device: torch.device, distributed: bool) -> TrainingState:
+    """Move the nets to the device and wrap them for the step: layout, DDP, fused Adam, `train.compile`.
+
+    Load checkpoint weights into the nets before calling this under DDP (DDP broadcasts
+    rank 0's weights at construction).
+    """
+    state = eager_state(nets, train, device, distributed)
+    return compiled_state(state, torch.compile) if train.compile else state
+
+
+def eager_state(nets: Nets, train: TrainConfig, device: torch.device, distributed: bool) -> TrainingState:
+    """The state without torch.compile: nets on the device (channels_last on CUDA), DDP, Adam."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    cuda = device.type == "cuda"
+    gen, disc = nets.generator.to(device), nets.discriminator.to(device)
+    if cuda and train.channels_last:
+        gen, disc = gen.to(memory_format=torch.channels_last), disc.to(memory_format=torch.channels_last)
+    # Fused Adam: one kernel for all parameters on CUDA; foreach (a few kernels) on CPU.
+    opt_kw: dict[str, Any] = {"fused": True} if cuda else {"foreach": True}
+    betas = (train.beta1, train.beta2)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=train.lr_g, betas=betas, **opt_kw)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=train.lr_d, betas=betas, **opt_kw)
+    ids = [device.index] if cuda else None
+    gen_fwd = DDP(gen, device_ids=ids) if distributed else gen
+    disc_fwd = DDP(disc, device_ids=ids) if distributed else disc
+    heat = getattr(gen, "hparams", {}).get("flow_extra_in", 0) > 0
+    return TrainingState(gen, disc, gen_fwd, disc_fwd, disc, opt_g, opt_d, discriminator_terms, generator_terms,
+                         landmark_heatmaps=heat)
+
+
+def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = False) -> TrainingState:
+    """`state` with G's forward and D compiled by `compiler` (e.g. `torch.compile`, or a partial of it).
+
+    Args:
+        losses: compile each phase's D input, D forward and loss terms as one graph instead of
+            D alone (benchmarks/NOTES.md run 9): a benchmark's and a test's option, not training's.
+    """
+    fields = dict(state.__dict__, gen_fwd=compiler(state.gen_fwd))
+    if losses:  # D runs inside the compiled terms
+        fields.update(d_terms=compiler(discriminator_terms), g_terms=compiler(generator_terms))
+    else:
+        fields.update(disc_fwd=compiler(state.disc_fwd), disc_frozen=compiler(state.disc_frozen))
+    return TrainingState(**fields)
+
+
+def training_sampler(data: PreparedData, split: dict, train: TrainConfig, device: torch.device, rank: int = 0,
+                     world_size: int = 1) -> UnpairedSampler:
+    """This rank's unpaired batches of a split's training partition (`split["train"]["A"]` and `["B"]`)."""
+    return UnpairedSampler(DomainTensors(data, split["train"]["A"], device),
+                           DomainTensors(data, split["train"]["B"], device),
+                           batch_size=train.batch_size, seed=train.seed, rank=rank, world_size=world_size,
+                           augment_flip=train.augment_flip)
+
