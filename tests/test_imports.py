@@ -40,7 +40,8 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
         for target in targets:
             while target and target not in modules:  # `from geogan.x import func` -> geogan.x
                 target = target.rpartition(".")[0]
-            if target and target != name:
+            # A module's own parent packages are imported before it anyway: that edge is no dependency.
+            if target and target != name and not name.startswith(target + "."):
                 found.add(target)
     return found
 
