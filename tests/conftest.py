@@ -14,6 +14,9 @@ def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
     # (`make test` runs workers) one thread per worker, so they do not oversubscribe the cores;
     # the workers inherit the controller's environment, hence the override. Set before any test
     # module imports torch (this file imports neither torch nor the helpers at the top).
+    # MLflow's telemetry thread rewrites os.environ while other threads read it (a KeyError seen once in
+    # test_registry); the tests and the servers they start inherit this, and nothing here is online anyway.
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["OMP_NUM_THREADS"] = "1"
     else:
