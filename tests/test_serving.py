@@ -21,10 +21,9 @@ SIZE = 64
 def _generator(path: Path) -> Path:
     """A tiny real generator (ngf 4, one block), saved as the train stage saves it."""
     from geogan.model import save_generator
-    from geogan.nets import build_nets
+    from tests.helpers.training import tiny_nets
 
-    torch.manual_seed(0)
-    generator = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
+    generator = tiny_nets(seed=0, ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
     meta = {"attribute": "Mustache", "resolution": SIZE, "step": 4,
             "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}, "model": {"flow_inputs": "rgb"}}}
     return save_generator(path, generator, meta)

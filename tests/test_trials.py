@@ -49,6 +49,8 @@ class Trial:
     params: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
     runs: tuple[str, ...] = ()  # statuses of the MLflow runs afterwards, sorted
+    module: str = "geogan.cli"  # the console script's module (`geogan-pipeline` is pipelines.cli)
+    prefix: str = ""  # how its one line starts; default "geogan <command>:"
 
 
 TRIALS = {
@@ -96,9 +98,10 @@ TRIALS = {
         {"data.source": "{root}/corrupt", "data.format": "csv", "data.workers": 2, "attributes": [ATTR]}),
     # A KFP host that does not answer.
     "pipeline submit, host down": Trial(
-        "pipeline submit --host http://127.0.0.1:{closed} --attribute Mustache --params {params} "
-        "--package {repo}/pipelines/geogan_pipeline.yaml",
-        1, r"KFP host http://127\.0\.0\.1:\d+ does not answer: Connection refused"),
+        "submit --host http://127.0.0.1:{closed} --attribute Mustache --params {params} "
+        "--package {repo}/pipelines/geogan_pipeline.yaml --allow-tag",
+        1, r"KFP host http://127\.0\.0\.1:\d+ does not answer: Connection refused",
+        module="pipelines.cli", prefix="geogan-pipeline: error:"),
 }
 
 
@@ -138,11 +141,11 @@ def test_trial(name: str, world: dict[str, str], tmp_path: Path):
     env = stage_env(tmp_path, **{k: v.format(**fill) for k, v in trial.env.items()})
     args = trial.args.format(**fill).split()
 
-    res = run_stage([sys.executable, "-m", "geogan.cli", *args], env, tmp_path, timeout=300)
+    res = run_stage([sys.executable, "-m", trial.module, *args], env, tmp_path, timeout=300)
     text = res.stdout + res.stderr
     assert res.returncode == trial.code, f"rc {res.returncode}\n{text[-3000:]}"
     assert "Traceback" not in text and "Exception ignored" not in text, text[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith(f"geogan {args[0]}:")]
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith(trial.prefix or f"geogan {args[0]}:")]
     assert len(lines) == 1 and re.search(trial.line, lines[0]), res.stderr[-3000:]
     assert not (tmp_path / "out").exists(), "a failed command left its output"
     assert _statuses(env["MLFLOW_TRACKING_URI"], tmp_path) == trial.runs
