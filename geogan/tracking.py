@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import re
 import ssl
 import urllib.error
 import urllib.request
@@ -28,7 +27,6 @@ SERVER_CHECK_TIMEOUT = 5.0  # seconds; MLflow's own client retries a dead server
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"  # the run's (and experiment's) description in the UI, in Markdown
 LOCAL_UI = "http://127.0.0.1:5000"  # where `make ui` serves a local store
-STEP_IMAGE = re.compile(r"(?P<key>[\w./-]+)/step-(?P<step>\d+)\.png")  # the trainer's grids/step-00000100.png
 SYSTEM_METRICS_INTERVAL = 10.0  # seconds between system metric samples (MLflow's default)
 ORCHESTRATOR_TAGS = {"GEOGAN_KFP_RUN_ID": "kfp.run_id", "GEOGAN_KFP_RUN_URL": "kfp.run_url"}  # env -> run tag
 
@@ -41,7 +39,7 @@ class Tracker(Protocol):
     """What the library needs from an experiment tracker."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
-    def log_image(self, image: np.ndarray, name: str) -> None: ...
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
@@ -54,7 +52,7 @@ class NullTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         pass
 
-    def log_image(self, image: np.ndarray, name: str) -> None:
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         pass
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
@@ -316,13 +314,9 @@ class MlflowTracker:
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
 
-    def log_image(self, image: np.ndarray, name: str) -> None:
-        """`<key>/step-<n>.png` is a step of an image series (the UI's slider under `key`); other names are files."""
-        series = STEP_IMAGE.fullmatch(name)
-        if series:
-            self.client.log_image(self.run_id, image, key=series["key"], step=int(series["step"]))
-        else:
-            self.client.log_image(self.run_id, image, artifact_file=name)
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """One step of the image series `key` (the UI's slider under it)."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
 
     def start_system_metrics(self, interval_s: float = SYSTEM_METRICS_INTERVAL) -> None:
         """Log CPU, memory, disk, network (and GPU, with nvidia-ml-py) as `system/*` until `finish`."""

@@ -274,7 +274,7 @@ def _log_grid(ts: TrainingState, generator: torch.nn.Module, batch: Batch, ctx: 
     generator.train(was_training)
     grid = image_grid(visual_rows(batch, out))
     save_png(Path(work_dir) / "grids" / f"step-{step:08d}.png", grid)
-    tracker.log_image(grid, f"grids/step-{step:08d}.png")
+    tracker.log_image(grid, "grids", step)
 
 
 def _save(env: DistEnv, ts: TrainingState, ckpt_dir: Path, step: int, key: str, cfg: Config,
