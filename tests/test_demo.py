@@ -33,10 +33,9 @@ def _browser():
 
 def _generator(path: Path, seed: int) -> Path:
     from geogan.model import save_generator
-    from geogan.nets import build_nets
+    from tests.helpers.training import tiny_nets
 
-    torch.manual_seed(seed)
-    generator = build_nets(ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
+    generator = tiny_nets(seed=seed, ngf=4, ndf=4, n_blocks=1, n_scales=1).generator
     meta = {"attribute": "Mustache", "resolution": 64, "step": 4,
             "config": {"loss": {"refine_weight": 0.1, "refine_start_step": 0}, "model": {"flow_inputs": "rgb"}}}
     return save_generator(path, generator, meta)
