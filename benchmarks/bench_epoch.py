@@ -1,16 +1,20 @@
-"""End-to-end training throughput against the bare step: does the loader keep the GPU busy?
+"""End-to-end training throughput against the bare step: does the loop keep the GPU busy?
 
-Renders a synthetic dataset, runs the pipeline's own `train` stage on it (sampler, step,
-loss guard, logging, image grids, checkpoints: everything training does) and compares its
-pairs/s over the last windows with the bare `train_step` on resident random tensors at the
-same resolution, batch and precision (`bench_train.time_steps`).
+Runs the pipeline's own `train` stage (sampler, step, loss guard, logging, image grids,
+checkpoints: everything training does) in a new process, on one GPU or under torchrun on
+several, and compares its pairs/s over the last windows with the bare `train_step` of the
+same config on resident batches of the same data (`bare_step`), per GPU.
+
+Data: synthetic faces rendered here (default), or a packed real-face folder (`geogan pack`:
+prepared/, landmarks/, splits/<attribute>.json) with its params file:
 
     python -m benchmarks.bench_epoch --size 128 --batch 32 --steps 600 --out $OUT/epoch.json
-    python -m benchmarks.bench_epoch --size 256 --batch 24 --steps 400 --compile --out $OUT/epoch.json
+    python -m benchmarks.bench_epoch --params params/celeba-128.yaml --packed .device_data/celeba128 \\
+        --attribute Eyeglasses --batch 32 --steps 600 --compile --gpus 2 --out $OUT/epoch2.json
 
-`--compile` sets `train.compile: true` and compiles the bare step the same way (Inductor's default
-mode, the compiled-only rewrites of geogan.nets.layers on): the loop then has to keep up with the
-fastest step. Compilation happens in the loop's first steps, before the windows that are compared.
+`--batch` is per GPU (train.batch_size is batch x GPUs). `--compile` sets `train.compile: true`
+(and `--cuda-graphs` `train.compile_cuda_graphs`); the bare step is compiled the same way and
+reads the run's compile cache. Compilation happens before the windows that are compared.
 """
 
 from __future__ import annotations
@@ -19,59 +23,119 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from benchmarks.common import STEADY_STEP
+from benchmarks.variant_params import prepare_synthetic, write_variant
 
 
-from benchmarks.variant_params import prepare_synthetic
+def bare_step(params: Path, attribute: str, prepared: Path, landmarks: Path, split_file: Path, batch: int,
+              steps: int = 30, warmup: int = 3) -> float:
+    """Pairs/s of `train_step` alone on one GPU: the run's config, four resident batches of its data."""
+    import dataclasses
+
+    import torch
+
+    from geogan.config import load_config
+    from geogan.data.dataset import load_prepared
+    from geogan.io import read_json
+    from geogan.training.build import build_training, nets_for, region_view_for, step_context, training_sampler
+    from geogan.training.steps import train_step
+
+    cfg = load_config(params)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+
+    def wait() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    train = dataclasses.replace(cfg.train, batch_size=batch)
+    data = load_prepared(prepared, landmarks)
+    sampler = training_sampler(data, read_json(split_file), train, device)
+    state = build_training(nets_for(cfg.model, train), train, device, distributed=False)
+    region = region_view_for(cfg, cfg.regions.get(attribute), data.resolution)
+    ctx = step_context(cfg.loss, train, STEADY_STEP, data.resolution, device, region)
+    batches = [sampler.batch(i) for i in range(4)]
+    for i in range(warmup):
+        train_step(state, batches[i % 4], ctx)
+    wait()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        train_step(state, batches[i % 4], ctx)
+    wait()
+    return batch * steps / (time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--params", type=Path, default=None, help="params file of --packed data (default: synthetic faces)")
+    p.add_argument("--packed", type=Path, default=None, help="a `geogan pack` folder: prepared/, landmarks/, splits/")
+    p.add_argument("--attribute", default=None)
+    p.add_argument("--size", type=int, default=128, help="synthetic faces only (packed data has its own)")
+    p.add_argument("--batch", type=int, default=32, help="per GPU")
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--identities", type=int, default=1000)
-    p.add_argument("--compile", action="store_true", help="torch.compile in the loop and in the bare step")
+    p.add_argument("--identities", type=int, default=1000, help="synthetic faces only")
+    p.add_argument("--compile", action="store_true", help="train.compile in the stage and in the bare step")
+    p.add_argument("--cuda-graphs", action="store_true", help="train.compile_cuda_graphs too")
+    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--bare-steps", type=int, default=30, help="timed steps of the bare step")
     p.add_argument("--work", type=Path, default=None, help="where data and runs go (default: a temp folder)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    from geogan.stages import train
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-epoch-"))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work.resolve() / 'mlflow.db'}")  # where MLflow is installed
+    work = (args.work or Path(tempfile.mkdtemp(prefix="bench-epoch-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
     log_every = max(args.steps // 6, 1)
+    settings = [f"train.batch_size={args.batch * args.gpus}", f"train.steps={args.steps}", f"train.log_every={log_every}",
+                f"train.image_every={args.steps}", f"train.checkpoint_every={args.steps}",
+                f"train.compile={str(args.compile).lower()}", f"train.compile_cuda_graphs={str(args.cuda_graphs).lower()}"]
     t0 = time.perf_counter()
-    _, cfg, split_file = prepare_synthetic(work, [
-        f"data.resolution={args.size}", f"data.synthetic_identities={args.identities}", f"train.batch_size={args.batch}",
-        f"train.steps={args.steps}", f"train.log_every={log_every}", f"train.image_every={args.steps}",
-        f"train.checkpoint_every={args.steps}", f"train.compile={str(args.compile).lower()}"])
-    attr = cfg.attributes[0]
+    if args.packed:
+        if not (args.params and args.attribute):
+            raise SystemExit("bench_epoch: --packed needs --params and --attribute")
+        params, attribute = work / "params.yaml", args.attribute
+        write_variant(args.params, params, settings)
+        prepared, landmarks = args.packed / "prepared", args.packed / "landmarks"
+        split_file = args.packed / "splits" / f"{attribute}.json"
+    else:
+        params, cfg, split_file = prepare_synthetic(work, [f"data.resolution={args.size}",
+                                                           f"data.synthetic_identities={args.identities}", *settings])
+        attribute, prepared, landmarks = cfg.attributes[0], work / "prepared", work / "landmarks"
     data_s = time.perf_counter() - t0
+
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}"]
+                if args.gpus > 1 else [sys.executable])
+    cmd = [*launcher, "-m", "geogan.stages.train", "--params", str(params), "--attribute", attribute, "--prepared",
+           str(prepared), "--landmarks", str(landmarks), "--split", str(split_file), "--out", str(work / "model"),
+           "--work", str(work / "run"), "--no-progress"]
+    env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")  # where MLflow is installed
     t0 = time.perf_counter()
-    train.run(cfg, attr, work / "prepared", work / "landmarks", split_file, work / "model",
-              work / "run", progress=False)
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     train_s = time.perf_counter() - t0
+    startup = [line for line in proc.stdout.splitlines() if line.startswith("compiled: first step")]
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_epoch: the train stage failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
     history = json.loads((work / "model" / "train_history.json").read_text())
     windows = [h["images_per_second"] for h in history][-3:]  # past warm-up
     loop = statistics.mean(windows)
 
-    variant = "bf16_cl" if cfg.train.channels_last else "bf16"
-    bare = float("nan")
-    if torch.cuda.is_available():  # the bare step is timed with CUDA events; without a GPU only the loop runs
-        from benchmarks.bench_train import time_steps
+    import torch
 
-        torch.backends.cudnn.benchmark = True
-        m = cfg.model
-        compile_mode = "default" if cfg.train.compile else None
-        bare = time_steps(args.size, args.batch, variant, compile_mode, 30, 5, m.ngf, m.ndf, m.n_blocks)["pairs_per_s"]
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    result = {"device": device, "size": args.size, "batch": args.batch, "steps": args.steps,
-              "loop_pairs_per_s": loop, "loop_windows": windows, "bare_step_pairs_per_s": bare, "loop_over_bare": loop / bare,
-              "data_stages_s": data_s, "train_stage_s": train_s, "variant": variant, "compiled": cfg.train.compile}
+    # On one GPU (or the CPU); the stage's compile cache makes the bare step's compile quick.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(work / "run" / "compile_cache"))
+    bare = bare_step(params, attribute, prepared, landmarks, split_file, args.batch, args.bare_steps)
+    result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "gpus": args.gpus,
+              "data": str(args.packed or "synthetic"), "attribute": attribute, "batch_per_gpu": args.batch,
+              "steps": args.steps, "compiled": args.compile, "cuda_graphs": args.cuda_graphs,
+              "loop_pairs_per_s": loop, "loop_windows": windows, "bare_step_pairs_per_s_one_gpu": bare,
+              "loop_over_bare": loop / (args.gpus * bare), "data_stages_s": data_s, "train_stage_s": train_s,
+              "startup": startup[0] if startup else None}
     print(json.dumps(result), flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -131,6 +131,8 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"]  # auto = bf16 autocast on cuda
     channels_last: bool  # only takes effect on cuda
     compile: bool
+    compile_cuda_graphs: bool  # with compile, on CUDA: replay G's and D's compiled graphs as CUDA graphs
+    compile_cache: bool  # with compile: Inductor's and Triton's caches in <run>/compile_cache (warm restarts)
     checkpoint_every: int
     log_every: int
     image_every: int

@@ -79,9 +79,10 @@ def test_bench_ddp_measures_one_and_two_gloo_ranks(tmp_path):
 def test_bench_epoch_runs_the_train_stage_on_rendered_faces(tmp_path):
     work, out = tmp_path / "work", tmp_path / "epoch.json"
     _run(["-m", "benchmarks.bench_epoch", "--size", "64", "--batch", "2", "--steps", "6", "--identities", "8",
-          "--work", str(work), "--out", str(out)], tmp_path, timeout=600)
+          "--bare-steps", "2", "--work", str(work), "--out", str(out)], tmp_path, timeout=600)
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["compiled"] is False
     assert len(result["loop_windows"]) == 3 and all(w > 0 for w in result["loop_windows"])
+    assert result["bare_step_pairs_per_s_one_gpu"] > 0 and result["loop_over_bare"] > 0
     history = json.loads((work / "model" / "train_history.json").read_text())
     assert [h["step"] for h in history][-1] == 6  # the stage trained the steps asked for, on the params written

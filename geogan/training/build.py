@@ -7,12 +7,14 @@ so a benchmark times exactly the step that training runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable
 
 import torch
 
-from geogan.config import LossConfig, ModelConfig, TrainConfig
+from geogan.config import Config, LossConfig, ModelConfig, RegionConfig, TrainConfig
 from geogan.data.dataset import DomainTensors, PreparedData, UnpairedSampler
+from geogan.landmarks.regions import RegionSpec
 from geogan.nets import COMPILED, STOCK, Kernels, Nets, build_nets
 from geogan.training.schedule import mask_weight_at, refine_weight_at
 from geogan.training.steps import RegionView, StepContext, TrainingState, discriminator_terms, generator_terms
@@ -57,6 +59,18 @@ def step_context(loss: LossConfig, train: TrainConfig, step: int, size: int, dev
                        d_augment=train.d_augment, region=region)
 
 
+def region_view_for(cfg: Config, region: RegionConfig | None, size: int) -> RegionView | None:
+    """What the step does with the attribute's region, from the config; None when nothing uses it."""
+    uses = {"local_d": cfg.model.local_ndf > 0, "spare_cutout": cfg.train.cutout_spares_region,
+            "mask_prior": cfg.loss.lambda_mask_region > 0}
+    if not any(uses.values()):
+        return None
+    if region is None:
+        on = ", ".join(k for k, v in uses.items() if v)
+        raise ValueError(f"{on} need the attribute's landmark region (regions.<attribute> in params.yaml)")
+    return RegionView(spec=RegionSpec.from_config(region, size), **uses)
+
+
 def build_training(nets: Nets, train: TrainConfig, device: torch.device, distributed: bool) -> TrainingState:
     """Move the nets to the device and wrap them for the step: layout, DDP, fused Adam, `train.compile`.
 
@@ -64,7 +78,18 @@ def build_training(nets: Nets, train: TrainConfig, device: torch.device, distrib
     rank 0's weights at construction).
     """
     state = eager_state(nets, train, device, distributed)
-    return compiled_state(state, torch.compile) if train.compile else state
+    return compiled_state(state, compiler_for(train, device)) if train.compile else state
+
+
+def compiler_for(train: TrainConfig, device: torch.device) -> Compiler:
+    """torch.compile as `train` asks: Inductor's default mode, or with CUDA graphs (mode "reduce-overhead").
+
+    CUDA graphs replay each compiled graph as one launch instead of hundreds, which is what
+    a launch-bound step needs (benchmarks/NOTES.md run 16); they need CUDA, so CPU runs compile
+    in the default mode whatever `train.compile_cuda_graphs` says.
+    """
+    graphs = train.compile_cuda_graphs and device.type == "cuda"
+    return functools.partial(torch.compile, mode="reduce-overhead" if graphs else "default")
 
 
 def eager_state(nets: Nets, train: TrainConfig, device: torch.device, distributed: bool) -> TrainingState:

@@ -17,13 +17,13 @@ import torch
 
 from geogan.config import Config, RegionConfig, TrainConfig, config_to_dict
 from geogan.data.dataset import Batch, UnpairedSampler
-from geogan.landmarks.regions import RegionSpec
 from geogan.signals import Stopped
 from geogan.tracking import NullTracker, Tracker
 from geogan.training import checkpoint as ckpt
+from geogan.training.build import build_training, kernels_for, nets_for, region_view_for, step_context
+from geogan.training.compile_cache import cache_counters, use_compile_cache
 from geogan.training.distributed import DistEnv, any_flag, params_in_sync
 from geogan.training.ema import GeneratorEma, ema_decay_at
-from geogan.training.build import build_training, kernels_for, nets_for, step_context
 from geogan.training.schedule import lr_at
 from geogan.training.steps import (LossGuard, NonFiniteLossError, RegionView, StepContext, TrainingState,  # noqa: F401
                                    generator_forward, train_step, visual_rows)
@@ -78,13 +78,16 @@ def train(
         Interrupted: SIGTERM/SIGINT; a checkpoint was written first.
     """
     t = cfg.train
+    started = time.perf_counter()
     tracker = tracker if (tracker is not None and env.is_main) else NullTracker()
-    region_view = _region_view(cfg, region, sampler.a.size)
+    if t.compile and t.compile_cache:
+        tracker.set_tags({"compile.cache": str(use_compile_cache(Path(work_dir)))})
+    region_view = region_view_for(cfg, region, sampler.a.size)
     run = _start(cfg, env, Path(work_dir) / "checkpoints", key, tracker)
     if env.device.type == "cuda":
         # Shapes never change during a run: let cuDNN time its algorithms once and keep the fastest.
         torch.backends.cudnn.benchmark = True
-    log = _Log(step=run.start, t0=time.perf_counter(), n0=run.start)
+    log = _Log(step=run.start, t0=time.perf_counter(), n0=run.start, started=started)
     stop: dict = {"signal": None}
     old_handlers = _install_signal_handlers(stop)
     bar = _progress_bar(progress and env.is_main, run.start, t.steps)
@@ -116,6 +119,7 @@ class _Log:
 
     step: int
     t0: float
+    started: float  # when train() was called: the start-up (build, resume, compile) ends at the first step
     n0: int
     ips: float = 0.0
     last: dict[str, float] = field(default_factory=dict)
@@ -173,6 +177,8 @@ def _steps(cfg: Config, run: _Run, sampler: UnpairedSampler, env: DistEnv, work_
         if ema is not None:
             ema.update(ts.gen, ema_decay_at(step, t.ema_decay))
         log.step = step = step + 1
+        if step == run.start + 1:
+            _report_startup(log, t, env, tracker)
 
         at_log = step % t.log_every == 0 or step == t.steps
         at_ckpt = step % t.checkpoint_every == 0 or step == t.steps
@@ -195,6 +201,19 @@ def _steps(cfg: Config, run: _Run, sampler: UnpairedSampler, env: DistEnv, work_
             raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint {log.saved}")
         if stopping:
             break
+
+
+def _report_startup(log: _Log, t: TrainConfig, env: DistEnv, tracker: Tracker) -> None:
+    """Seconds from train() to the end of this process's first step (compilation included), once per process."""
+    if env.device.type == "cuda":
+        torch.cuda.synchronize(env.device)  # once per process, not in the steady loop
+    seconds = time.perf_counter() - log.started
+    log.t0 = time.perf_counter()  # the first throughput window starts after the start-up
+    log.n0 = log.step
+    tracker.log_metrics({"perf/startup_s": seconds}, log.step)
+    if env.is_main and t.compile:
+        cache = ", ".join(f"{k} {v}" for k, v in cache_counters().items())
+        print(f"compiled: first step after {seconds:.1f} s (compile cache: {cache})", flush=True)
 
 
 def _set_learning_rates(ts: TrainingState, t: TrainConfig, step: int) -> None:
@@ -252,18 +271,6 @@ def _init_generator(gen: torch.nn.Module, path: Path, env: DistEnv) -> None:
         print(f"generator initialised from {path} ({meta.get('attribute')}, {meta.get('resolution')} px, step {meta.get('step')})")
 
 
-def _region_view(cfg: Config, region: RegionConfig | None, size: int) -> RegionView | None:
-    """What the step does with the attribute's region, from the config; None when nothing uses it."""
-    uses = {"local_d": cfg.model.local_ndf > 0, "spare_cutout": cfg.train.cutout_spares_region,
-            "mask_prior": cfg.loss.lambda_mask_region > 0}
-    if not any(uses.values()):
-        return None
-    if region is None:
-        on = ", ".join(k for k, v in uses.items() if v)
-        raise ValueError(f"{on} need the attribute's landmark region (regions.<attribute> in params.yaml)")
-    return RegionView(spec=RegionSpec.from_config(region, size), **uses)
-
-
 @torch.no_grad()
 def _log_grid(ts: TrainingState, generator: torch.nn.Module, batch: Batch, ctx: StepContext, work_dir: Path,
               step: int, tracker: Tracker) -> None:
@@ -294,7 +301,7 @@ def _install_signal_handlers(stop: dict) -> dict:
     # SIGTERM is what Kubernetes sends before killing a pod: finish the step, save, leave.
     old = {}
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         stop["signal"] = signum
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -67,6 +67,9 @@ class TrainingState:
 
 def train_step(state: TrainingState, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
     """One full GeoGAN step (G cycle forward, D update, G update); returns detached losses."""
+    # Under CUDA graphs (train.compile_cuda_graphs) a new step may reuse the last step's graph outputs'
+    # memory; elsewhere this is a counter increment.
+    torch.compiler.cudagraph_mark_step_begin()
     out = generator_forward(state, batch, ctx)
     logs_d = discriminator_phase(state, batch, out, ctx)
     logs_g = generator_phase(state, batch, out, ctx)

@@ -1,0 +1,109 @@
+"""Start-up of a compiled training step: seconds from a new process to its first finished step, cold and warm.
+
+Each start is its own process (as a restarted or resumed pod is) that builds the training state
+as training does (`benchmarks.common.make_state`), compiles it and runs one step. `cold` starts
+on an empty cache folder; `warm` starts again on the folder the cold start filled, which is what
+`train.compile_cache` gives a resumed run (`<run>/compile_cache`, on the PVC on a cluster). Each
+start then times steady steps, so a start that compiled differently shows it.
+
+    python -m benchmarks.bench_startup --size 256 --batch 24 --cache /tmp/cc --out $OUT/startup.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BORN = time.perf_counter()  # the child's clock starts at its first import
+
+
+def child(args: argparse.Namespace) -> None:
+    """One start: build, compile, first step, then steady steps; prints one JSON line."""
+    import torch
+
+    from benchmarks.common import bench_config, make_state, random_batch
+    from geogan.training.compile_cache import cache_counters
+    from geogan.training.steps import train_step
+
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda")
+    imported = time.perf_counter() - BORN
+    state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode)
+    batches = [random_batch(args.batch, args.size, device, i) for i in range(4)]
+    train_step(state, batches[0], ctx)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - BORN
+    for i in range(3):  # cudagraph trees record on the first calls, cuDNN picks its algorithms
+        train_step(state, batches[i % 4], ctx)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        train_step(state, batches[i % 4], ctx)
+    torch.cuda.synchronize()
+    step_s = (time.perf_counter() - t0) / args.steps
+    print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3,
+                      "pairs_per_s": args.batch / step_s, **cache_counters()}), flush=True)
+
+
+def start(args: argparse.Namespace, label: str) -> dict:
+    """Run one start in a new process with the cache folder as Inductor's; wall time from spawn."""
+    if label == "cold":
+        shutil.rmtree(args.cache, ignore_errors=True)
+    entries = sum(1 for _ in args.cache.rglob("*")) if args.cache.exists() else 0
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(args.cache.resolve())}
+    env.pop("TRITON_CACHE_DIR", None)  # Triton's cache then lives under Inductor's
+    cmd = [sys.executable, "-m", "benchmarks.bench_startup", "--child", "--size", str(args.size), "--batch",
+           str(args.batch), "--mode", args.mode, "--steps", str(args.steps)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=args.timeout)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return {"start": label, "error": f"exit {proc.returncode}", "cache_entries_before": entries}
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"start": label, "cache_entries_before": entries, "process_s": wall, **row}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=24)
+    p.add_argument("--mode", default="default", help="torch.compile mode: default or reduce-overhead (CUDA graphs)")
+    p.add_argument("--starts", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cache", type=Path, default=Path("/tmp/geogan-bench-compile-cache"))
+    p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    rows = []
+    for label in args.starts:
+        rows.append(start(args, label))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({"size": args.size, "batch": args.batch, "mode": args.mode, "rows": rows}, indent=2))
+    print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}")
+    print(f"{'start':<6} {'cache files':>11} {'to 1st step s':>13} {'imports s':>9} {'FX hit/miss':>11} "
+          f"{'AOT hit/miss':>12} {'step ms':>8} {'pairs/s':>8}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['start']:<6} {r['cache_entries_before']:>11} {r['error']}")
+            continue
+        print(f"{r['start']:<6} {r['cache_entries_before']:>11} {r['first_step_s']:>13.1f} {r['imported_s']:>9.1f} "
+              f"{r['fx_graph_hits']:>5}/{r['fx_graph_misses']:<5} {r['aot_autograd_hits']:>6}/{r['aot_autograd_misses']:<5} "
+              f"{r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f}")
+    if any("error" in r for r in rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

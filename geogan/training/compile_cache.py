@@ -1,0 +1,44 @@
+"""torch.compile's persistent caches kept beside a run's checkpoints, so a restart skips most of the compile.
+
+Inductor's FX-graph and AOTAutograd caches and Triton's kernel cache are on by default, but live in
+a temp folder of the machine (`/tmp/torchinductor_<user>`), which a new pod or a wiped node does
+not have. Pointing them at `<run>/compile_cache` puts them on the run's volume (the PVC on a
+cluster): a resumed or restarted run, on any pod that mounts it, finds its compiled graphs and
+kernels and pays only Dynamo's tracing. Entries are keyed by the graph, torch, Triton and the
+GPU, so a stale or foreign entry is a miss, never a wrong kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # read by Inductor (and Triton's cache under it) at first compile
+CACHE_FOLDER = "compile_cache"
+
+
+def use_compile_cache(run_dir: Path) -> Path:
+    """Point Inductor's and Triton's caches at `run_dir/compile_cache` for this process; return the folder used.
+
+    Call before the first torch.compile of the process. A cache folder the user set already
+    (TORCHINDUCTOR_CACHE_DIR, e.g. one shared by all runs of a node) is kept and returned.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.environ.get(INDUCTOR_CACHE_ENV)
+    # Inductor writes its default back into the variable once it has used it: that is no user's choice.
+    if chosen and os.path.abspath(chosen) != os.path.abspath(default_cache_dir()):
+        return Path(chosen)
+    folder = Path(run_dir).resolve() / CACHE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[INDUCTOR_CACHE_ENV] = str(folder)
+    return folder
+
+
+def cache_counters() -> dict[str, int]:
+    """This process's compile-cache hits and misses so far (FX graphs and AOTAutograd), for the run's log."""
+    from torch._dynamo.utils import counters
+
+    inductor, aot = counters["inductor"], counters["aot_autograd"]
+    return {"fx_graph_hits": int(inductor["fxgraph_cache_hit"]), "fx_graph_misses": int(inductor["fxgraph_cache_miss"]),
+            "aot_autograd_hits": int(aot["autograd_cache_hit"]), "aot_autograd_misses": int(aot["autograd_cache_miss"])}

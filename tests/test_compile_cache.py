@@ -1,0 +1,87 @@
+"""torch.compile's caches live beside the run's checkpoints: a second start of the same run hits them.
+
+Each start is its own process, as a restarted pod is: Inductor's in-memory caches do not carry
+over, only what the run folder holds. A third start with another run folder misses, which shows
+the hits came from the run folder and not from the machine's default cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+from tests.helpers.data import make_tiny_data
+from tests.helpers.processes import ROOT, run_stage, stage_env
+
+ATTR = "Mustache"
+
+COMPILE_IN_RUN = """
+import json, sys, torch
+from pathlib import Path
+from geogan.training.compile_cache import cache_counters, use_compile_cache
+folder = use_compile_cache(Path(sys.argv[1]))
+f = torch.compile(lambda x: torch.sin(x) * 2 + x.mean())
+f(torch.ones(8))
+print(json.dumps({"folder": str(folder), **cache_counters()}))
+"""
+
+
+def _compile_in(run_dir, env) -> dict:
+    result = run_stage([sys.executable, "-c", COMPILE_IN_RUN, str(run_dir)], env, ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_of_the_same_run_hits_the_cache_and_another_run_misses(tmp_path):
+    env = stage_env(tmp_path)
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    env.pop("TRITON_CACHE_DIR", None)
+    first = _compile_in(tmp_path / "run", env)
+    assert first["folder"] == str((tmp_path / "run" / "compile_cache").resolve())
+    assert first["fx_graph_misses"] >= 1 and first["fx_graph_hits"] == 0
+    assert any((tmp_path / "run" / "compile_cache").rglob("*")), "the run folder holds no cache entries"
+
+    second = _compile_in(tmp_path / "run", env)
+    assert second["fx_graph_hits"] >= 1 and second["fx_graph_misses"] == 0, second
+
+    other = _compile_in(tmp_path / "other-run", env)
+    assert other["fx_graph_misses"] >= 1 and other["fx_graph_hits"] == 0, other
+
+
+def test_a_cache_folder_the_user_chose_is_kept(tmp_path):
+    env = stage_env(tmp_path, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "shared-cache"))
+    assert _compile_in(tmp_path / "run", env)["folder"] == str(tmp_path / "shared-cache")
+    assert not (tmp_path / "run" / "compile_cache").exists()
+
+
+def test_compiled_training_keeps_its_cache_in_the_run_folder(tmp_path, monkeypatch, capsys):
+    """train.compile with train.compile_cache: the loop points the caches at <work>/compile_cache before
+    compiling and reports its first step; compile_cuda_graphs picks the mode (CPU: always default).
+
+    torch.compile is recorded instead of run: compiling the whole cycle on a CPU takes many minutes,
+    and the cache itself is proven by the two tests above.
+    """
+    import torch
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from geogan.training.compile_cache import INDUCTOR_CACHE_ENV
+    from geogan.training.loop import train
+    from tests.helpers.data import library_sampler
+    from tests.helpers.params import tiny_config
+    from tests.helpers.training import cpu_env
+
+    monkeypatch.setenv(INDUCTOR_CACHE_ENV, default_cache_dir())  # what Inductor writes itself; restored afterwards
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append((os.environ[INDUCTOR_CACHE_ENV], kw)) or fn)
+    data = make_tiny_data(tmp_path / "data")
+    cfg = tiny_config(**{"train.steps": 2, "train.compile": True, "train.compile_cuda_graphs": True,
+                         "train.log_every": 1000, "train.image_every": 1000, "train.checkpoint_every": 1000,
+                         "model.ngf": 4, "model.ndf": 4, "model.n_scales": 1})
+    result = train(cfg, library_sampler(cfg, data, ATTR), cpu_env(), tmp_path / "work", key="k", progress=False,
+                   region=cfg.regions[ATTR])
+    assert result.step == 2
+    folder = str((tmp_path / "work" / "compile_cache").resolve())
+    assert len(calls) == 3 and all(c == (folder, {"mode": "default"}) for c in calls), calls  # G, D, frozen D
+    assert re.search(r"compiled: first step after [\d.]+ s \(compile cache: fx_graph_hits \d+", capsys.readouterr().out)
