@@ -34,8 +34,9 @@ from benchmarks.variant_params import prepare_synthetic, write_variant
 
 
 def bare_step(params: Path, attribute: str, prepared: Path, landmarks: Path, split_file: Path, batch: int,
-              steps: int = 30, warmup: int = 3) -> float:
-    """Pairs/s of `train_step` alone on one GPU: the run's config, four resident batches of its data."""
+              steps: int = 30, warmup: int = 3, at_step: int = STEADY_STEP) -> float:
+    """Pairs/s of `train_step` alone on one GPU: the run's config at step `at_step` (its loss schedule),
+    four resident batches of its data."""
     import dataclasses
 
     import torch
@@ -59,7 +60,7 @@ def bare_step(params: Path, attribute: str, prepared: Path, landmarks: Path, spl
     sampler = training_sampler(data, read_json(split_file), train, device)
     state = build_training(nets_for(cfg.model, train), train, device, distributed=False)
     region = region_view_for(cfg, cfg.regions.get(attribute), data.resolution)
-    ctx = step_context(cfg.loss, train, STEADY_STEP, data.resolution, device, region)
+    ctx = step_context(cfg.loss, train, at_step, data.resolution, device, region)
     batches = [sampler.batch(i) for i in range(4)]
     for i in range(warmup):
         train_step(state, batches[i % 4], ctx)
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # On one GPU (or the CPU); the stage's compile cache makes the bare step's compile quick.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(work / "run" / "compile_cache"))
-    bare = bare_step(params, attribute, prepared, landmarks, split_file, args.batch, args.bare_steps)
+    # At the loop's last step: the same loss schedule (refinement on or off), so the same compiled graphs.
+    bare = bare_step(params, attribute, prepared, landmarks, split_file, args.batch, args.bare_steps, at_step=args.steps - 1)
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "gpus": args.gpus,
               "data": str(args.packed or "synthetic"), "attribute": attribute, "batch_per_gpu": args.batch,
               "steps": args.steps, "compiled": args.compile, "cuda_graphs": args.cuda_graphs,

@@ -11,7 +11,8 @@ Runs, each in its own process (so one's compile caches and memory do not colour 
      and each phase's D input, D and loss terms compiled as one graph (`--compile-losses`, runs 9, 15);
   1b. bench_convs.py: every convolution of one step timed alone, by shape and layer (256 px, batch 24);
   2. bench_epoch.py: the real `train` stage (loader, logging, checkpoints) against the bare step, both
-     compiled, at 256 px batch 24 (can the loader feed the fastest step?);
+     compiled, at 256 px batch 24 (can the loader feed the fastest step?); bench_startup.py: the compiled
+     step's start-up, cold and then warm from the compile cache;
   3. bench_landmarks.py: FAN batched on the GPU vs face-alignment's stock per-image call;
   4. bench_fid.py: Inception features for 10k images;
   5. bench_ddp.py, when the machine has several GPUs: DDP step scaling from 1 GPU to all of them at
@@ -52,7 +53,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "compile_losses", "convs", "epoch", "landmarks", "fid", "ddp"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["train", "compile", "compile_losses", "convs", "epoch", "startup", "landmarks", "fid",
+                                                              "ddp"])
     p.add_argument("--wheels", type=Path, default=HERE.parent / ".whl", help="face_alignment / pytorch_fid wheels")
     p.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
     args = p.parse_args()
@@ -82,6 +84,10 @@ def main() -> None:
     if "epoch" not in args.skip:
         res["epoch"] = _run("epoch", [py, "-m", "benchmarks.bench_epoch", "--size", "256", "--batch", "24", "--steps", "400", "--identities", "600",
                                       "--compile", "--out", str(out / "epoch.json")], out, args.timeout)
+    if "startup" not in args.skip:
+        res["startup"] = _run("startup", [py, "-m", "benchmarks.bench_startup", "--size", "256", "--batch", "24",
+                                          "--mode", "reduce-overhead", "--cache", str(out / "compile_cache"),
+                                          "--out", str(out / "startup.json")], out, args.timeout)
     if "landmarks" not in args.skip:
         res["landmarks"] = _run("landmarks", [py, "-m", "benchmarks.bench_landmarks", "--wheels", str(args.wheels),
                                               "--out", str(out / "landmarks.json")], out, args.timeout)
@@ -126,9 +132,14 @@ def print_summary(res: dict) -> None:
                 print(f"  {k['share'] * 100:5.1f}%  {k['ms_per_step']:7.2f} ms  {k['kernel'][:90]}")
     e = res.get("epoch")
     if e:
-        how = e["variant"] + (", compiled" if e.get("compiled") else "")
-        print(f"\nend to end ({e['size']} px, batch {e['batch']}, {how}): train stage {e['loop_pairs_per_s']:.1f} pairs/s, "
-              f"bare step {e['bare_step_pairs_per_s']:.1f} pairs/s -> {e['loop_over_bare'] * 100:.0f}%")
+        how = ("compiled" if e.get("compiled") else "eager") + (" + CUDA graphs" if e.get("cuda_graphs") else "")
+        print(f"\nend to end ({e['data']}, batch {e['batch_per_gpu']} per GPU, {e['gpus']} GPU, {how}): train stage "
+              f"{e['loop_pairs_per_s']:.1f} pairs/s, bare step {e['bare_step_pairs_per_s_one_gpu']:.1f} pairs/s per GPU "
+              f"-> {e['loop_over_bare'] * 100:.0f}%")
+    for r in (res.get("startup") or {}).get("rows", []):
+        if "error" not in r:
+            print(f"start-up {r['start']}: first step after {r['first_step_s']:.1f} s (FX graphs {r['fx_graph_hits']} hit / "
+                  f"{r['fx_graph_misses']} miss)")
     lm = res.get("landmarks")
     if lm:
         print(f"\nlandmarks: {json.dumps({k: v for k, v in lm.items() if not isinstance(v, (list, dict))})}")
