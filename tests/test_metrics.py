@@ -148,6 +148,20 @@ def test_names_carry_sample_counts_and_absent_observations_leave_metrics_out():
         compute(obs, ctx, names=["accuracy"])
 
 
+def test_removal_realism_counts_each_reference_once():
+    """F(b) depends on b alone: kid_b2a over 12 pairs of 3 references equals KID of the 3 distinct removals."""
+    from geogan.metrics.fid import kid
+
+    ctx = _context()  # 4 sources x 3 references
+    rng = np.random.default_rng(0)
+    removals, real = rng.normal(size=(3, 8)), rng.normal(0.5, 1.0, size=(20, 8))
+    obs = {"f_removed": removals[ctx.ref_pos], "f_real_without": real}
+    out = flat(compute(obs, ctx, names=["kid_b2a", "fid_b2a"]))
+    assert {"kid_b2a_3", "fid_b2a_3"} <= out.keys(), out.keys()
+    assert out["kid_b2a_3"] == pytest.approx(kid(real, removals, subsets=ctx.kid_subsets, subset_size=3, seed=ctx.seed)[0])
+    assert out["kid_b2a_3_num_real"] == 20
+
+
 def test_every_registered_metric_is_documented_and_names_are_unique():
     specs = registry.list_metrics()
     assert len({m.name for m in specs}) == len(specs) and all(m.doc for m in specs)

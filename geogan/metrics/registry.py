@@ -183,16 +183,34 @@ def _kid_a2b(o, c):
     return _kid(o["f_out"], o["f_real_with"], c)
 
 
+def _one_per_reference(c: Context) -> np.ndarray:
+    """Index of the first pair of each reference, in reference order: F(b) depends on b alone."""
+    order = np.argsort(c.ref_pos, kind="stable")
+    first = np.unique(c.ref_pos[order], return_index=True)[1]
+    return order[first]
+
+
 @register_metric("fid_b2a", needs=("f_removed", "f_real_without"))
 def _fid_b2a(o, c):
-    """FID of the removals F(b) against the real test faces without the attribute."""
-    return _fid(o["f_removed"], o["f_real_without"])
+    """FID of the removals F(b), one per distinct reference, against the real test faces without the attribute."""
+    return _fid(o["f_removed"][_one_per_reference(c)], o["f_real_without"])
 
 
 @register_metric("kid_b2a", needs=("f_removed", "f_real_without"))
 def _kid_b2a(o, c):
-    """KID of the removals F(b) against the real test faces without the attribute."""
-    return _kid(o["f_removed"], o["f_real_without"], c)
+    """KID of the removals F(b), one per distinct reference, against the real test faces without the attribute.
+
+    Counted once per reference, not once per pair: R copies of one image would pair with each
+    other as "different" fakes and bias KID up (and its count would claim R times the evidence).
+    The interval resamples references.
+    """
+    from geogan.metrics.fid import kid, kid_bootstrap
+
+    fake, real = o["f_removed"][_one_per_reference(c)], o["f_real_without"]
+    size = min(KID_SUBSET_SIZE, len(fake), len(real))
+    mean, std = kid(real, fake, subsets=c.kid_subsets, subset_size=size, seed=c.seed)
+    lo, hi = percentile_interval(kid_bootstrap(fake, real, c.resamples.ref))
+    return Estimate(mean, lo, hi, len(fake), {"std": std, "subset_size": size, "num_real": len(real)})
 
 
 @register_metric("mask_in_region", needs=("mask_in_region",))
