@@ -54,7 +54,9 @@ def resolve_image(image: str, allow_tag: bool = False) -> str:
         digest = result.stdout.strip().strip('"')
         if result.returncode == 0 and re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             return f"{image.rsplit(':', 1)[0] if ':' in image.rsplit('/', 1)[-1] else image}@{digest}"
-        tried.append(f"{tool[0]}: {(result.stderr or result.stdout).strip()[:200]}")
+        # First line only: docker without buildx answers with its whole usage text.
+        said = next((line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()), "no output")
+        tried.append(f"{tool[0]}: {said[:160]}")
     why = "; ".join(tried) or "none of crane, skopeo, docker is on PATH"
     raise ConfigError(f"--image {image}: cannot resolve the tag to a digest ({why}); pass --image NAME@sha256:... "
                       "or --allow-tag if the tag is immutable")

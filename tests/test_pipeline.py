@@ -206,6 +206,14 @@ def test_resolve_image_pins_a_tag_to_its_digest(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no crane, skopeo or docker
     with pytest.raises(ConfigError, match=r"--image ghcr.io/x/y:1.0: cannot resolve.*NAME@sha256"):
         cli.resolve_image("ghcr.io/x/y:1.0")
+    docker = tmp_path / "docker"  # docker without buildx: its usage text, many lines, exit 1
+    docker.write_text("#!/bin/sh\necho 'Usage:  docker [OPTIONS] COMMAND' >&2\necho >&2\necho 'A self-sufficient runtime' >&2\n"
+                      "exit 1\n")
+    docker.chmod(0o755)
+    with pytest.raises(ConfigError) as refused:
+        cli.resolve_image("ghcr.io/x/y:1.0")
+    assert "\n" not in str(refused.value) and "docker: Usage:  docker [OPTIONS] COMMAND)" in str(refused.value)
+    docker.unlink()
     crane = tmp_path / "crane"  # a registry client that answers like `crane digest`
     crane.write_text("#!/bin/sh\necho sha256:" + "b" * 64 + "\n")
     crane.chmod(0o755)
