@@ -55,7 +55,8 @@ def transfer(generator: Generator, x_a: torch.Tensor, x_b: torch.Tensor, refine_
     return _eval_no_grad(generator, generator.transfer, x_a, x_b, float(refine_weight), heat_a, heat_b)
 
 
-def remove(generator: Generator, x_b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def remove(generator: Generator, x_b: torch.Tensor, mask: torch.Tensor | None = None,
+           heat_b: torch.Tensor | None = None) -> torch.Tensor:
     """Remove the attribute from faces that have it: F(x_b, mask) (no gradients, eval mode).
 
     Without a mask, the mask net is asked where the attribute is by transferring b onto
@@ -66,13 +67,15 @@ def remove(generator: Generator, x_b: torch.Tensor, mask: torch.Tensor | None = 
         generator: a trained Generator.
         x_b: (B, 3, H, W) in [-1, 1].
         mask: optional (B, 1, H, W) attribute region in [0, 1].
+        heat_b: b's landmark heatmaps, for a generator whose flow takes them (flow_inputs rgb+landmarks)
+            and no mask given.
     Returns:
         (B, 3, H, W) in [-1, 1].
     """
     if mask is None:
         # The mask net's verdict on b transferred onto itself (an identity-like warp): the
         # attribute region in b's own frame, the kind of mask F saw in training.
-        mask = _eval_no_grad(generator, generator.transfer, x_b, x_b, 0.0).mask
+        mask = _eval_no_grad(generator, generator.transfer, x_b, x_b, 0.0, heat_b, heat_b).mask
     return _eval_no_grad(generator, generator.remove, x_b, mask)
 
 

@@ -137,3 +137,19 @@ def test_transfer_command_line_says_which_form_it_needs(tmp_path, capsys):
         with pytest.raises(SystemExit) as stopped:
             transfer.main(["--model", str(model), "--out", str(tmp_path / "o"), *argv])
         assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_remove_frames_a_photo_like_transfer_and_feeds_a_landmark_flow_its_heatmaps(tmp_path, shared_faces):
+    """`geogan remove` on an unaligned photo with a heatmap model: the face is found, framed and given landmarks."""
+    pytest.importorskip("dlib", reason="dlib not installed")
+    from PIL import Image
+
+    from geogan.stages.remove import run_remove
+
+    model = _generator_file(tmp_path, "rgb+landmarks")
+    photo = _photo(sorted((shared_faces / "images").glob("*.jpg"))[5], tmp_path / "photo.png")
+    res = run_remove(str(model), photo, tmp_path / "removed.png")
+    assert res["crop"] == "face" and np.asarray(Image.open(res["out"])).shape == (64, 64, 3)
+    Image.new("RGB", (400, 300), (120, 120, 120)).save(tmp_path / "no_face.png")
+    with pytest.raises(StageError, match="no_face.png: no face found"):
+        run_remove(str(model), tmp_path / "no_face.png", tmp_path / "removed2.png")

@@ -6,23 +6,28 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from geogan.stages._common import exit_with, prog_name, run_main
-from geogan.stages.transfer import load_image, resolve_generator_file
+from geogan.data.faces import ALIGN_MODES, FaceError, FacePreparer, heatmaps
+from geogan.stages._common import StageError, exit_with, prog_name, run_main
+from geogan.stages.transfer import load_model
 
 
-def run_remove(model: str, image: Path, out: Path) -> dict:
+def run_remove(model: str, image: Path, out: Path, align: str = "auto") -> dict:
+    """F(image), with the face framed as the training images were (`geogan.data.faces`, as `geogan transfer`)."""
     import torch
 
-    from geogan.model import load_generator, remove, to_tensor, to_uint8
+    from geogan.model import remove, to_tensor, to_uint8
     from geogan.visualize import save_png
 
-    generator, meta = load_generator(resolve_generator_file(model))
-    size = int(meta["resolution"])
-    x = to_tensor(load_image(image, size, min_side=max(1, size // 4)))
+    loaded = load_model(model)
+    try:
+        face = FacePreparer(loaded.size, align, landmarks=loaded.needs_landmarks).from_file(image)
+    except FaceError as e:
+        raise StageError(str(e)) from None
+    heat = heatmaps([face], loaded.size).to(loaded.device) if loaded.needs_landmarks else None
     with torch.no_grad():
-        y = remove(generator, x)
+        y = remove(loaded.generator, to_tensor(face.image).to(loaded.device), heat_b=heat)
     save_png(out, to_uint8(y)[0])
-    return {"out": str(out), "attribute": meta.get("attribute")}
+    return {"out": str(out), "attribute": loaded.meta.get("attribute"), "crop": face.kind}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -30,8 +35,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--image", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--align", choices=ALIGN_MODES, default="auto",
+                   help="how to frame the face: auto (dlib for photos that are not CelebA-style crops), dlib, none")
     args = p.parse_args(argv)
-    exit_with(run_main("remove", lambda: run_remove(args.model, args.image, args.out)))
+    exit_with(run_main("remove", lambda: run_remove(args.model, args.image, args.out, args.align)))
 
 
 if __name__ == "__main__":

@@ -81,27 +81,6 @@ def _generator_in_model(folder: Path, model: str) -> Path:
     return found[0]
 
 
-def load_image(path: Path, size: int, min_side: int = 1) -> np.ndarray:
-    """Read an image as uint8 RGB, centre-cropped to a square and resized to `size`.
-
-    An image whose shorter side is below `min_side` is refused, naming the file.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            if min(im.size) < min_side:
-                raise StageError(f"{path}: {im.width}x{im.height} px is too small for this {size} px model "
-                                 f"(at least {min_side} px on the shorter side)")
-            im = im.convert("RGB")
-            side = min(im.size)
-            left, top = (im.width - side) // 2, (im.height - side) // 2
-            im = im.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
-            return np.asarray(im)
-    except (OSError, UnidentifiedImageError) as e:
-        raise StageError(f"{path}: cannot read image ({e})") from e
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     """A generator ready for inference, and what preparing its inputs needs."""
