@@ -72,7 +72,8 @@ def bare_step(params: Path, attribute: str, prepared: Path, landmarks: Path, spl
     return batch * steps / (time.perf_counter() - t0)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--params", type=Path, default=None, help="params file of --packed data (default: synthetic faces)")
     p.add_argument("--packed", type=Path, default=None, help="a `geogan pack` folder: prepared/, landmarks/, splits/")
@@ -87,28 +88,29 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--bare-steps", type=int, default=30, help="timed steps of the bare step")
     p.add_argument("--work", type=Path, default=None, help="where data and runs go (default: a temp folder)")
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    work = (args.work or Path(tempfile.mkdtemp(prefix="bench-epoch-"))).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    log_every = max(args.steps // 6, 1)
-    settings = [f"train.batch_size={args.batch * args.gpus}", f"train.steps={args.steps}", f"train.log_every={log_every}",
-                f"train.image_every={args.steps}", f"train.checkpoint_every={args.steps}",
-                f"train.compile={str(args.compile).lower()}", f"train.compile_cuda_graphs={str(args.cuda_graphs).lower()}"]
-    t0 = time.perf_counter()
+
+def _inputs(args: argparse.Namespace, work: Path) -> tuple[Path, str, Path, Path, Path]:
+    """(params, attribute, prepared, landmarks, split file): the packed folder's, or synthetic faces rendered in `work`."""
+    settings = [f"train.batch_size={args.batch * args.gpus}", f"train.steps={args.steps}",
+                f"train.log_every={max(args.steps // 6, 1)}", f"train.image_every={args.steps}",
+                f"train.checkpoint_every={args.steps}", f"train.compile={str(args.compile).lower()}",
+                f"train.compile_cuda_graphs={str(args.cuda_graphs).lower()}"]
     if args.packed:
         if not (args.params and args.attribute):
             raise SystemExit("bench_epoch: --packed needs --params and --attribute")
-        params, attribute = work / "params.yaml", args.attribute
-        write_variant(args.params, params, settings)
-        prepared, landmarks = args.packed / "prepared", args.packed / "landmarks"
-        split_file = args.packed / "splits" / f"{attribute}.json"
-    else:
-        params, cfg, split_file = prepare_synthetic(work, [f"data.resolution={args.size}",
-                                                           f"data.synthetic_identities={args.identities}", *settings])
-        attribute, prepared, landmarks = cfg.attributes[0], work / "prepared", work / "landmarks"
-    data_s = time.perf_counter() - t0
+        write_variant(args.params, work / "params.yaml", settings)
+        return (work / "params.yaml", args.attribute, args.packed / "prepared", args.packed / "landmarks",
+                args.packed / "splits" / f"{args.attribute}.json")
+    params, cfg, split_file = prepare_synthetic(work, [f"data.resolution={args.size}",
+                                                       f"data.synthetic_identities={args.identities}", *settings])
+    return params, cfg.attributes[0], work / "prepared", work / "landmarks", split_file
 
+
+def _train_stage(args: argparse.Namespace, work: Path, params: Path, attribute: str, prepared: Path, landmarks: Path,
+                 split_file: Path) -> tuple[list[float], str | None]:
+    """Run the `train` stage in a new process (torchrun for several GPUs): its last 3 pairs/s windows, its start-up line."""
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.gpus}"]
                 if args.gpus > 1 else [sys.executable])
     cmd = [*launcher, "-m", "geogan.stages.train", "--params", str(params), "--attribute", attribute, "--prepared",
@@ -116,28 +118,38 @@ def main(argv: list[str] | None = None) -> dict:
            "--work", str(work / "run"), "--no-progress"]
     env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "PYTHONUNBUFFERED": "1"}
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")  # where MLflow is installed
-    t0 = time.perf_counter()
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
-    train_s = time.perf_counter() - t0
-    startup = [line for line in proc.stdout.splitlines() if line.startswith("compiled: first step")]
     if proc.returncode != 0:
         raise SystemExit(f"bench_epoch: the train stage failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
     history = json.loads((work / "model" / "train_history.json").read_text())
-    windows = [h["images_per_second"] for h in history][-3:]  # past warm-up
+    startup = [line for line in proc.stdout.splitlines() if line.startswith("compiled: first step")]
+    return [h["images_per_second"] for h in history][-3:], (startup[0] if startup else None)  # windows past warm-up
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train, time the bare step, print and write the comparison."""
+    args = _parse_args(argv)
+    work = (args.work or Path(tempfile.mkdtemp(prefix="bench-epoch-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    params, attribute, prepared, landmarks, split_file = _inputs(args, work)
+    data_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    windows, startup = _train_stage(args, work, params, attribute, prepared, landmarks, split_file)
+    train_s = time.perf_counter() - t0
     loop = statistics.mean(windows)
-
-    import torch
-
     # On one GPU (or the CPU); the stage's compile cache makes the bare step's compile quick.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(work / "run" / "compile_cache"))
     # At the loop's last step: the same loss schedule (refinement on or off), so the same compiled graphs.
     bare = bare_step(params, attribute, prepared, landmarks, split_file, args.batch, args.bare_steps, at_step=args.steps - 1)
+    import torch
+
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "gpus": args.gpus,
               "data": str(args.packed or "synthetic"), "attribute": attribute, "batch_per_gpu": args.batch,
               "steps": args.steps, "compiled": args.compile, "cuda_graphs": args.cuda_graphs,
               "loop_pairs_per_s": loop, "loop_windows": windows, "bare_step_pairs_per_s_one_gpu": bare,
               "loop_over_bare": loop / (args.gpus * bare), "data_stages_s": data_s, "train_stage_s": train_s,
-              "startup": startup[0] if startup else None}
+              "startup": startup}
     print(json.dumps(result), flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
