@@ -1,11 +1,9 @@
 """KFP v2 components: one thin shell per pipeline stage, each calling the stage's `run()` in the project image.
 
-Every component takes `params_yaml` (the whole params.yaml content, so one config drives
-DVC and KFP) and hands it, with its artefacts, to `components.runtime.run_stage`; artefacts
-are KFP Dataset, Model, Metrics, Markdown and HTML, so the KFP UI shows lineage and visuals.
-The bodies are serialised into the pipeline YAML, so they import what they use; the image has
-the project installed (Dockerfile), so `install_kfp_package=False`. Defaults are literals for
-the same reason (tests check they match components.settings).
+Every component takes `params_yaml` (the whole params.yaml, so one config drives DVC and KFP) and hands
+it, with its KFP artefacts, to `components.runtime.run_stage`. The bodies are serialised into the pipeline
+YAML, so they import what they use and their defaults are literals (tests check they match
+components.settings); the image has the project installed, so `install_kfp_package=False`.
 """
 
 from kfp import dsl

@@ -1,11 +1,9 @@
 """Multi-node training as a Kubeflow Trainer v2 TrainJob: stage the inputs on the PVC, create, stream logs, wait.
 
-The TrainJob refers to the TrainingRuntime `geogan-torch` (k8s/base/trainingruntime.yaml), which
-holds what every run shares: the data PVC, /dev/shm, the S3 and MLflow secrets as environment,
-the service account and the GPU toleration. The job itself says only what differs per run: the
-image, the command, the number of nodes and each node's GPUs, CPU and memory.
-k8s/jobs/trainjob-train.yaml is the same shape for `kubectl create` (tests/test_k8s.py checks it).
-The `kubeflow` SDK (TrainerClient) and kubernetes are imported inside `run_trainjob` only.
+The TrainingRuntime `geogan-torch` (k8s/base/trainingruntime.yaml) holds what every run shares (data
+PVC, /dev/shm, S3 and MLflow secrets, service account, GPU toleration); the job says only what differs:
+image, command, nodes and each node's GPUs, CPU and memory. k8s/jobs/trainjob-train.yaml is the same
+shape for `kubectl create`. The `kubeflow` SDK and kubernetes are imported inside `run_trainjob` only.
 """
 
 from __future__ import annotations

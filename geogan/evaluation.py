@@ -1,11 +1,9 @@
 """Run a method (a generator or a baseline) over the pairs of an evaluation set and collect what the metrics read.
 
-One pass over the pairs per method; every output is rounded to uint8 (what a user saves) before
-anything measures it. What is measured per pair (judge probabilities, Inception features, face
-embeddings, region figures, landmark errors, attribute crops, ground-truth scores) goes into
-`Observations`; `geogan.metrics.registry` turns those into named estimates with intervals.
-Per-face work on the untouched sources and references, and on the real test images, is done
-once per evaluation and shared by every method (`EvalInputs.cache`).
+Every output is rounded to uint8 (what a user saves) before anything measures it; what is measured per
+pair goes into `Observations`, which `geogan.metrics.registry` turns into named estimates. Per-face work
+on the untouched sources, references and real test images is done once per evaluation and shared by
+every method (`EvalInputs.cache`).
 """
 
 from __future__ import annotations

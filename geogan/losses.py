@@ -1,13 +1,9 @@
 """GeoGAN's losses as pure functions, and the two helpers that weight them in one place.
 
-Every function returns a scalar float32 tensor (computed in float32 even under bf16
-autocast) and never calls `.item()`: nothing here waits on the device.
-
-Balance with the reference: the reference sums one loss per image role (four fakes for
-the adversarial and classification terms, two reals for D, two reconstructions, two
-flows, two masks). The pure functions below are means over the batch; the helpers
-multiply by the number of roles, so the same `lambda_*` values give the reference's
-balance of terms.
+Every term is a scalar float32 tensor (even under bf16 autocast) and never calls `.item()`, so
+nothing here waits on the device. Terms are batch means; the helpers multiply by the number of
+image roles the reference sums over (four fakes, two reals, two reconstructions, two flows, two
+masks), so the same `lambda_*` values give the reference's balance of terms.
 """
 
 from __future__ import annotations

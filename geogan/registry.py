@@ -1,11 +1,10 @@
 """The MLflow model registry: register a candidate, promote it on evidence, compare attributes.
 
-Registered models are `geogan-<Attribute>`; registration moves alias `candidate`,
-promotion moves alias `champion` (aliases, not the deprecated stages). Nothing here
-deletes or overwrites a version. A version is its generator's weights: it carries their
-SHA-256 and the evaluation of exactly those weights as tags `eval/<name>`, which are the
-figures `promote` gates on and `compare` shows; weights the registry already holds are
-not registered twice. mlflow is imported inside the functions.
+Registered models are `geogan-<Attribute>`; registration moves alias `candidate`, promotion alias `champion`
+(aliases, not the deprecated stages); nothing here deletes or overwrites a version. A version is its
+generator's weights: it carries their SHA-256 and their own evaluation as tags `eval/<name>` (what `promote`
+gates on and `compare` shows), and weights already registered are not registered twice. mlflow is imported
+inside the functions.
 """
 
 from __future__ import annotations

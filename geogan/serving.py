@@ -1,17 +1,8 @@
 """The generator as an MLflow pyfunc model: base64 PNG source + reference in, base64 PNG out.
 
-An edge module (it imports mlflow at the top, so nothing in the library imports it).
-Input: a DataFrame (or a dict) with string columns `source` (a face without the
-attribute) and `reference` (a face with the instance to transfer), each a base64-encoded
-PNG/JPEG; output: a DataFrame with one string column `output`, base64 PNGs at the model's
-resolution (with the parameter `return_parts`, also `warped` (b warped into a's geometry) and
-`mask`). Strings keep the MLflow signature column-based, so the same model serves
-`dataframe_split` / `dataframe_records` JSON over REST (`mlflow models serve`; docs/serving.md)
-and pandas in Python; `encode_image` / `decode_image` convert uint8 (H, W, 3) arrays. Faces are
-framed as `geogan transfer` frames them (`geogan.data.faces`, parameter `align`): CelebA-aligned
-and square images as ingest cropped the training images, other photos around the face dlib
-finds. An image that is not an image, or has no face to frame, fails the request with
-INVALID_PARAMETER_VALUE (HTTP 400) naming its row and column. The transfer itself is
+An edge module: it imports mlflow at the top, so nothing in the library imports it. String columns
+keep the signature column-based, so one model serves `dataframe_split` / `dataframe_records` JSON over
+REST and pandas in Python (request format and errors: docs/serving.md). The transfer itself is
 `geogan.model.transfer`, the function evaluation uses.
 """
 

@@ -1,10 +1,9 @@
 """MLflow at the edge: the trainer and evaluator talk to a `Tracker`; only this module imports mlflow.
 
-The default store is a local SQLite file and artifact folder inside the repo, so runs and
-the model registry work with no server; MLFLOW_TRACKING_URI overrides it (a team server).
-One experiment per attribute (`<prefix>-<Attribute>`), so runs of one attribute compare
-side by side in the UI, and every run is tagged with its attribute for cross-attribute views.
-Every experiment is created through `ensure_experiment`, which marks it as model training.
+The default store is a local SQLite file and artifact folder in the repo, so runs and the registry work with
+no server; MLFLOW_TRACKING_URI overrides it. One experiment per attribute (`<prefix>-<Attribute>`, created by
+`ensure_experiment`, marked as model training) keeps an attribute's runs side by side; every run is tagged
+with its attribute for cross-attribute views.
 """
 
 from __future__ import annotations

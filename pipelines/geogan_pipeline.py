@@ -1,11 +1,9 @@
 """The GeoGAN Kubeflow pipeline: ingest, landmarks, judge; then per attribute split, evalset, train, evaluate, register.
 
-The same stages as dvc.yaml, driven by the same params.yaml (passed whole as `params_yaml`).
-Platform settings (GPUs, CPU/memory, /dev/shm, the data PVC, secrets, display names) are applied
-at the call site. GPU counts are pipeline parameters, so a step asks for GPUs only where the
-params use them and the whole pipeline runs on a CPU-only cluster with every count at 0
-(`geogan-pipeline submit` sets them from params.yaml). Compile with `geogan-pipeline compile`;
-tests/test_pipeline.py checks that the committed YAML equals a fresh compile.
+The same stages as dvc.yaml, driven by the same params.yaml (passed whole as `params_yaml`); platform
+settings are applied at the call site. GPU counts are pipeline parameters, so the whole pipeline runs on a
+CPU-only cluster with every count at 0 (`geogan-pipeline submit` sets them from params.yaml). Compile with
+`geogan-pipeline compile`; tests/test_pipeline.py checks that the committed YAML equals a fresh compile.
 """
 
 from kfp import dsl, kubernetes

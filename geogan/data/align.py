@@ -1,18 +1,4 @@
-"""Face crop and resize to the prepared square frame, and the point mapping that goes with it.
-
-Every source image becomes one square crop box (integer source pixels, possibly reaching past
-the border, which is padded black) resized to `resolution`. The rule:
-
-- CelebA-aligned images (178x218, or that aspect): the GeoGAN reference's fixed centre crop
-  of side 178 (rows 20..198), then resize;
-- square images (CelebA-HQ): the whole image, resized;
-- other images: a square around the face when 5 landmarks are known (framed like
-  img_align_celeba: eyes a little above the centre, about 4.5 eye distances across),
-  else the centre square.
-
-Points use pixel centres at integer coordinates (x=0 is the centre of the leftmost pixel), the
-project's convention, so a source point maps as x' = (x + 0.5 - x0) * s - 0.5 with s = R / side.
-"""
+"""Face crop and resize to the prepared square frame, and the point mapping that goes with it."""
 
 from __future__ import annotations
 
@@ -29,6 +15,12 @@ FACE_SIDE_PER_EYE_MOUTH = 4.3  # ... and about 41 px from the eye midpoint to th
 
 def crop_box(width: int, height: int, landmarks5: np.ndarray | None = None) -> tuple[tuple[int, int, int, int], CropKind]:
     """The square source box (x0, y0, x1, y1) to resize into the prepared frame, and its kind.
+
+    The rule: CelebA-aligned images (178x218, or that aspect) get the GeoGAN reference's fixed
+    centre crop of side 178 (rows 20..198); square images (CelebA-HQ) the whole image; other
+    images a square around the face when 5 landmarks are known (framed like img_align_celeba:
+    eyes a little above the centre, about 4.5 eye distances across), else the centre square.
+    The box is in integer source pixels and may reach past the border (padded black).
 
     Args:
         width, height: the source image size in pixels.
@@ -81,6 +73,9 @@ def crop_and_resize(image: Image.Image, box: tuple[int, int, int, int], resoluti
 
 def source_to_prepared(points: np.ndarray, boxes: np.ndarray, resolution: int) -> np.ndarray:
     """Map source-image points into the prepared frame.
+
+    Points use pixel centres at integer coordinates (x=0 is the centre of the leftmost pixel), the
+    project's convention, so a source point maps as x' = (x + 0.5 - x0) * s - 0.5 with s = R / side.
 
     Args:
         points: (N, K, 2) (x, y) in source pixels (NaN stays NaN).

@@ -1,10 +1,8 @@
 """Training data: the prepared uint8 images held in (device) memory, sampled as unpaired pairs.
 
-The prepared dataset is small enough per attribute to keep as one uint8 tensor on the
-training device (pre-resized, no decode in the loop), so a batch is an index gather plus a
-cast: the GPU never waits on a loader. Batches are a pure function of (seed, step), which
-makes resumption exact without saving sampler state and shards the same global batch over
-any number of ranks.
+An attribute's prepared set fits on the training device as one pre-resized uint8 tensor, so a batch is an
+index gather plus a cast: the GPU never waits on a loader. Batches are a pure function of (seed, step), so
+resumption is exact without sampler state and the same global batch shards over any number of ranks.
 """
 
 from __future__ import annotations

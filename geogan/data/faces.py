@@ -1,17 +1,9 @@
 """Faces for inference, framed as the training images were: ingest's crop rule, dlib's points for unaligned photos.
 
-`ingest` crops a training image by its shape (`geogan.data.align.crop_box`): a CelebA-aligned
-178x218 image by the fixed centre square, a square image whole (CelebA-HQ), any other image
-around the face given by CelebA's 5 points. A photo at inference has no such points, so
-`FacePreparer` finds them with dlib (HOG detector + the 68-point model, as the `landmarks`
-stage does) and applies the same face box; a photo in which dlib finds no face is refused,
-naming it, rather than centre-cropped into a frame the model never saw.
-
-Modes: `auto` follows ingest's rule (dlib only for images that are neither CelebA-aligned nor
-square); `dlib` detects and frames every image (a square photo that is not a CelebA-HQ crop);
-`none` never detects (images already cropped like the training set). Models whose flow takes
-landmark heatmaps get dlib's 68 points in the prepared frame as well.
-Licence: dlib's 68-point model was trained on iBUG 300-W, for non-commercial research only.
+A photo has no CelebA 5 points, so dlib finds them (as the `landmarks` stage does) for ingest's face
+box; a photo without a face is refused, naming it, rather than centre-cropped into a frame the model
+never saw (docs/serving.md: the rule per input). Licence: dlib's 68-point model was trained on
+iBUG 300-W, for non-commercial research only.
 """
 
 from __future__ import annotations
@@ -58,7 +50,9 @@ class FacePreparer:
         """
         Args:
             resolution: the model's image size R.
-            align: "auto", "dlib" or "none" (see the module docstring).
+            align: "auto" follows ingest's rule (dlib only for images neither CelebA-aligned nor
+                square); "dlib" detects and frames every image (a square photo that is not a
+                CelebA-HQ crop); "none" never detects (images already cropped like the training set).
             landmarks: also return the 68 points in the prepared frame (models with flow_inputs rgb+landmarks).
         """
         if align not in ALIGN_MODES:

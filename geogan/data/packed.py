@@ -1,9 +1,8 @@
 """A compact copy of the training images of some splits, to carry to a GPU machine: WebP bytes + landmarks + splits.
 
-A packed folder is a prepared dataset whose images are compressed (`images.webp.npz`, the
-encoded bytes of every image and their offsets), with its own landmarks and the splits
-re-indexed to it. `load_prepared` reads it like images.npy, decoding once on load, so the
-train stage runs on it unchanged. WebP at quality 90 keeps 128 px faces at about 4 KB.
+A packed folder is a prepared dataset whose images are compressed (`images.webp.npz`: every image's encoded
+bytes and their offsets), with its own landmarks and the splits re-indexed to it. `load_prepared` reads it like
+images.npy, decoding once on load, so the train stage runs on it unchanged.
 """
 
 from __future__ import annotations

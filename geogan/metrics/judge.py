@@ -1,12 +1,8 @@
 """The judge: an attribute classifier independent of the GAN, its file format and its verdicts.
 
-A small from-scratch CNN (no pretrained weights exist offline): a 4x4 stride-4 patch stem,
-then three stride-2 stages of two 3x3 convs with BatchNorm, global average pooling and one
-logit per attribute. At width 32 it costs about 45 MMACs per 128 px image, so it trains on a
-2-core CPU in about an hour and on a GPU in a minute or two. It sees the whole face at the
-resolution the GAN works at. Its file carries the per-attribute decision thresholds chosen on
-the validation partition and the rows it trained on, so every evaluation can prove that it
-never saw an evaluated face (`geogan.data.evalset.check_judge_disjoint`).
+A small CNN trained from scratch (no pretrained weights exist offline) on the whole face at the GAN's
+resolution. Its file carries the per-attribute thresholds chosen on val and the rows it trained on,
+so every evaluation can prove it never saw an evaluated face (`geogan.data.evalset.check_judge_disjoint`).
 """
 
 from __future__ import annotations
@@ -30,7 +26,12 @@ def _conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
 
 
 class JudgeNet(nn.Module):
-    """Images (B, 3, S, S) in [-1, 1] -> (B, A) logits; S divisible by 32."""
+    """Images (B, 3, S, S) in [-1, 1] -> (B, A) logits; S divisible by 32.
+
+    A 4x4 stride-4 patch stem, then three stride-2 stages of two 3x3 convs with BatchNorm, global
+    average pooling and one logit per attribute: at width 32 about 45 MMACs per 128 px image, small
+    enough to train on a CPU (docs/celeba.md: how long).
+    """
 
     def __init__(self, num_attributes: int, width: int = 32, input_size: int = 128):
         super().__init__()

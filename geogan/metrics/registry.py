@@ -1,11 +1,9 @@
 """The metric registry: every figure the evaluation reports, registered by name (after stylegan3's metric_main).
 
-A metric reads per-pair observations (`geogan.evaluation.collect`) and returns an `Estimate`:
-its value, a 95% bootstrap interval over sources and references, and the sample count it rests
-on. Its reported name carries that count (`transfer_success_1000`, `judge_fp_100`,
-`kid_a2b_1000`), so figures from sets of different sizes are never confused. Metrics whose
-observations were not collected (no judge, FID off, no dlib, real faces without ground truth)
-are left out. docs/metrics.md says what each one means and how far to trust it.
+A metric reads per-pair observations (`geogan.evaluation.collect`) and returns an `Estimate` (value, 95%
+bootstrap interval, sample count); its name carries that count (`transfer_success_1000`, `judge_fp_100`), so
+figures from sets of different sizes are never confused. Metrics whose observations were not collected (no
+judge, FID off, no dlib, real faces without ground truth) are left out. docs/metrics.md: what each one means.
 """
 
 from __future__ import annotations

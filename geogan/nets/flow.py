@@ -4,7 +4,7 @@ Conventions (shared with the losses and metrics): a flow is (B, 2, H, W) in norm
 [-1, 1] grid units, channel 0 = x, channel 1 = y, with align_corners=True semantics
 (pixel centres at -1 and +1, so one pixel is 2 / (W - 1)). Warping samples the
 reference at p + flow(p): b'(p) = b(p + flow(p)). The reference code relied on the
-pre-1.3 grid_sample default, which was align_corners=True; we pass it explicitly.
+pre-1.3 grid_sample default, which was align_corners=True; it is passed explicitly here.
 """
 
 from __future__ import annotations

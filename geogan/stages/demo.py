@@ -2,12 +2,9 @@
 
     geogan demo --model models:/geogan-Eyeglasses@champion [--examples faces/] [--port 7860]
 
-The page sends a source and a reference (uploaded, or picked from --examples) and shows, for each
-chosen version, the result beside the warped reference and the mask. A plain page from the
-standard library's HTTP server over the code `geogan transfer` runs (faces framed the same way,
-the same generator call): no web framework to install or keep in step with the model code.
-For a registered model (`models:/<name>@<alias>` or `/<version>`) the page lists every version of
-that name with its aliases and evaluation; a local generator file is the only choice.
+A plain page from the standard library's HTTP server over the code `geogan transfer` runs: no web framework
+to keep in step with the model code (docs/serving.md). A registered model's page lists every version of that
+name with its aliases and evaluation; a local generator file is the only choice.
 """
 
 from __future__ import annotations

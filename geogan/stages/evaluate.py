@@ -1,13 +1,9 @@
 """Stage `evaluate`: a generator and the two baselines on the attribute's fixed evaluation set, judged by the judge.
 
-Writes metrics/<attr>.json (DVC metrics: each method's figures with 95% intervals and sample
-counts, the evaluation set's digest, the judge's identity), plots/<attr>/ (a results figure and
-the training curves) and the same in the model's MLflow run, with the evaluation set logged as
-the run's input dataset. `--model none` scores the baselines alone.
+    geogan evaluate --params params/celeba-128.yaml --attribute Mustache --model path/to/generator.pt
 
-    geogan evaluate --params params/celeba-128.yaml --attribute Mustache --model path/to/generator.pt \\
-        --prepared data/prepared --landmarks data/landmarks --evalset data/evalsets/Mustache.json \\
-        --judge models/judge --out metrics/Mustache.json --plots plots/Mustache
+Writes metrics/<attr>.json, plots/<attr>/ and the same into the model's MLflow run, with the evaluation
+set as the run's input dataset; `--model none` scores the baselines alone.
 """
 
 from __future__ import annotations
@@ -27,7 +23,13 @@ from geogan.training.distributed import resolve_device
 def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), landmarks: Path = Path("data/landmarks"),
         evalset: Path | None = None, model: str | Path | None = None, judge: Path = Path("models/judge"),
         out: Path | None = None, plots: Path | None = None, progress: bool = True) -> dict:
-    """Score the model (unless `model` is "none") and the baselines; returns the metrics document."""
+    """Score the model (unless `model` is "none") and the baselines; returns the metrics document.
+
+    The document (`out`, DVC metrics) holds each method's figures with 95% intervals and sample counts,
+    the evaluation set's digest and the judge's identity; `plots` gets a results figure and the training
+    curves. Paths left None default to data/evalsets/<attr>.json, models/<attr>, metrics/<attr>.json
+    and plots/<attr>.
+    """
     from geogan import evaluation as ev
     from geogan.data.dataset import load_prepared
     from geogan.data.evalset import pair_rows, read_evalset

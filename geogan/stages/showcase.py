@@ -2,11 +2,9 @@
 
     geogan showcase --params params.yaml --attribute Eyeglasses --model models/Eyeglasses --out docs/eyeglasses.jpg
 
-Takes `--sources` test faces without the attribute and `--references` test faces with it
-(deterministic by params' seed; training references fill up when the test split has too few),
-transfers every reference onto every source and draws: the references and their removals F(b) on top, then per source the row
-[a, a* with each reference] with the warped references b' and masks m beneath.
-`--model` is a folder, a generator.pt or a registered model (models:/geogan-Eyeglasses@candidate).
+`--sources` test faces without the attribute meet `--references` test faces with it (training references
+fill up when the test split has too few). `--model`: a folder, a generator.pt or a registered model
+(models:/geogan-Eyeglasses@candidate).
 """
 
 from __future__ import annotations
@@ -23,6 +21,12 @@ from geogan.training.distributed import resolve_device
 
 def run(cfg: Config, attribute: str, prepared: Path, landmarks: Path, split: Path, model: Path | str, out: Path,
         n_sources: int = 6, n_references: int = 4, cell: int = 128) -> dict:
+    """Transfer every reference onto every source and draw the figure; returns what was drawn.
+
+    Faces are drawn deterministically by params' seed. The figure: the references and their removals
+    F(b) on top, then per source the row [a, a* with each reference] with the warped references b' and
+    masks m beneath.
+    """
     from geogan import evaluation as ev
     from geogan.data.dataset import load_prepared
     from geogan.io import read_json

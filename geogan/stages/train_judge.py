@@ -1,11 +1,10 @@
 """Stage `train_judge`: the attribute classifier that judges every evaluation, trained once per data version.
 
-Trains on the dataset's train partition only, stops early and sets thresholds on val, and reports
-AUC, balanced accuracy and recalls on test; or, with `judge.weights`, measures a judge of the user's
-own on the same test partition (one this stage trained on the same data elsewhere, e.g. on a GPU,
-keeps its record of the rows it saw; any other judge's is unknown). Writes out/judge.pt,
-out/metrics.json (the test report) and out/trained_on.json (the images and people it trained and
-was selected on), then registers it in MLflow as `geogan-judge` when MLflow is installed.
+Trains on the train partition, stops early and sets thresholds on val, reports AUC, balanced accuracy and
+recalls on test; or, with `judge.weights`, measures the user's own judge on the same test partition (what it
+saw is known only for a judge this stage trained). Writes out/judge.pt, out/metrics.json (the test report) and
+out/trained_on.json (the images and people it trained and was selected on), then registers it in MLflow as
+`geogan-judge` when MLflow is installed.
 """
 
 from __future__ import annotations

@@ -3,13 +3,8 @@
     geogan transfer --model models:/geogan-Mustache@champion --source a.jpg --reference b.jpg --out out.png
     geogan transfer --model models:/geogan-Mustache@champion --sources faces/ --references refs/ --out results/ --sheet sheet.jpg
 
-`--model` is a registered-model URI (models:/name@alias or models:/name/version), a run
-artifact URI, or a local folder/file holding generator.pt. Faces are framed as the training
-images were (`geogan.data.faces`): an unaligned photo is found and cropped with dlib, or
-refused (one pair) / skipped and counted (many pairs) when dlib finds no face in it.
-With --sources/--references every source meets every reference (or --pairs CSV names the
-pairs: columns source,reference, paths relative to those folders); one PNG per pair,
-`<source>__<reference>.png`, batched on the GPU when there is one.
+`--model`: models:/name@alias, models:/name/version, a run artifact URI, or a local folder/file holding
+generator.pt. Faces are framed as the training images were; faceless photos are refused or skipped (docs/serving.md).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """torch.compile's persistent caches kept beside a run's checkpoints, so a restart skips most of the compile.
 
-Inductor's FX-graph and AOTAutograd caches and Triton's kernel cache are on by default, but live in
-a temp folder of the machine (`/tmp/torchinductor_<user>`), which a new pod or a wiped node does
-not have. Pointing them at `<run>/compile_cache` puts them on the run's volume (the PVC on a
-cluster): a resumed or restarted run, on any pod that mounts it, finds its compiled graphs and
-kernels and pays only Dynamo's tracing. Entries are keyed by the graph, torch, Triton and the
-GPU, so a stale or foreign entry is a miss, never a wrong kernel.
+Inductor's, AOTAutograd's and Triton's caches live by default in a temp folder of the machine
+(`/tmp/torchinductor_<user>`), which a new pod does not have; under `<run>/compile_cache` (the PVC on a
+cluster) a restarted run finds its graphs and kernels and pays only Dynamo's tracing. Entries are keyed
+by the graph, torch, Triton and the GPU, so a stale or foreign entry is a miss, never a wrong kernel.
 """
 
 from __future__ import annotations
