@@ -116,7 +116,8 @@ def warm_up_gpu(seconds: float = 2.0) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=24)
@@ -129,12 +130,11 @@ def main() -> None:
                    help="also time the top rows in NCHW, with channels padded to multiples of 8 and 32, and on 2x2 pixel blocks")
     p.add_argument("--device", default="cuda", help="cpu only to check the script itself")
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
-    device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = True
-    if device.type == "cuda":
-        warm_up_gpu()
-    calls = record_convs(args.size, args.batch, device, args.ngf, args.ndf, args.n_blocks)
+    return p.parse_args()
+
+
+def time_shapes(calls: Counter, device: torch.device, reps: int) -> list[dict]:
+    """One row per distinct conv shape with the layers behind it, timed alone; the most costly per step first."""
     # Calls of one shape time alike whichever layer makes them: time each shape once.
     by_shape: dict[tuple, list] = {}
     for (name, *shape), n in calls.items():
@@ -142,7 +142,7 @@ def main() -> None:
     rows = []
     for shape, users in by_shape.items():
         x_shape, w_shape, stride, padding, dilation, dgrad, wgrad = shape
-        ms = time_conv(x_shape, w_shape, stride, padding, dilation, dgrad, wgrad, device, args.reps)
+        ms = time_conv(x_shape, w_shape, stride, padding, dilation, dgrad, wgrad, device, reps)
         n = sum(c for _, c in users)
         out_hw = [(x_shape[2 + i] + 2 * padding[i] - dilation[i] * (w_shape[2 + i] - 1) - 1) // stride[i] + 1 for i in range(2)]
         flops = 2 * x_shape[0] * w_shape[0] * w_shape[1] * w_shape[2] * w_shape[3] * out_hw[0] * out_hw[1]
@@ -151,32 +151,53 @@ def main() -> None:
                      "padding": padding[0], "dilation": dilation[0], "dgrad": dgrad, "wgrad": wgrad, "ms_per_call": ms, "ms_per_step": ms * n,
                      "tflops": flops / ms / 1e9})
     rows.sort(key=lambda r: -r["ms_per_step"])
-    total = sum(r["ms_per_step"] for r in rows)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"\n{name}: every conv of one step at {args.size} px, batch {args.batch}, timed alone; sum {total:.1f} ms per step")
+    return rows
+
+
+def print_table(rows: list[dict], total: float) -> None:
+    """The rows' table: ms per step, share of the step, shapes, the backward needed and the layers."""
     print(f"{'ms/step':>8} {'share':>6} {'calls':>5} {'ms/call':>8} {'TF/s':>6} {'input':>20} {'weight':>16} {'s':>2} {'d':>2} bwd   layers")
-    for r in rows[:args.top]:
+    for r in rows:
         bwd = ("dgrad " if r["dgrad"] else "") + ("wgrad" if r["wgrad"] else "")
         layers = ", ".join(r["layers"][:2]) + (f" (+{len(r['layers']) - 2})" if len(r["layers"]) > 2 else "")
         print(f"{r['ms_per_step']:>8.2f} {r['ms_per_step'] / total * 100:>5.1f}% {r['calls']:>5} {r['ms_per_call']:>8.3f} "
               f"{r['tflops']:>6.0f} {str(r['x']):>20} {str(r['w']):>16} {r['stride']:>2} {r['dilation']:>2} {bwd:<12} {layers}")
+
+
+def time_alternatives(rows: list[dict], top: int, device: torch.device, reps: int) -> None:
+    """Time the rows NCHW, channel-padded and on 2x2 blocks (into each row's `alternatives_ms`), printing a table."""
+    alternatives = {"nchw": {"channels_last": False}, "pad8": {"pad_channels_to": 8}, "pad32": {"pad_channels_to": 32},
+                    "blocks": {"blocks": True}}
+    print(f"\nalternatives for the top {top} (ms per call; same outputs; blocks = space_to_depth_conv, eager,"
+          " shuffles included; - = does not apply)")
+    print(f"{'as run':>8} " + " ".join(f"{k:>8}" for k in alternatives) + "   layers")
+    for r in rows:
+        shape = (r["x"], r["w"], (r["stride"],) * 2, (r["padding"],) * 2, (r["dilation"],) * 2, r["dgrad"], r["wgrad"])
+        r["alternatives_ms"] = {k: time_conv(*shape, device, reps, **kw) for k, kw in alternatives.items()
+                                if k != "blocks" or blocks_apply(r)}
+        print(f"{r['ms_per_call']:>8.3f} " + " ".join(f"{r['alternatives_ms'][k]:>8.3f}" if k in r["alternatives_ms"]
+                                                      else f"{'-':>8}" for k in alternatives) +
+              f"   {', '.join(r['layers'][:2])}")
+
+
+def main() -> None:
+    """Record one step's convs, time each shape (and the alternatives if asked), print the tables, write JSON."""
+    args = _parse_args()
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":
+        warm_up_gpu()
+    calls = record_convs(args.size, args.batch, device, args.ngf, args.ndf, args.n_blocks)
+    rows = time_shapes(calls, device, args.reps)
+    total = sum(r["ms_per_step"] for r in rows)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"\n{name}: every conv of one step at {args.size} px, batch {args.batch}, timed alone; sum {total:.1f} ms per step")
+    print_table(rows[:args.top], total)
     if args.alternatives:
-        alternatives = {"nchw": {"channels_last": False}, "pad8": {"pad_channels_to": 8}, "pad32": {"pad_channels_to": 32},
-                        "blocks": {"blocks": True}}
-        print(f"\nalternatives for the top {args.top} (ms per call; same outputs; blocks = space_to_depth_conv, eager,"
-              " shuffles included; - = does not apply)")
-        print(f"{'as run':>8} " + " ".join(f"{k:>8}" for k in alternatives) + "   layers")
-        for r in rows[:args.top]:
-            shape = (r["x"], r["w"], (r["stride"],) * 2, (r["padding"],) * 2, (r["dilation"],) * 2, r["dgrad"], r["wgrad"])
-            r["alternatives_ms"] = {k: time_conv(*shape, device, args.reps, **kw) for k, kw in alternatives.items()
-                                    if k != "blocks" or blocks_apply(r)}
-            print(f"{r['ms_per_call']:>8.3f} " + " ".join(f"{r['alternatives_ms'][k]:>8.3f}" if k in r["alternatives_ms"]
-                                                          else f"{'-':>8}" for k in alternatives) +
-                  f"   {', '.join(r['layers'][:2])}")
+        time_alternatives(rows[:args.top], args.top, device, args.reps)
     if args.out:
         args.out.write_text(json.dumps({"device": name, "size": args.size, "batch": args.batch, "total_ms": total, "rows": rows},
                                        indent=2))
-
 
 if __name__ == "__main__":
     main()

@@ -32,15 +32,25 @@ HERE = Path(__file__).resolve().parent
 
 def worker(args: argparse.Namespace) -> None:
     """One rank of the step-scaling run (started by torchrun)."""
+    from geogan.training.distributed import init_from_env, shutdown
+
+    env = init_from_env(args.device)
+    mine, n_grad, warm_s = measure_rank(args, env)
+    per_rank = gather_ranks(mine, env)
+    if env.is_main:
+        result = step_result(args, env, per_rank, n_grad, warm_s)
+        Path(args.worker_out).write_text(json.dumps(result, indent=2))
+        print(json.dumps(result), flush=True)
+    shutdown(env)
+
+
+def measure_rank(args: argparse.Namespace, env) -> tuple[list[float], int, float]:
+    """This rank's [step ms, no-sync step ms, peak GiB, bare all-reduce ms], the gradient count and the warm-up seconds."""
     import torch
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from benchmarks.common import bench_config, make_state, random_batch
-    from geogan.training.distributed import init_from_env, shutdown
-    from geogan.training.steps import train_step
 
-    env = init_from_env(args.device)
     cuda = env.device.type == "cuda"
     torch.backends.cudnn.benchmark = True
     state, ctx = make_state(bench_config(variant=args.variant), args.size, env.device,
@@ -48,24 +58,8 @@ def worker(args: argparse.Namespace) -> None:
     batches = [random_batch(args.batch, args.size, env.device, 1000 * env.rank + i) for i in range(4)]
     ddp_modules = [m for m in (getattr(f, "_orig_mod", f) for f in (state.gen_fwd, state.disc_fwd)) if isinstance(m, DDP)]
 
-    def wait() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
     def timed(steps: int, sync: bool) -> float:
-        """ms per step on this rank, every rank starting together (the step has no host syncs)."""
-        if env.distributed:
-            dist.barrier()
-        wait()
-        t0 = time.perf_counter()
-        for i in range(steps):
-            with contextlib.ExitStack() as stack:
-                if not sync:
-                    for m in ddp_modules:
-                        stack.enter_context(m.no_sync())
-                train_step(state, batches[i % 4], ctx)
-        wait()
-        return (time.perf_counter() - t0) / steps * 1e3
+        return timed_steps(state, ctx, batches, ddp_modules, env, steps, sync)
 
     t0 = time.perf_counter()
     timed(args.warmup, sync=True)
@@ -78,25 +72,58 @@ def worker(args: argparse.Namespace) -> None:
 
     n_grad = sum(p.numel() for p in list(state.gen.parameters()) + list(state.disc.parameters()))
     allreduce_ms = bare_allreduce_ms(n_grad, env) if env.distributed else 0.0
+    return [step_ms, no_sync_ms, peak_gb, allreduce_ms], n_grad, warm_s
 
-    mine = torch.tensor([step_ms, no_sync_ms, peak_gb, allreduce_ms], device=env.device, dtype=torch.float64)
-    rows = [torch.zeros_like(mine) for _ in range(env.world_size)]
+
+def timed_steps(state, ctx, batches: list, ddp_modules: list, env, steps: int, sync: bool) -> float:
+    """ms per step on this rank, every rank starting together (the step has no host syncs)."""
+    import torch
+    import torch.distributed as dist
+
+    from geogan.training.steps import train_step
+
     if env.distributed:
-        dist.all_gather(rows, mine)
+        dist.barrier()
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        with contextlib.ExitStack() as stack:
+            if not sync:
+                for m in ddp_modules:
+                    stack.enter_context(m.no_sync())
+            train_step(state, batches[i % 4], ctx)
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps * 1e3
+
+
+def gather_ranks(mine: list[float], env) -> list[list[float]]:
+    """Every rank's measurements, in rank order (all-gathered when distributed)."""
+    import torch
+    import torch.distributed as dist
+
+    local = torch.tensor(mine, device=env.device, dtype=torch.float64)
+    rows = [torch.zeros_like(local) for _ in range(env.world_size)]
+    if env.distributed:
+        dist.all_gather(rows, local)
     else:
-        rows = [mine]
-    if env.is_main:
-        per_rank = [r.tolist() for r in rows]
-        slowest = max(r[0] for r in per_rank)
-        result = {"gpus": env.world_size, "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
-                  "size": args.size, "batch_per_gpu": args.batch, "variant": args.variant + ("+compile" if args.compile else ""),
-                  "step_ms": slowest, "pairs_per_s": env.world_size * args.batch / slowest * 1e3,
-                  "no_sync_step_ms": max(r[1] for r in per_rank), "exposed_comm_ms": slowest - max(r[1] for r in per_rank),
-                  "allreduce_all_grads_ms": max(r[3] for r in per_rank), "grad_mbytes": n_grad * 4 / 1e6,
-                  "peak_mem_gb_per_gpu": [r[2] for r in per_rank], "warmup_s": warm_s}
-        Path(args.worker_out).write_text(json.dumps(result, indent=2))
-        print(json.dumps(result), flush=True)
-    shutdown(env)
+        rows = [local]
+    return [r.tolist() for r in rows]
+
+
+def step_result(args: argparse.Namespace, env, per_rank: list[list[float]], n_grad: int, warm_s: float) -> dict:
+    """The JSON row of one step-scaling run: the slowest rank's times, every rank's peak memory."""
+    import torch
+
+    slowest = max(r[0] for r in per_rank)
+    cuda = env.device.type == "cuda"
+    return {"gpus": env.world_size, "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+            "size": args.size, "batch_per_gpu": args.batch, "variant": args.variant + ("+compile" if args.compile else ""),
+            "step_ms": slowest, "pairs_per_s": env.world_size * args.batch / slowest * 1e3,
+            "no_sync_step_ms": max(r[1] for r in per_rank), "exposed_comm_ms": slowest - max(r[1] for r in per_rank),
+            "allreduce_all_grads_ms": max(r[3] for r in per_rank), "grad_mbytes": n_grad * 4 / 1e6,
+            "peak_mem_gb_per_gpu": [r[2] for r in per_rank], "warmup_s": warm_s}
 
 
 def bare_allreduce_ms(n: int, env) -> float:

@@ -108,7 +108,8 @@ def time_ours(backend, images: np.ndarray, repeats: int, device: torch.device) -
     return best, out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=512, help="images for the batched runs")
     p.add_argument("--stock-n", type=int, default=64, help="images for the (slow) stock per-image call")
@@ -121,25 +122,29 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--flip", action="store_true", help="face-alignment's flip test-time augmentation, in both paths")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    ensure_face_alignment(args.wheels)
-    from face_alignment import FaceAlignment, LandmarksType
 
-    from geogan.landmarks.fan import FanBackend, load_fan
-    from geogan.training.distributed import resolve_device
+def stock_hub(arg: str) -> tuple[Path, str]:
+    """Our checkpoint and its description, also put where face-alignment's constructor loads 2DFAN4 (no download)."""
+    from geogan.landmarks.fan import load_fan
 
-    device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     hub = Path(tempfile.mkdtemp(prefix="fan_hub_"))
     (hub / "checkpoints").mkdir()
-    weights, weights_note = weights_file(args.weights, hub / "checkpoints")
+    weights, weights_note = weights_file(arg, hub / "checkpoints")
     stock_name = hub / "checkpoints" / "2DFAN4-11f355bf06.pth.tar"
     if weights != stock_name:  # face-alignment 1.5.0 reads a plain state dict under this name
         torch.save(load_fan(weights).state_dict(), stock_name)
     torch.hub.set_dir(str(hub))  # the stock constructor loads 2DFAN4 from here, no download
-    images, image_note = load_images(args.prepared, args.n, args.size)
+    return weights, weights_note
+
+
+def time_paths(args: argparse.Namespace, images: np.ndarray, weights: Path,
+               device: torch.device) -> tuple[list[tuple[str, int, float]], np.ndarray, np.ndarray]:
+    """(method, images, seconds) of the stock call and our two batched paths; |ours - stock| and |fast - fp32| in px."""
+    from face_alignment import FaceAlignment, LandmarksType
+
+    from geogan.landmarks.fan import FanBackend, load_fan
 
     fa = FaceAlignment(LandmarksType.TWO_D, device=str(device), face_detector="folder", compile=False,
                        flip_input=args.flip)
@@ -156,31 +161,47 @@ def main(argv: list[str] | None = None) -> dict:
     tfast, ours_fast = time_ours(fast, images, args.repeats, device)
     mode = "bf16 + channels_last" if fast.bf16 else "fp32"
     rows.append((f"geogan FanBackend batched {args.batch_size} ({mode})", args.n, tfast))
+    return rows, np.abs(ours32[:stock_n] - stock_pts), np.abs(ours_fast - ours32)
 
-    stock_rate = stock_n / t_stock
-    diff_stock = np.abs(ours32[:stock_n] - stock_pts)
-    diff_bf16 = np.abs(ours_fast - ours32)
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"\nFAN landmarks at {args.size} px on {gpu}; weights: {weights_note}; images: {image_note}; "
-          f"flip TTA: {args.flip}; torch {torch.__version__}\n")
+
+def print_table(summary: dict, diff_stock: np.ndarray, diff_bf16: np.ndarray) -> None:
+    """The header, one line per method with its speed-up over the stock call, and the agreement lines."""
+    print(f"\nFAN landmarks at {summary['size']} px on {summary['device']}; weights: {summary['weights']}; "
+          f"images: {summary['images']}; flip TTA: {summary['flip']}; torch {summary['torch']}\n")
     print(f"{'method':<62} {'images':>7} {'seconds':>9} {'images/s':>10} {'speed-up':>9}")
-    results = []
-    for name, n, secs in rows:
-        rate = n / secs
-        print(f"{name:<62} {n:>7} {secs:>9.3f} {rate:>10.1f} {rate / stock_rate:>8.1f}x")
-        results.append({"method": name, "images": n, "seconds": secs, "images_per_s": rate, "speedup": rate / stock_rate})
+    for r in summary["rows"]:
+        print(f"{r['method']:<62} {r['images']:>7} {r['seconds']:>9.3f} {r['images_per_s']:>10.1f} {r['speedup']:>8.1f}x")
     print(f"\nagreement with the stock call (fp32, stock rounds to integers): median {np.median(diff_stock):.3f} px, "
           f"{100 * np.mean(diff_stock <= 1.0 + 1e-4):.1f}% of coordinates within 1 px")
     print(f"bf16 vs fp32 batched: median {np.median(diff_bf16):.3f} px, "
           f"{100 * np.mean(diff_bf16 <= 1.0):.1f}% of coordinates within 1 px (random weights: a weak check)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Time the stock and batched FAN paths, print the table and return (and optionally write) the results."""
+    args = _parse_args(argv)
+    ensure_face_alignment(args.wheels)
+    from geogan.training.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    weights, weights_note = stock_hub(args.weights)
+    images, image_note = load_images(args.prepared, args.n, args.size)
+    rows, diff_stock, diff_bf16 = time_paths(args, images, weights, device)
+
+    stock_rate = rows[0][1] / rows[0][2]
+    results = [{"method": name, "images": n, "seconds": secs, "images_per_s": n / secs, "speedup": n / secs / stock_rate}
+               for name, n, secs in rows]
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     summary = {"size": args.size, "device": gpu, "weights": weights_note, "images": image_note, "flip": args.flip,
                "torch": torch.__version__, "rows": results,
                "agreement_stock_median_px": float(np.median(diff_stock)),
                "agreement_bf16_median_px": float(np.median(diff_bf16))}
+    print_table(summary, diff_stock, diff_bf16)
     if args.out:
         args.out.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
 
 if __name__ == "__main__":
     main()

@@ -126,7 +126,8 @@ def profile_top_kernels(state, ctx: StepContext, batch: Batch, top: int = 25) ->
     return rows, total / 5 / 1e3
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     p.add_argument("--batches", type=int, nargs="+", default=[16, 24, 32, 64])
@@ -145,7 +146,63 @@ def main() -> None:
     p.add_argument("--breakdown", action="store_true", help="also time each phase of the step")
     p.add_argument("--profile", action="store_true", help="profile the last variant's step (top kernels)")
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def measure_rows(args: argparse.Namespace, compile_mode: str | None, peak: float) -> list[dict]:
+    """One row per size, batch and variant that fits in memory, printed as it is measured."""
+    rows = []
+    for size in args.sizes:
+        for batch in args.batches:
+            flops = count_flops(size, batch, args.ngf, args.ndf, args.n_blocks)
+            for variant in args.variants:
+                r = measure_variant(args, size, batch, variant, compile_mode, flops, peak)
+                if r is None:
+                    continue
+                rows.append(r)
+                print(json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
+                if "profile" in r:
+                    print(f"  GPU busy {r['gpu_busy_ms']:.1f} ms per step of {r['step_ms']:.1f}")
+                for row in r.get("profile", []):
+                    print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  x{row['calls_per_step']:<4.0f} {row['kernel']}")
+                torch.cuda.empty_cache()
+    return rows
+
+
+def measure_variant(args: argparse.Namespace, size: int, batch: int, variant: str, compile_mode: str | None,
+                    flops: float, peak: float) -> dict | None:
+    """Time one variant at one size and batch: its row with MFU, or None when it runs out of memory."""
+    mode = None if variant == "fp32" else compile_mode
+    compile_losses = bool(mode) and args.compile_losses
+    without = tuple(args.without) if mode else ()
+    name = (variant + ("+compile" if mode else "") + ("+losses" if compile_losses else "")
+            + "".join(f"-{lever}" for lever in without))
+    try:
+        r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks,
+                       compile_losses, profile=args.profile and variant == args.variants[-1],
+                       breakdown=args.breakdown, without=without)
+    except torch.OutOfMemoryError:
+        print(f"{size} px batch {batch} {name}: out of memory", flush=True)
+        torch.cuda.empty_cache()
+        return None
+    r.update({"size": size, "batch": batch, "variant": name, "tflop_per_step": flops / 1e12,
+              "mfu": flops / (r["step_ms"] / 1e3) / (peak * 1e12)})
+    return r
+
+
+def print_table(rows: list[dict]) -> None:
+    """The results table, one line per measured row (and its phases when timed)."""
+    print(f"\n{'size':>4} {'batch':>5} {'variant':<44} {'step ms':>8} {'pairs/s':>8} {'TFLOP/step':>10} {'MFU':>6} {'mem GB':>7} {'warmup s':>8}")
+    for r in rows:
+        print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<44} {r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f} "
+              f"{r['tflop_per_step']:>10.2f} {r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>7.1f} {r['warmup_s']:>8.1f}")
+        if "phase_ms" in r:
+            print("      phases: " + ", ".join(f"{k} {v:.1f} ms" for k, v in r["phase_ms"].items()))
+
+
+def main() -> None:
+    """Measure the bf16 peak, time every size, batch and variant, write JSON and print the table."""
+    args = _parse_args()
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True  # the reference's fp32 ran with TF32 convolutions
     torch.backends.cudnn.allow_tf32 = True
@@ -153,42 +210,11 @@ def main() -> None:
 
     peak = bf16_peak_tflops()
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  measured bf16 peak {peak:.0f} TFLOP/s", flush=True)
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "bf16_peak_tflops": peak, "rows": []}
-    for size in args.sizes:
-        for batch in args.batches:
-            flops = count_flops(size, batch, args.ngf, args.ndf, args.n_blocks)
-            for variant in args.variants:
-                mode = None if variant == "fp32" else compile_mode
-                compile_losses = bool(mode) and args.compile_losses
-                without = tuple(args.without) if mode else ()
-                name = (variant + ("+compile" if mode else "") + ("+losses" if compile_losses else "")
-                        + "".join(f"-{lever}" for lever in without))
-                try:
-                    r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks,
-                                   compile_losses, profile=args.profile and variant == args.variants[-1],
-                                   breakdown=args.breakdown, without=without)
-                except torch.OutOfMemoryError:
-                    print(f"{size} px batch {batch} {name}: out of memory", flush=True)
-                    torch.cuda.empty_cache()
-                    continue
-                r.update({"size": size, "batch": batch, "variant": name, "tflop_per_step": flops / 1e12,
-                          "mfu": flops / (r["step_ms"] / 1e3) / (peak * 1e12)})
-                results["rows"].append(r)
-                print(json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
-                if "profile" in r:
-                    print(f"  GPU busy {r['gpu_busy_ms']:.1f} ms per step of {r['step_ms']:.1f}")
-                for row in r.get("profile", []):
-                    print(f"  {row['share'] * 100:5.1f}%  {row['ms_per_step']:7.2f} ms  x{row['calls_per_step']:<4.0f} {row['kernel']}")
-                torch.cuda.empty_cache()
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "bf16_peak_tflops": peak,
+               "rows": measure_rows(args, compile_mode, peak)}
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    print(f"\n{'size':>4} {'batch':>5} {'variant':<44} {'step ms':>8} {'pairs/s':>8} {'TFLOP/step':>10} {'MFU':>6} {'mem GB':>7} {'warmup s':>8}")
-    for r in results["rows"]:
-        print(f"{r['size']:>4} {r['batch']:>5} {r['variant']:<44} {r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f} "
-              f"{r['tflop_per_step']:>10.2f} {r['mfu'] * 100:>5.1f}% {r['peak_mem_gb']:>7.1f} {r['warmup_s']:>8.1f}")
-        if "phase_ms" in r:
-            print("      phases: " + ", ".join(f"{k} {v:.1f} ms" for k, v in r["phase_ms"].items()))
-
+    print_table(results["rows"])
 
 if __name__ == "__main__":
     main()
