@@ -208,8 +208,8 @@ def _report_startup(log: _Log, t: TrainConfig, env: DistEnv, tracker: Tracker) -
     if env.device.type == "cuda":
         torch.cuda.synchronize(env.device)  # once per process, not in the steady loop
     seconds = time.perf_counter() - log.started
-    log.t0 = time.perf_counter()  # the first throughput window starts after the start-up
-    log.n0 = log.step
+    if log.step % t.log_every and log.step != t.steps:  # the first throughput window starts after the start-up
+        log.t0, log.n0 = time.perf_counter(), log.step
     tracker.log_metrics({"perf/startup_s": seconds}, log.step)
     if env.is_main and t.compile:
         cache = ", ".join(f"{k} {v}" for k, v in cache_counters().items())
