@@ -151,14 +151,16 @@ def kid_bootstrap(features_fake: np.ndarray, features_real: np.ndarray, weights:
         features_fake, features_real: (P, D) and (M, D).
         weights: (B, P) counts per replicate.
     Returns:
-        (B,) replicate KIDs.
+        (B,) replicate KIDs; NaN for a replicate of one distinct fake.
     """
     ff, fr = np.asarray(features_fake, np.float64), np.asarray(features_real, np.float64)
     d, m = ff.shape[1], len(fr)
     k_ff, k_rr, k_fr = (ff @ ff.T / d + 1) ** 3, (fr @ fr.T / d + 1) ** 3, (ff @ fr.T / d + 1) ** 3
     w = np.asarray(weights, np.float64)
     n, same = w.sum(1), (w * w).sum(1)
-    within_fake = (((w @ k_ff) * w).sum(1) - (w * w) @ np.diag(k_ff)) / (n * n - same)
+    # A replicate that drew one fake only has no pair of different fakes: NaN, which the interval leaves out.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        within_fake = (((w @ k_ff) * w).sum(1) - (w * w) @ np.diag(k_ff)) / (n * n - same)
     within_real = (k_rr.sum() - np.trace(k_rr)) / (m * (m - 1))
     across = (w @ k_fr.sum(1)) / (n * m)
     return within_fake + within_real - 2 * across
