@@ -37,8 +37,10 @@ def test_compiled_loss_terms_match_eager_without_breaks_or_recompiles(d_augment)
     ctx = tiny_context(d_augment=d_augment)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for step in range(3):
-            # The mask weight changes every step during its warm-up: weights stay outside the graphs.
-            step_ctx = dataclasses.replace(ctx, weights={**ctx.weights, "lambda_mask": 0.1 * step / 3})
+            # The mask weight changes every step during its warm-up, and the refinement turns on at
+            # refine_start_step: neither may compile G or the terms again.
+            step_ctx = dataclasses.replace(ctx, weights={**ctx.weights, "lambda_mask": 0.1 * step / 3},
+                                           refine_weight=0.0 if step == 0 else ctx.refine_weight)
             batch = _batch(step)
             torch.manual_seed(100 + step)  # DiffAugment draws the same augmentations in both (CPU: same order)
             logs_e = train_step(eager, batch, step_ctx)

@@ -66,7 +66,7 @@ class Generator(nn.Module):
         self.refine = RefineNet(ngf, 0)
         self.removal = RemovalNet(ngf, n_blocks)
 
-    def transfer(self, x_a: torch.Tensor, x_b: torch.Tensor, refine_weight: float,
+    def transfer(self, x_a: torch.Tensor, x_b: torch.Tensor, refine_weight: float | torch.Tensor,
                  heat_a: torch.Tensor | None = None, heat_b: torch.Tensor | None = None) -> TransferOutputs:
         """Put b's instance of the attribute on a.
 
@@ -89,7 +89,7 @@ class Generator(nn.Module):
         """F: (B, 3, H, W) image with the attribute, (B, 1, H, W) mask -> image without it."""
         return self.removal(x, mask)
 
-    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, refine_weight: float,
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, refine_weight: float | torch.Tensor,
                 heat_a: torch.Tensor | None = None, heat_b: torch.Tensor | None = None) -> CycleOutputs:
         """The reference's whole cycle in one forward (so DDP sees one forward per backward).
 
@@ -98,7 +98,7 @@ class Generator(nn.Module):
 
         Args:
             x_a: (B, 3, H, W) sources without the attribute; x_b: references with it.
-            refine_weight: w of the refinement residual (a Python float; 0 disables it).
+            refine_weight: w of the refinement residual (a float or a 0-dim tensor; 0 disables it).
             heat_a, heat_b: landmark heatmaps of a and b, when the flow net takes them.
         Returns:
             CycleOutputs.

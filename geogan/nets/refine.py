@@ -24,7 +24,7 @@ class RefineNet(nn.Module):
         super().__init__()
         self.body = UNet(4, 3, ngf, n_blocks)
 
-    def forward(self, x_blend: torch.Tensor, mask: torch.Tensor, refine_weight: float) -> torch.Tensor:
+    def forward(self, x_blend: torch.Tensor, mask: torch.Tensor, refine_weight: float | torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W), (B, 1, H, W), w -> refined image (B, 3, H, W) in [-1, 1]."""
         m = mask.detach()
         r = self.body(torch.cat([x_blend, m.to(x_blend.dtype)], dim=1))

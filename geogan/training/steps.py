@@ -83,9 +83,12 @@ def generator_forward(state: TrainingState, batch: Batch, ctx: StepContext) -> A
         from geogan.nets.flow import landmark_heatmaps
 
         heat_a, heat_b = landmark_heatmaps(batch.lm_a, ctx.size), landmark_heatmaps(batch.lm_b, ctx.size)
+    # A tensor, not a float: a compiled G would specialise on the float and compile again when
+    # `refine_start_step` turns the refinement on (minutes, mid-run). The fill is a kernel, not a copy.
+    refine_weight = torch.full((), ctx.refine_weight, device=batch.x_a.device)
     with ctx.autocast():
         return state.gen_fwd(_layout(batch.x_a, ctx.channels_last), _layout(batch.x_b, ctx.channels_last),
-                             ctx.refine_weight, heat_a, heat_b)
+                             refine_weight, heat_a, heat_b)
 
 
 def fakes_of(out: Any) -> list[torch.Tensor]:
