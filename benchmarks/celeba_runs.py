@@ -7,7 +7,7 @@ the same --work resumes them. Finished runs' generators are copied to --out in f
 the bytes; `load_generator` reads them back into float32).
 
     python -m benchmarks.celeba_runs --data .device_data/celeba128 --work .device_runs --out $OUT \\
-        --deadline-s 500 [--steps NAME=STEPS ...] [--export NAME ...] [--only NAME ...]
+        --deadline-s 500 [--steps NAME=STEPS ...] [--export NAME ...] [--only NAME ...] [--compile]
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from geogan.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "params" / "celeba-128.yaml"
 
@@ -36,6 +38,12 @@ FIXES = {
     "spare_cutout": {"train.cutout_spares_region": True},
     "flow_landmarks": {"model.flow_inputs": "rgb+landmarks"},
 }
+
+MUSTACHE_TUNING = {
+    "region5": {"loss.lambda_mask_region": 5.0},
+    "region5-cls3": {"loss.lambda_mask_region": 5.0, "loss.lambda_local_cls": 3.0},
+}
+COMPILED = {"train.compile": True, "train.compile_cuda_graphs": True}
 
 
 def run_table() -> dict[str, dict]:
@@ -50,26 +58,33 @@ def run_table() -> dict[str, dict]:
             runs[f"{attr}-{fix}"] = {"attribute": attr, "split": everyone, "overrides": {**BASELINE, **extra}}
         for seed in (0, 1):
             runs[f"{attr}-all-s{seed}"] = {"attribute": attr, "split": f"{attr}.json", "overrides": {"train.seed": seed}}
+    for seed in (0, 1):  # Mustache's removal and mask-in-region misses: a stronger region prior, then a stronger local head
+        for name, extra in MUSTACHE_TUNING.items():
+            runs[f"Mustache-{name}-s{seed}"] = {"attribute": "Mustache", "split": "Mustache.json",
+                                                 "overrides": {**extra, "train.seed": seed}}
     return runs
 
 
 def write_params(path: Path, overrides: dict) -> None:
+    """The recipe with `overrides` (dotted keys of the full config) set, its `extends` made absolute."""
     params = yaml.safe_load(RECIPE.read_text())
+    if "extends" in params:
+        params["extends"] = str((RECIPE.parent / params["extends"]).resolve())
     for dotted, value in overrides.items():
         node = params
         *parents, last = dotted.split(".")
         for p in parents:
-            node = node[p]
-        if last not in node:
-            raise KeyError(f"{RECIPE}: no key '{dotted}'")
+            node = node.setdefault(p, {})
         node[last] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+    load_config(path)  # an override naming no key of the config stops here, naming it
 
 
-def launch(name: str, spec: dict, data: Path, work: Path, gpu: int, steps: int | None) -> subprocess.Popen:
+def launch(name: str, spec: dict, data: Path, work: Path, gpu: int, steps: int | None, compiled: bool = False,
+           ) -> subprocess.Popen:
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
-    overrides = dict(spec["overrides"])
+    overrides = {**spec["overrides"], **(COMPILED if compiled else {})}
     if steps is not None:
         overrides["train.steps"] = steps
     write_params(folder / "params.yaml", overrides)
@@ -119,6 +134,7 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=None, help="run only these names")
     p.add_argument("--export", nargs="*", default=[], help="names whose finished generators go to --out")
     p.add_argument("--export-raw", nargs="*", default=[], help="names whose raw (non-EMA) generator goes to --out too")
+    p.add_argument("--compile", action="store_true", help="train.compile with CUDA graphs (cache in each run's folder)")
     args = p.parse_args()
     runs = run_table()
     names = [n for n in runs if args.only is None or n in args.only]
@@ -129,7 +145,7 @@ def main() -> None:
     for i, name in enumerate(names):
         if (args.work / name / "model" / "generator.pt").is_file() and name not in steps:
             continue  # finished in an earlier call
-        procs[name] = launch(name, runs[name], args.data, args.work, i % gpus, steps.get(name))
+        procs[name] = launch(name, runs[name], args.data, args.work, i % gpus, steps.get(name), args.compile)
     print(f"launched {len(procs)} runs on {gpus} GPUs: {sorted(procs)}", flush=True)
     while procs and time.monotonic() - t0 < args.deadline_s:
         time.sleep(5)

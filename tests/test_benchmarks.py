@@ -86,3 +86,19 @@ def test_bench_epoch_runs_the_train_stage_on_rendered_faces(tmp_path):
     assert result["bare_step_pairs_per_s_one_gpu"] > 0 and result["loop_over_bare"] > 0
     history = json.loads((work / "model" / "train_history.json").read_text())
     assert [h["step"] for h in history][-1] == 6  # the stage trained the steps asked for, on the params written
+
+
+def test_celeba_runs_writes_each_runs_params_over_the_recipe_and_names_a_wrong_key(tmp_path):
+    from benchmarks.celeba_runs import COMPILED, run_table, write_params
+    from geogan.config import ConfigError, load_config
+
+    spec = run_table()["Mustache-region5-cls3-s1"]
+    path = tmp_path / "run" / "params.yaml"
+    path.parent.mkdir()
+    write_params(path, {**spec["overrides"], **COMPILED, "train.steps": 48})  # keys the recipe itself leaves out
+    cfg = load_config(path)
+    assert (cfg.loss.lambda_mask_region, cfg.loss.lambda_local_cls, cfg.train.seed, cfg.train.steps) == (5.0, 3.0, 1, 48)
+    assert cfg.train.compile and cfg.train.compile_cuda_graphs
+    assert cfg.model.local_ndf == 64 and cfg.split.populations == {"Mustache": "Male"}  # the rest is the recipe's
+    with pytest.raises(ConfigError, match="loss.lambda_nope"):
+        write_params(tmp_path / "bad.yaml", {"loss.lambda_nope": 1.0})
