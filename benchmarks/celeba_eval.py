@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ("transfer_success", "removal_success", "judge_fp", "kid_a2b", "fid_a2b", "mask_in_region",
+COLUMNS = ("transfer_success", "removal_success", "removal_standalone_success", "judge_fp", "kid_a2b", "fid_a2b", "mask_in_region",
            "change_outside_region", "mask_area", "identity_kept", "instance_fidelity", "landmark_err")
 
 

@@ -88,6 +88,12 @@ def generator_method(generator: torch.nn.Module, refine_weight: float) -> Method
         return MethodOutputs(x_warp=out.x_warp.float(), mask=out.mask.float(), x_out=out.x_out.float(),
                              flow=out.flow_ab.float(), x_removed=x_removed.float())
 
+    def remove_standalone(x_b: torch.Tensor, lm_b: torch.Tensor) -> torch.Tensor:
+        """F(b) with no source, as `geogan remove` runs it (the mask of G(b, b))."""
+        heat_b = landmark_heatmaps(lm_b, x_b.shape[-1]) if generator.hparams.get("flow_extra_in", 0) else None
+        return remove(generator, x_b, None, heat_b).float()
+
+    run.remove_standalone = remove_standalone  # scored on every real test face with the attribute
     return run
 
 
@@ -206,11 +212,35 @@ def collect(method: Method, inputs: EvalInputs, name: str = "method") -> tuple[d
         col.batch(sl, x_a, x_b, lm_a, lm_b, method(x_a, x_b, lm_a, lm_b))
     obs = col.result()
     obs.update(shared)
+    standalone = getattr(method, "remove_standalone", None)
+    if standalone is not None and len(inputs.real_with) and (inputs.judge is not None or inputs.inception is not None):
+        obs.update(_standalone_removals(standalone, col, name))
     if "crop_out" in obs:
         obs["instance_hit"] = instance_hits(obs.pop("crop_out"), obs["crop_ref"], inputs.src_pos, inputs.ref_pos)
     if "e_out" in obs:
         obs["identity_dist"] = np.linalg.norm(obs["e_src"][inputs.src_pos] - obs.pop("e_out"), axis=1)
     return obs, col.grid
+
+
+def _standalone_removals(remove_standalone: Callable, col: "_Collector", name: str) -> dict[str, np.ndarray]:
+    """The judge's verdict on (and Inception features of) F(b) for every real test face with the attribute.
+
+    F(b) depends on b alone here, so each face counts once: many more removals than the set's R references.
+    """
+    from tqdm import tqdm
+
+    inp = col.inputs
+    rows, size = np.sort(inp.real_with), inp.images.shape[1]
+    p, f = [], []
+    for lo in tqdm(range(0, len(rows), inp.batch_size), desc=f"remove {name}", leave=False, disable=not inp.progress):
+        x_b, lm_b = _faces(inp, rows[lo:lo + inp.batch_size], size)
+        _, u8 = _quantise(remove_standalone(x_b, lm_b))
+        if inp.judge is not None:
+            p.append(_features_once(u8, col.store["judge"], col._judge))
+        if inp.inception is not None:
+            f.append(_features_once(u8, col.store["inception"], col._inception))
+    out = {"p_removed_standalone": np.concatenate(p)} if p else {}
+    return {**out, **({"f_removed_standalone": np.concatenate(f)} if f else {})}
 
 
 def evaluate(methods: dict[str, Method], inputs: EvalInputs, bootstrap: int = 1000, kid_subsets: int = 100,

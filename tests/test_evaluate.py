@@ -81,6 +81,10 @@ def test_model_and_baselines_are_scored_on_the_same_pairs(run):
     assert nothing["mask_in_region_0"] is None and nothing["change_outside_region_18"] == 0.0
     assert nothing["instance_fidelity_18"] == pytest.approx(1 / 3) == nothing["instance_fidelity_18_chance"]
     assert paste["mask_in_region_18"] == 1.0 and paste["landmark_err_18"] < nothing["landmark_err_18"]
+    # The model's F(b) also runs alone on every real test face with the attribute, each counted once.
+    n_with = len(es["real"]["with"])
+    assert n_with > 3 and 0 <= model[f"removal_standalone_success_{n_with}"] <= 1
+    assert not any(k.startswith("removal_standalone") for k in {**paste, **nothing})  # they need a source
     assert (root / "plots" / "transfers.png").is_file()
     assert report["judge"]["sha256"] and "auc" in report["judge"]["test"]
 

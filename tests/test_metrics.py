@@ -162,6 +162,21 @@ def test_removal_realism_counts_each_reference_once():
     assert out["kid_b2a_3_num_real"] == 20
 
 
+def test_standalone_removal_counts_each_real_face_once_with_an_interval_over_faces():
+    from geogan.metrics.fid import kid
+
+    ctx = _context()  # the pairs' layout does not enter: these figures rest on the real faces alone
+    rng = np.random.default_rng(1)
+    removals, real = rng.normal(size=(5, 8)), rng.normal(0.5, 1.0, size=(20, 8))
+    obs = {"p_removed_standalone": np.array([0.1, 0.9, 0.2, 0.3, 0.49]), "threshold": np.float64(0.5),
+           "f_removed_standalone": removals, "f_real_without": real}
+    out = flat(compute(obs, ctx, names=["removal_standalone_success", "kid_b2a_standalone"]))
+    assert out["removal_standalone_success_5"] == pytest.approx(0.8)
+    assert 0.2 <= out["removal_standalone_success_5_lo"] < 0.8 < out["removal_standalone_success_5_hi"] <= 1.0
+    assert out["kid_b2a_standalone_5"] == pytest.approx(kid(real, removals, subsets=ctx.kid_subsets, subset_size=5,
+                                                             seed=ctx.seed)[0])
+
+
 def test_every_registered_metric_is_documented_and_names_are_unique():
     specs = registry.list_metrics()
     assert len({m.name for m in specs}) == len(specs) and all(m.doc for m in specs)

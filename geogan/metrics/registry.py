@@ -211,6 +211,32 @@ def _kid_b2a(o, c):
     return Estimate(mean, lo, hi, len(fake), {"std": std, "subset_size": size, "num_real": len(real)})
 
 
+def _image_counts(n: int, c: Context) -> np.ndarray:
+    """(B, n) bootstrap draws of n independent images (as many replicates as the pairs', seeded)."""
+    from geogan.metrics.bootstrap import draw_resamples
+
+    return draw_resamples(n, 1, len(c.resamples.src), c.seed + 1).src
+
+
+@register_metric("removal_standalone_success", needs=("p_removed_standalone", "threshold"))
+def _removal_standalone_success(o, c):
+    """Share of standalone removals F(b) (as `geogan remove`) of every real test face with it the judge calls negative."""
+    v = (o["p_removed_standalone"] < o["threshold"]).astype(float)
+    return unit_mean(v, _image_counts(len(v), c))
+
+
+@register_metric("kid_b2a_standalone", needs=("f_removed_standalone", "f_real_without"))
+def _kid_b2a_standalone(o, c):
+    """KID of the standalone removals against the real test faces without the attribute; interval over removals."""
+    from geogan.metrics.fid import kid, kid_bootstrap
+
+    fake, real = o["f_removed_standalone"], o["f_real_without"]
+    size = min(KID_SUBSET_SIZE, len(fake), len(real))
+    mean, std = kid(real, fake, subsets=c.kid_subsets, subset_size=size, seed=c.seed)
+    lo, hi = percentile_interval(kid_bootstrap(fake, real, _image_counts(len(fake), c)))
+    return Estimate(mean, lo, hi, len(fake), {"std": std, "subset_size": size, "num_real": len(real)})
+
+
 @register_metric("mask_in_region", needs=("mask_in_region",))
 def _mask_in_region(o, c):
     """Share of the mask's mass inside the attribute's landmark region (undefined for an empty mask)."""
