@@ -160,12 +160,13 @@ def _fid(fake: np.ndarray, real: np.ndarray) -> Estimate:
     return Estimate(value, float("nan"), float("nan"), len(fake), {"num_real": len(real)})
 
 
-def _kid(fake: np.ndarray, real: np.ndarray, c: Context) -> Estimate:
+def _kid(fake: np.ndarray, real: np.ndarray, c: Context, weights: np.ndarray) -> Estimate:
+    """KID with its std over subsets; the interval from `weights`, (B, len(fake)) bootstrap counts of the fakes."""
     from geogan.metrics.fid import kid, kid_bootstrap
 
     size = min(KID_SUBSET_SIZE, len(fake), len(real))
     mean, std = kid(real, fake, subsets=c.kid_subsets, subset_size=size, seed=c.seed)
-    lo, hi = percentile_interval(kid_bootstrap(fake, real, pair_weights(c.resamples, c.src_pos, c.ref_pos)))
+    lo, hi = percentile_interval(kid_bootstrap(fake, real, weights))
     return Estimate(mean, lo, hi, len(fake), {"std": std, "subset_size": size, "num_real": len(real)})
 
 
@@ -178,7 +179,7 @@ def _fid_a2b(o, c):
 @register_metric("kid_a2b", needs=("f_out", "f_real_with"))
 def _kid_a2b(o, c):
     """KID of the outputs a* against the real test faces with the attribute, std over subsets."""
-    return _kid(o["f_out"], o["f_real_with"], c)
+    return _kid(o["f_out"], o["f_real_with"], c, pair_weights(c.resamples, c.src_pos, c.ref_pos))
 
 
 def _one_per_reference(c: Context) -> np.ndarray:
@@ -202,13 +203,7 @@ def _kid_b2a(o, c):
     other as "different" fakes and bias KID up (and its count would claim R times the evidence).
     The interval resamples references.
     """
-    from geogan.metrics.fid import kid, kid_bootstrap
-
-    fake, real = o["f_removed"][_one_per_reference(c)], o["f_real_without"]
-    size = min(KID_SUBSET_SIZE, len(fake), len(real))
-    mean, std = kid(real, fake, subsets=c.kid_subsets, subset_size=size, seed=c.seed)
-    lo, hi = percentile_interval(kid_bootstrap(fake, real, c.resamples.ref))
-    return Estimate(mean, lo, hi, len(fake), {"std": std, "subset_size": size, "num_real": len(real)})
+    return _kid(o["f_removed"][_one_per_reference(c)], o["f_real_without"], c, c.resamples.ref)
 
 
 def _image_counts(n: int, c: Context) -> np.ndarray:
@@ -228,13 +223,8 @@ def _removal_standalone_success(o, c):
 @register_metric("kid_b2a_standalone", needs=("f_removed_standalone", "f_real_without"))
 def _kid_b2a_standalone(o, c):
     """KID of the standalone removals against the real test faces without the attribute; interval over removals."""
-    from geogan.metrics.fid import kid, kid_bootstrap
-
-    fake, real = o["f_removed_standalone"], o["f_real_without"]
-    size = min(KID_SUBSET_SIZE, len(fake), len(real))
-    mean, std = kid(real, fake, subsets=c.kid_subsets, subset_size=size, seed=c.seed)
-    lo, hi = percentile_interval(kid_bootstrap(fake, real, _image_counts(len(fake), c)))
-    return Estimate(mean, lo, hi, len(fake), {"std": std, "subset_size": size, "num_real": len(real)})
+    fake = o["f_removed_standalone"]
+    return _kid(fake, o["f_real_without"], c, _image_counts(len(fake), c))
 
 
 @register_metric("mask_in_region", needs=("mask_in_region",))
