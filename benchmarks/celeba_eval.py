@@ -12,6 +12,9 @@ the figures (each with its 95% interval and sample count) to a JSON file.
 
 `--sources S --references R` score the first S sources with the first R references of the set (the
 set's draw order), for a cheaper look at many models; the intervals widen accordingly.
+`--model-frame-landmarks L --model-size N` score generators trained on another framing (a celebahq-200 model
+on CelebA's sets): each face goes into their frame and back (`geogan.metrics.reframe`), beside
+`do_nothing_reframed`, the floor of that round trip.
 """
 
 from __future__ import annotations
@@ -64,6 +67,13 @@ def main() -> None:
         methods[name], meta = stage._generator(path, device)
         steps[name] = int(meta.get("step", 0))
     baselines, _ = stage._methods(cfg, args.attribute, "none", device)
+    if args.model_frame_landmarks is not None:  # generators of another framing (e.g. CelebA-HQ squares at 256 px)
+        from geogan.metrics.baselines import do_nothing
+        from geogan.metrics.reframe import frame_template, reframed
+
+        template = frame_template(np.load(args.model_frame_landmarks), args.model_size)
+        methods = {name: reframed(m, template, args.model_size) for name, m in methods.items()}
+        baselines["do_nothing_reframed"] = reframed(do_nothing, template, args.model_size)  # the round trip's floor
     methods.update(baselines)
     results, seconds = {}, {}
     for name, method in methods.items():  # one method at a time: the timing is each method's own
@@ -114,6 +124,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--references", type=int, default=10**9)
     p.add_argument("--fid", choices=("auto", "require", "off"), default="auto")
     p.add_argument("--identity", choices=("auto", "require", "off"), default="auto")
+    p.add_argument("--model-frame-landmarks", type=Path, default=None,
+                   help="landmarks.npy of the generators' own training faces, when they frame faces otherwise")
+    p.add_argument("--model-size", type=int, default=256, help="the generators' image size (with --model-frame-landmarks)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args()
