@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The pipeline's stages on a GPU machine without MLflow/DVC (torch alone): synthetic faces at 128 px.
+# The synthetic faces' data stages and training on a GPU machine without MLflow/DVC (torch alone), at 128 px:
 #   bash benchmarks/run_synthetic_gpu.sh [PARAMS] [WORKDIR]
+# Generators land in WORKDIR/models/<attribute>/generator.pt (celebahq-200's pre-training: benchmarks/celebahq_gpu.sh).
+# Evaluating them needs the judge and evaluation sets of the `dvc repro` pipeline (docs/metrics.md).
 set -euo pipefail
 P=${1:-params/synthetic128-gpu.yaml}
 W=${2:-/tmp/geogan-gpu}
@@ -12,10 +14,4 @@ for A in $($PY -c "from geogan.config import load_config; print(' '.join(load_co
   $PY -m geogan.stages.split --params "$P" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" --out "$W/splits/$A.json"
   $PY -m geogan.stages.train --params "$P" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" \
       --split "$W/splits/$A.json" --out "$W/models/$A" --work "$W/runs/$A" --no-progress
-done
-$PY -m geogan.stages.train_classifier --params "$P" --prepared "$W/prepared" --out "$W/models/classifier"
-for A in $($PY -c "from geogan.config import load_config; print(' '.join(load_config('$P').attributes))"); do
-  $PY -m geogan.stages.evaluate --params "$P" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" \
-      --split "$W/splits/$A.json" --model "$W/models/$A" --classifier "$W/models/classifier" \
-      --out "$W/metrics/$A.json" --plots "$W/plots/$A"
 done
