@@ -71,11 +71,11 @@ def reframed(method: Method, template: torch.Tensor, size: int) -> Method:
         theta = fit_frames(template, lm)  # model frame -> this frame
         return resample(x, theta, size), apply(invert(theta), lm), theta
 
-    def back(y: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-        """The model-frame image y in this frame; where the model's frame does not reach, `fill`."""
+    def backwards(theta: torch.Tensor, s: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Carries model-frame images into this frame (s px); where the model's frame does not reach, `fill`."""
         inv = invert(theta)
-        inside = resample(torch.ones_like(y[:, :1]), inv, fill.shape[-1], padding="zeros")
-        return inside * resample(y, inv, fill.shape[-1]) + (1 - inside) * fill
+        inside = resample(torch.ones(len(theta), 1, size, size, device=theta.device), inv, s, padding="zeros")
+        return lambda y, fill: inside * resample(y, inv, s) + (1 - inside) * fill
 
     def run(x_a: torch.Tensor, x_b: torch.Tensor, lm_a: torch.Tensor, lm_b: torch.Tensor) -> MethodOutputs:
         s = x_a.shape[-1]
@@ -87,14 +87,15 @@ def reframed(method: Method, template: torch.Tensor, size: int) -> Method:
         p_model = apply(invert(th_a), grid)
         q_here = apply(th_b, p_model + sample_at(out.flow, p_model))
         flow = (q_here - grid).view(-1, s, s, 2).permute(0, 3, 1, 2)
-        return MethodOutputs(x_warp=back(out.x_warp, th_a, x_a), mask=back(out.mask, th_a, torch.zeros_like(x_a[:, :1])),
-                             x_out=back(out.x_out, th_a, x_a), flow=flow, x_removed=back(out.x_removed, th_b, x_b))
+        back_a, back_b = backwards(th_a, s), backwards(th_b, s)
+        return MethodOutputs(x_warp=back_a(out.x_warp, x_a), mask=back_a(out.mask, torch.zeros_like(x_a[:, :1])),
+                             x_out=back_a(out.x_out, x_a), flow=flow, x_removed=back_b(out.x_removed, x_b))
 
     standalone = getattr(method, "remove_standalone", None)
     if standalone is not None:
         def remove_standalone(x_b: torch.Tensor, lm_b: torch.Tensor) -> torch.Tensor:
             xb_m, lb_m, th_b = into_model(x_b, lm_b)
-            return back(standalone(xb_m, lb_m), th_b, x_b)
+            return backwards(th_b, x_b.shape[-1])(standalone(xb_m, lb_m), x_b)
 
         run.remove_standalone = remove_standalone
     return run
