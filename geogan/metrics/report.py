@@ -9,7 +9,8 @@ from geogan.metrics.registry import find, flat
 
 METHODS = ("model", "copy_paste", "do_nothing")
 # The figures a table shows, in order (docs/metrics.md explains each).
-SHOWN = ("transfer_success", "judge_fp", "removal_success", "kid_a2b", "fid_a2b", "kid_b2a", "fid_b2a",
+SHOWN = ("transfer_success", "judge_fp", "removal_success", "removal_standalone_success", "kid_a2b", "fid_a2b",
+         "kid_b2a", "fid_b2a", "kid_b2a_standalone",
          "mask_in_region", "change_outside_region", "identity_kept", "identity_dist", "instance_fidelity",
          "landmark_err", "landmark_err_large_gap", "gt_psnr", "gt_l1_region")
 
