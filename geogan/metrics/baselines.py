@@ -56,11 +56,15 @@ def similarity(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.cat([a, t], dim=2).float()
 
 
+def apply_affine(theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Affine maps theta (B, 2, 3) applied to points (B, K, 2): A p + t."""
+    return points @ theta[:, :, :2].transpose(1, 2) + theta[:, :, 2].unsqueeze(1)
+
+
 def affine_flow(theta: torch.Tensor, size: int) -> torch.Tensor:
     """The flow (B, 2, S, S) that samples at theta(p): flow(p) = A p + t - p, in grid units."""
-    grid = identity_grid(theta.shape[0], size, size, theta.device)  # (B, S, S, 2) as (x, y)
-    mapped = grid @ theta[:, :, :2].transpose(1, 2).unsqueeze(1) + theta[:, :, 2].view(-1, 1, 1, 2)
-    return (mapped - grid).permute(0, 3, 1, 2)
+    grid = identity_grid(theta.shape[0], size, size, theta.device).flatten(1, 2)  # (B, S*S, 2) as (x, y)
+    return (apply_affine(theta, grid) - grid).view(-1, size, size, 2).permute(0, 3, 1, 2)
 
 
 def _paste(x_to: torch.Tensor, x_from: torch.Tensor, lm_to: torch.Tensor, lm_from: torch.Tensor,

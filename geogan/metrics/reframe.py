@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from geogan.data.dataset import to_model_landmarks
+from geogan.evaluation import Method
 from geogan.metrics.baselines import MethodOutputs, similarity
+from geogan.metrics.baselines import apply_affine as apply
 from geogan.nets.flow import identity_grid, sample_at
-
-Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], MethodOutputs]
 
 
 def frame_template(landmarks_px: np.ndarray, size: int) -> torch.Tensor:
@@ -29,11 +29,6 @@ def frame_template(landmarks_px: np.ndarray, size: int) -> torch.Tensor:
     if not keep.any():
         raise ValueError("frame_template: no face with all 68 landmarks")
     return to_model_landmarks(torch.from_numpy(lm[keep].mean(0)), size).float()
-
-
-def apply(theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """theta (B, 2, 3) applied to points (B, K, 2)."""
-    return points @ theta[:, :, :2].transpose(1, 2) + theta[:, :, 2].unsqueeze(1)
 
 
 def invert(theta: torch.Tensor) -> torch.Tensor:
