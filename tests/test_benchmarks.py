@@ -102,3 +102,10 @@ def test_celeba_runs_writes_each_runs_params_over_the_recipe_and_names_a_wrong_k
     assert cfg.model.local_ndf == 64 and cfg.split.populations == {"Mustache": "Male"}  # the rest is the recipe's
     with pytest.raises(ConfigError, match="loss.lambda_nope"):
         write_params(tmp_path / "bad.yaml", {"loss.lambda_nope": 1.0})
+    # Each run keeps the weights it was measured with, whatever the recipe says now
+    measured = {"Mustache-all-s0": (2.0, 1.0), "Eyeglasses-local_d": (0.0, 1.0), "Mustache-region5-s1": (5.0, 1.0),
+                "Eyeglasses-region10-cls3-s0": (10.0, 3.0)}
+    for name, weights in measured.items():
+        write_params(tmp_path / f"{name}.yaml", run_table()[name]["overrides"])
+        loss = load_config(tmp_path / f"{name}.yaml").loss
+        assert (loss.lambda_mask_region, loss.lambda_local_cls) == weights, name
