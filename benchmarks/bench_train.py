@@ -6,6 +6,7 @@ ran) beside optimised (bf16 autocast, channels_last, fused Adam, torch.compile),
 prints a table last. Writes JSON to --out.
 
     python -m benchmarks.bench_train --out $OUT/train.json
+    python -m benchmarks.bench_train --params params/celeba-128.yaml --sizes 128 --batches 32 64 --flops-only  # CPU
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import LEVERS, VARIANTS, bench_config, make_state, random_batch
+from benchmarks.common import LEVERS, VARIANTS, bench_config, make_state, random_batch, recipe_config
+from geogan.config import Config
 from geogan.data.dataset import Batch
 from geogan.training.steps import StepContext, discriminator_phase, generator_forward, generator_phase, train_step
 
@@ -41,23 +43,32 @@ def bf16_peak_tflops(n: int = 8192, reps: int = 20) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def count_flops(size: int, batch: int, ngf: int, ndf: int, n_blocks: int) -> float:
-    """Model FLOPs of one full step (forward + backward of G and D), counted in fp32 eager."""
+def step_config(args: argparse.Namespace, variant: str) -> Config:
+    """The config the rows time: `--params` as it is, else params.yaml with `--ngf/--ndf/--n-blocks`."""
+    if args.params is not None:
+        return recipe_config(args.params, variant)
+    return bench_config(args.ngf, args.ndf, args.n_blocks, variant)
+
+
+def count_flops(cfg: Config, size: int, batch: int, device: torch.device) -> float:
+    """Model FLOPs of one full step (forward + backward of G and D), counted in fp32 eager.
+
+    The count does not depend on the device, so a CPU can count a step that a GPU timed.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    state, ctx = make_state(bench_config(ngf, ndf, n_blocks, "fp32"), size, torch.device("cuda"))
-    b = random_batch(batch, size, torch.device("cuda"), 0)
+    state, ctx = make_state(cfg, size, device)
+    b = random_batch(batch, size, device, 0)
     with FlopCounterMode(display=False) as fc:
         train_step(state, b, ctx)
     return float(fc.get_total_flops())
 
 
-def time_steps(size: int, batch: int, variant: str, compile_mode: str | None, steps: int, warmup: int,
-               ngf: int, ndf: int, n_blocks: int, compile_losses: bool = False, profile: bool = False, breakdown: bool = False,
+def time_steps(cfg: Config, size: int, batch: int, compile_mode: str | None, steps: int, warmup: int,
+               compile_losses: bool = False, profile: bool = False, breakdown: bool = False,
                without: tuple[str, ...] = ()) -> dict:
-    """Time `steps` steps after `warmup`; optionally split the time by phase and profile the same state."""
-    state, ctx = make_state(bench_config(ngf, ndf, n_blocks, variant), size, torch.device("cuda"), compile_mode,
-                            compile_losses, without)
+    """Time `steps` steps of `cfg`'s step after `warmup`; optionally split the time by phase and profile the same state."""
+    state, ctx = make_state(cfg, size, torch.device("cuda"), compile_mode, compile_losses, without)
     batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
     t0 = time.perf_counter()
     for i in range(warmup):
@@ -126,9 +137,14 @@ def profile_top_kernels(state, ctx: StepContext, batch: Batch, top: int = 25) ->
     return rows, total / 5 / 1e3
 
 
-def _parse_args() -> argparse.Namespace:
+def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--params", type=Path, default=None,
+                   help="time this params file's step as it is (e.g. params/celeba-128.yaml: local D, heatmaps); "
+                        "default: params.yaml with --ngf/--ndf/--n-blocks")
+    p.add_argument("--flops-only", action="store_true",
+                   help="count each row's FLOPs per step and stop (no GPU needed): MFU for rates measured elsewhere")
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     p.add_argument("--batches", type=int, nargs="+", default=[16, 24, 32, 64])
     p.add_argument("--steps", type=int, default=20)
@@ -146,7 +162,7 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--breakdown", action="store_true", help="also time each phase of the step")
     p.add_argument("--profile", action="store_true", help="profile the last variant's step (top kernels)")
     p.add_argument("--out", type=Path, default=None)
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def measure_rows(args: argparse.Namespace, compile_mode: str | None, peak: float) -> list[dict]:
@@ -154,7 +170,7 @@ def measure_rows(args: argparse.Namespace, compile_mode: str | None, peak: float
     rows = []
     for size in args.sizes:
         for batch in args.batches:
-            flops = count_flops(size, batch, args.ngf, args.ndf, args.n_blocks)
+            flops = count_flops(step_config(args, "fp32"), size, batch, torch.device("cuda"))
             for variant in args.variants:
                 r = measure_variant(args, size, batch, variant, compile_mode, flops, peak)
                 if r is None:
@@ -178,7 +194,7 @@ def measure_variant(args: argparse.Namespace, size: int, batch: int, variant: st
     name = (variant + ("+compile" if mode else "") + ("+losses" if compile_losses else "")
             + "".join(f"-{lever}" for lever in without))
     try:
-        r = time_steps(size, batch, variant, mode, args.steps, args.warmup, args.ngf, args.ndf, args.n_blocks,
+        r = time_steps(step_config(args, variant), size, batch, mode, args.steps, args.warmup,
                        compile_losses, profile=args.profile and variant == args.variants[-1],
                        breakdown=args.breakdown, without=without)
     except torch.OutOfMemoryError:
@@ -200,21 +216,40 @@ def print_table(rows: list[dict]) -> None:
             print("      phases: " + ", ".join(f"{k} {v:.1f} ms" for k, v in r["phase_ms"].items()))
 
 
-def main() -> None:
-    """Measure the bf16 peak, time every size, batch and variant, write JSON and print the table."""
-    args = _parse_args()
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True  # the reference's fp32 ran with TF32 convolutions
-    torch.backends.cudnn.allow_tf32 = True
-    compile_mode = None if args.compile_mode == "none" else args.compile_mode
+def flop_rows(args: argparse.Namespace) -> list[dict]:
+    """FLOPs per step of every size and batch, counted on the CPU."""
+    rows = []
+    for size in args.sizes:
+        for batch in args.batches:
+            flops = count_flops(step_config(args, "fp32"), size, batch, torch.device("cpu"))
+            rows.append({"size": size, "batch": batch, "tflop_per_step": flops / 1e12, "tflop_per_pair": flops / batch / 1e12})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
 
-    peak = bf16_peak_tflops()
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  measured bf16 peak {peak:.0f} TFLOP/s", flush=True)
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "bf16_peak_tflops": peak,
-               "rows": measure_rows(args, compile_mode, peak)}
+
+def main(argv: list[str] | None = None) -> dict:
+    """Measure the bf16 peak, time every size, batch and variant, write JSON and print the table."""
+    args = _parse_args(argv)
+    config = str(args.params or f"params.yaml, ngf {args.ngf}, ndf {args.ndf}, n_blocks {args.n_blocks}")
+    if args.flops_only:
+        results = {"config": config, "rows": flop_rows(args)}
+        print(f"\n{config}\n{'size':>4} {'batch':>5} {'TFLOP/step':>10} {'TFLOP/pair':>10}")
+        for r in results["rows"]:
+            print(f"{r['size']:>4} {r['batch']:>5} {r['tflop_per_step']:>10.3f} {r['tflop_per_pair']:>10.4f}")
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True  # the reference's fp32 ran with TF32 convolutions
+        torch.backends.cudnn.allow_tf32 = True
+        compile_mode = None if args.compile_mode == "none" else args.compile_mode
+        peak = bf16_peak_tflops()
+        print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  measured bf16 peak {peak:.0f} TFLOP/s", flush=True)
+        results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "config": config,
+                   "bf16_peak_tflops": peak, "rows": measure_rows(args, compile_mode, peak)}
+        print_table(results["rows"])
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    print_table(results["rows"])
+    return results
+
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from geogan.config import Config, load_config
 from geogan.data.dataset import Batch
 from geogan.nets import COMPILED, STOCK
 from geogan.nets.fast_ops import LEVERS
-from geogan.training.build import compiled_state, eager_state, nets_for, step_context
+from geogan.training.build import compiled_state, eager_state, nets_for, region_view_for, step_context
 from geogan.training.steps import StepContext, TrainingState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,15 @@ STEADY_STEP = 10**6  # past every warm-up: full loss weights, refinement on, as 
 # name -> (train.precision, train.channels_last)
 VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
 
-__all__ = ["LEVERS", "ROOT", "VARIANTS", "bench_config", "make_state", "random_batch"]
+__all__ = ["LEVERS", "ROOT", "VARIANTS", "bench_config", "make_state", "random_batch", "recipe_config"]
+
+
+def recipe_config(params: Path, variant: str = "fp32") -> Config:
+    """A params file (e.g. params/celeba-128.yaml) as it is, with a variant's precision and layout, eager."""
+    cfg = load_config(params)
+    precision, channels_last = VARIANTS[variant]
+    return dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last, compile=False))
 
 
 def bench_config(ngf: int = 16, ndf: int = 64, n_blocks: int = 3, variant: str = "fp32") -> Config:
@@ -51,7 +59,9 @@ def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str |
     state = eager_state(nets_for(cfg.model, cfg.train, kernels), cfg.train, device, distributed)
     if compile_mode:
         state = compiled_state(state, functools.partial(torch.compile, mode=compile_mode), losses=compile_losses)
-    return state, step_context(cfg.loss, cfg.train, STEADY_STEP, size, device)
+    # The first attribute's landmark region, for a recipe whose local D, mask prior or cutout use one
+    region = region_view_for(cfg, cfg.regions.get(cfg.attributes[0]), size)
+    return state, step_context(cfg.loss, cfg.train, STEADY_STEP, size, device, region)
 
 
 def random_batch(batch: int, size: int, device: torch.device, seed: int) -> Batch:

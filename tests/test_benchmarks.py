@@ -109,3 +109,17 @@ def test_celeba_runs_writes_each_runs_params_over_the_recipe_and_names_a_wrong_k
         write_params(tmp_path / f"{name}.yaml", run_table()[name]["overrides"])
         loss = load_config(tmp_path / f"{name}.yaml").loss
         assert (loss.lambda_mask_region, loss.lambda_local_cls) == weights, name
+
+
+def test_bench_train_counts_a_recipes_step_flops_on_the_cpu(tmp_path):
+    from benchmarks import bench_train
+
+    def tflop(*args):
+        return bench_train.main(["--flops-only", "--sizes", "64", *args])["rows"][0]["tflop_per_step"]
+
+    plain = tflop("--batches", "2")
+    recipe = tflop("--batches", "2", "--params", str(ROOT / "params" / "celeba-128.yaml"), "--out", str(tmp_path / "f.json"))
+    # Same widths; the recipe's local discriminator and landmark heatmaps add work on top
+    assert recipe > plain > 0
+    assert tflop("--batches", "4") == pytest.approx(2 * plain, rel=1e-6)  # FLOPs follow the batch
+    assert json.loads((tmp_path / "f.json").read_text())["config"].endswith("celeba-128.yaml")
