@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The celebahq-200 recipe retrained on a machine with 2 GPUs, to score it with the trusted evaluation (docs/results.md):
+# The celebahq-200 recipe retrained on a GPU machine (1 or 2 GPUs), to score it with the trusted evaluation (docs/results.md):
 #   bash benchmarks/celebahq_gpu.sh pretrain OUT   # the synthetic pre-training its params start from -> OUT/synthetic128_mustache.pt
 #   bash benchmarks/celebahq_gpu.sh train OUT      # Eyeglasses and Mustache at once, one per GPU where there are two
 #                                                  # (both on GPU 0 where there is one): 700 steps at 256 px -> OUT/celebahq200-*.pt

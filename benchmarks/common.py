@@ -35,13 +35,8 @@ def recipe_config(params: Path, variant: str = "fp32") -> Config:
 
 def bench_config(ngf: int = 16, ndf: int = 64, n_blocks: int = 3, variant: str = "fp32") -> Config:
     """params.yaml with the reference's widths (or the given ones) and a variant's precision and layout."""
-    cfg = load_config(ROOT / "params.yaml")
-    precision, channels_last = VARIANTS[variant]
-    return dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3),
-        train=dataclasses.replace(cfg.train, precision=precision, channels_last=channels_last, compile=False),
-    )
+    cfg = recipe_config(ROOT / "params.yaml", variant)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3))
 
 
 def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str | None = None,
