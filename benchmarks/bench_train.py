@@ -66,9 +66,10 @@ def count_flops(cfg: Config, size: int, batch: int, device: torch.device) -> flo
 
 def time_steps(cfg: Config, size: int, batch: int, compile_mode: str | None, steps: int, warmup: int,
                compile_losses: bool = False, profile: bool = False, breakdown: bool = False,
-               without: tuple[str, ...] = ()) -> dict:
-    """Time `steps` steps of `cfg`'s step after `warmup`; optionally split the time by phase and profile the same state."""
-    state, ctx = make_state(cfg, size, torch.device("cuda"), compile_mode, compile_losses, without)
+               without: tuple[str, ...] = (), regions: bool = False) -> dict:
+    """Time `steps` steps of `cfg`'s step after `warmup` (its first compile included in `warmup_s`); optionally
+    split the time by phase and profile the same state."""
+    state, ctx = make_state(cfg, size, torch.device("cuda"), compile_mode, compile_losses, without, regions=regions)
     batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
     t0 = time.perf_counter()
     for i in range(warmup):
@@ -152,6 +153,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=["fp32", "bf16_cl"], choices=sorted(VARIANTS),
                    help="fp32 = the baseline (TF32 convs, eager); bf16 = autocast; _cl = channels_last")
     p.add_argument("--compile-mode", default="none", help="torch.compile mode for the non-fp32 variants; 'none' = eager")
+    p.add_argument("--compile-regions", action="store_true",
+                   help="compile each sub-network alone (regional compilation), not G's cycle and D whole")
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (not D alone)")
     p.add_argument("--without", nargs="*", default=[], choices=LEVERS,
@@ -189,14 +192,15 @@ def measure_variant(args: argparse.Namespace, size: int, batch: int, variant: st
                     flops: float, peak: float) -> dict | None:
     """Time one variant at one size and batch: its row with MFU, or None when it runs out of memory."""
     mode = None if variant == "fp32" else compile_mode
-    compile_losses = bool(mode) and args.compile_losses
+    compile_losses = bool(mode) and args.compile_losses and not args.compile_regions
+    regions = bool(mode) and args.compile_regions
     without = tuple(args.without) if mode else ()
-    name = (variant + ("+compile" if mode else "") + ("+losses" if compile_losses else "")
+    name = (variant + ("+compile" if mode else "") + ("-regions" if regions else "") + ("+losses" if compile_losses else "")
             + "".join(f"-{lever}" for lever in without))
     try:
         r = time_steps(step_config(args, variant), size, batch, mode, args.steps, args.warmup,
                        compile_losses, profile=args.profile and variant == args.variants[-1],
-                       breakdown=args.breakdown, without=without)
+                       breakdown=args.breakdown, without=without, regions=regions)
     except torch.OutOfMemoryError:
         print(f"{size} px batch {batch} {name}: out of memory", flush=True)
         torch.cuda.empty_cache()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ STEADY_STEP = 10**6  # past every warm-up: full loss weights, refinement on, as 
 # name -> (train.precision, train.channels_last)
 VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
 
-__all__ = ["LEVERS", "ROOT", "VARIANTS", "bench_config", "make_state", "random_batch", "recipe_config"]
+__all__ = ["LEVERS", "ROOT", "VARIANTS", "bench_config", "compile_regions", "make_state", "random_batch", "recipe_config"]
 
 
 def recipe_config(params: Path, variant: str = "fp32") -> Config:
@@ -39,9 +39,22 @@ def bench_config(ngf: int = 16, ndf: int = 64, n_blocks: int = 3, variant: str =
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ngf=ngf, ndf=ndf, n_blocks=n_blocks, n_scales=3))
 
 
+def compile_regions(state: TrainingState, **compile_kwargs: Any) -> None:
+    """Compile each sub-network in place (regional compilation) instead of G's whole cycle and D whole.
+
+    G's cycle calls each of its four nets twice, and D's scales share one class: the
+    compiler traces each body once instead of once per call, for a shorter first compile, paid for with graph
+    breaks between the regions (the glue between them runs eager). State dicts keep their keys.
+    """
+    gen, disc = state.gen, state.disc
+    local = [disc.local] if disc.local is not None else []
+    for net in (gen.flow, gen.mask, gen.refine, gen.removal, *disc.scales, *local):
+        net.compile(**compile_kwargs)
+
+
 def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str | None = None,
                compile_losses: bool = False, without: Sequence[str] = (),
-               distributed: bool = False) -> tuple[TrainingState, StepContext]:
+               distributed: bool = False, regions: bool = False) -> tuple[TrainingState, StepContext]:
     """The training state and step context training builds for `cfg`, optionally compiled.
 
     Args:
@@ -49,10 +62,13 @@ def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str |
             with the stock kernels. Compiled, the nets use the compiled kernels.
         compile_losses: compile each phase's D and loss terms as one graph (NOTES run 9).
         without: compiled-kernel levers (`LEVERS`) to turn off, to measure each one's worth.
+        regions: with `compile_mode`, compile each sub-network alone (`compile_regions`), not the whole step.
     """
     kernels = COMPILED.without(without) if compile_mode else STOCK
     state = eager_state(nets_for(cfg.model, cfg.train, kernels), cfg.train, device, distributed)
-    if compile_mode:
+    if compile_mode and regions:
+        compile_regions(state, mode=compile_mode, dynamic=False)  # D's scales: one static graph per size
+    elif compile_mode:
         state = compiled_state(state, functools.partial(torch.compile, mode=compile_mode), losses=compile_losses)
     # The first attribute's landmark region, for a recipe whose local D, mask prior or cutout use one
     region = region_view_for(cfg, cfg.regions.get(cfg.attributes[0]), size)
