@@ -165,7 +165,10 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--breakdown", action="store_true", help="also time each phase of the step")
     p.add_argument("--profile", action="store_true", help="profile the last variant's step (top kernels)")
     p.add_argument("--out", type=Path, default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.compile_regions and args.compile_losses:
+        p.error("--compile-regions and --compile-losses exclude each other: the loss terms run between the regions")
+    return args
 
 
 def measure_rows(args: argparse.Namespace, compile_mode: str | None, peak: float) -> list[dict]:
@@ -192,7 +195,7 @@ def measure_variant(args: argparse.Namespace, size: int, batch: int, variant: st
                     flops: float, peak: float) -> dict | None:
     """Time one variant at one size and batch: its row with MFU, or None when it runs out of memory."""
     mode = None if variant == "fp32" else compile_mode
-    compile_losses = bool(mode) and args.compile_losses and not args.compile_regions
+    compile_losses = bool(mode) and args.compile_losses
     regions = bool(mode) and args.compile_regions
     without = tuple(args.without) if mode else ()
     name = (variant + ("+compile" if mode else "") + ("-regions" if regions else "") + ("+losses" if compile_losses else "")
