@@ -12,6 +12,7 @@ prints a table last. Writes JSON to --out.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import statistics
 import time
@@ -135,7 +136,50 @@ def profile_top_kernels(state, ctx: StepContext, batch: Batch, top: int = 25) ->
     for ev in sorted(events, key=lambda ev: -ev.device_time_total)[:top]:
         rows.append({"kernel": ev.key[:160], "share": ev.device_time_total / total, "ms_per_step": ev.device_time_total / 5 / 1e3,
                      "calls_per_step": ev.count / 5})
+    classes: dict[str, list[float]] = {}
+    for ev in events:
+        ms_calls = classes.setdefault(kernel_class(ev.key), [0.0, 0.0])
+        ms_calls[0] += ev.device_time_total / 5 / 1e3
+        ms_calls[1] += ev.count / 5
+    rows += [{"kernel": f"[all {name}]", "share": ms / (total / 5 / 1e3), "ms_per_step": ms, "calls_per_step": calls}
+             for name, (ms, calls) in sorted(classes.items(), key=lambda kv: -kv[1][0])]
     return rows, total / 5 / 1e3
+
+
+def kernel_class(name: str) -> str:
+    """A kernel's kind, by its name: where a profile's time goes when no single kernel dominates."""
+    lowered = name.lower()
+    if lowered.startswith("triton_red") or lowered.startswith("triton_per"):
+        return "Triton reductions (norm statistics, their backward)"
+    if lowered.startswith("triton"):
+        return "Triton pointwise"
+    if any(tag in lowered for tag in ("cudnn", "conv", "xmma", "cutlass", "sm90_", "sm80_", "implicit", "wgrad", "dgrad", "gemm", "nvjet")):
+        return "cuDNN / CUTLASS convolutions and GEMMs"
+    if "copy" in lowered or "memcpy" in lowered or "memset" in lowered or "fill" in lowered:
+        return "copies and fills"
+    if "adam" in lowered or "foreach" in lowered:
+        return "optimiser"
+    return "other"
+
+
+def inductor_settings(items: list[str]) -> dict[str, object]:
+    """`KEY=VALUE` pairs as Inductor config settings (`torch._inductor.config`), each key checked to exist."""
+    import torch._inductor.config as inductor_config
+
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--inductor {item!r}: expected KEY=VALUE, e.g. coordinate_descent_tuning=True")
+        try:
+            inductor_config.__getattr__(key)  # the config module raises AttributeError for unknown keys
+        except AttributeError:
+            raise ValueError(f"--inductor {item!r}: torch._inductor.config has no setting {key!r}") from None
+        try:
+            settings[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            settings[key] = value  # a plain string, e.g. a backend name
+    return settings
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,6 +201,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="compile each sub-network alone (regional compilation), not G's cycle and D whole")
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (not D alone)")
+    p.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="Inductor settings for the compiled rows, e.g. coordinate_descent_tuning=True")
     p.add_argument("--without", nargs="*", default=[], choices=LEVERS,
                    help="turn off compiled-kernel levers (geogan.nets.fast_ops), to measure each one's worth")
     p.add_argument("--ngf", type=int, default=16)
@@ -168,6 +214,10 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.compile_regions and args.compile_losses:
         p.error("--compile-regions and --compile-losses exclude each other: the loss terms run between the regions")
+    try:
+        args.inductor_settings = inductor_settings(args.inductor)
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 
@@ -199,7 +249,8 @@ def measure_variant(args: argparse.Namespace, size: int, batch: int, variant: st
     regions = bool(mode) and args.compile_regions
     without = tuple(args.without) if mode else ()
     name = (variant + ("+compile" if mode else "") + ("-regions" if regions else "") + ("+losses" if compile_losses else "")
-            + "".join(f"-{lever}" for lever in without))
+            + "".join(f"-{lever}" for lever in without)
+            + ("".join(f"+{key}" for key in args.inductor_settings) if mode else ""))
     try:
         r = time_steps(step_config(args, variant), size, batch, mode, args.steps, args.warmup,
                        compile_losses, profile=args.profile and variant == args.variants[-1],
@@ -250,8 +301,12 @@ def main(argv: list[str] | None = None) -> dict:
         compile_mode = None if args.compile_mode == "none" else args.compile_mode
         peak = bf16_peak_tflops()
         print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  measured bf16 peak {peak:.0f} TFLOP/s", flush=True)
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(args.inductor_settings):
+            rows = measure_rows(args, compile_mode, peak)
         results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "config": config,
-                   "bf16_peak_tflops": peak, "rows": measure_rows(args, compile_mode, peak)}
+                   "inductor": args.inductor_settings, "bf16_peak_tflops": peak, "rows": rows}
         print_table(results["rows"])
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))

@@ -152,3 +152,14 @@ def test_regional_compile_traces_each_subnet_and_keeps_the_step_and_its_weights(
     # G's flow, mask, refine and removal nets and D's 3 scales, each traced; the step is the eager one
     assert len(graphs) >= 7
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_bench_train_reads_inductor_settings_and_names_a_wrong_one(capsys):
+    from benchmarks import bench_train
+
+    args = bench_train._parse_args(["--inductor", "coordinate_descent_tuning=True", "triton.cudagraphs=False"])
+    assert args.inductor_settings == {"coordinate_descent_tuning": True, "triton.cudagraphs": False}
+    for bad in ("coordinate_descent_tunning=True", "coordinate_descent_tuning"):
+        with pytest.raises(SystemExit):
+            bench_train._parse_args(["--inductor", bad])
+        assert bad in capsys.readouterr().err
