@@ -132,6 +132,7 @@ class TrainConfig:
     channels_last: bool  # only takes effect on cuda
     compile: bool
     compile_cuda_graphs: bool  # with compile, on CUDA: replay G's and D's compiled graphs as CUDA graphs
+    compile_losses: bool  # with compile: each phase's D input (DiffAugment, region crops), D and loss terms as one graph
     compile_cache: bool  # with compile: Inductor's and Triton's caches in <run>/compile_cache (warm restarts)
     checkpoint_every: int
     log_every: int

@@ -62,3 +62,44 @@ def _assert_same_grads(eager, compiled) -> None:
             assert (p_e.grad is None) == (p_c.grad is None), f"{net}.{name}"
             if p_e.grad is not None:
                 torch.testing.assert_close(p_c.grad, p_e.grad, rtol=1e-3, atol=1e-5, msg=f"{net}.{name}")
+
+
+def test_the_recipes_region_terms_compile_with_d_without_breaks():
+    """The real recipe's D inputs (region-sparing cutout, the local D's crops) and its mask prior
+    compile inside each phase's graph (`train.compile_losses`), and the step's losses stay eager's."""
+    from geogan.landmarks.regions import RegionSpec
+    from geogan.training.steps import RegionView
+
+    torch._dynamo.reset()
+    counters.clear()
+    aot_eager = functools.partial(torch.compile, backend="aot_eager")
+    eager = tiny_state(n_scales=2, local_ndf=8, kernels=STOCK)
+    compiled = tiny_state(aot_eager, losses=True, n_scales=2, local_ndf=8, kernels=COMPILED)
+    eyes = RegionView(RegionSpec(points=tuple(range(36, 48)), margin=(0.3, 0.3), crop_hw=(8, 16)),
+                      local_d=True, spare_cutout=True, mask_prior=True)
+    ctx = tiny_context(region=eyes, loss={"lambda_mask_region": 1.0}, d_augment=("color", "translation", "cutout"))
+    for step in range(2):
+        batch = _batch(step)
+        torch.manual_seed(7 + step)
+        logs_e = train_step(eager, batch, ctx)
+        torch.manual_seed(7 + step)
+        logs_c = train_step(compiled, batch, ctx)
+        assert {"g/local_adv", "g/mask_region", "d/local_adv"} <= logs_c.keys()
+        for k in logs_e:
+            torch.testing.assert_close(logs_c[k], logs_e[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def test_train_compile_losses_compiles_each_phases_terms(monkeypatch):
+    from geogan.training.build import build_training
+    from tests.helpers.params import tiny_config
+    from tests.helpers.training import tiny_nets
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(getattr(fn, "__name__", type(fn).__name__)) or fn)
+    for losses in (False, True):
+        compiled.clear()
+        train = dataclasses.replace(tiny_config().train, compile=True, compile_losses=losses)
+        build_training(tiny_nets(), train, torch.device("cpu"), distributed=False)
+        terms = {"discriminator_terms", "generator_terms"}
+        assert terms <= set(compiled) if losses else not terms & set(compiled), compiled

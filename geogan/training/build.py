@@ -78,7 +78,7 @@ def build_training(nets: Nets, train: TrainConfig, device: torch.device, distrib
     rank 0's weights at construction).
     """
     state = eager_state(nets, train, device, distributed)
-    return compiled_state(state, compiler_for(train, device)) if train.compile else state
+    return compiled_state(state, compiler_for(train, device), losses=train.compile_losses) if train.compile else state
 
 
 def compiler_for(train: TrainConfig, device: torch.device) -> Compiler:
@@ -117,8 +117,9 @@ def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = Fals
     """`state` with G's forward and D compiled by `compiler` (e.g. `torch.compile`, or a partial of it).
 
     Args:
-        losses: compile each phase's D input, D forward and loss terms as one graph instead of
-            D alone (benchmarks/NOTES.md run 9): a benchmark's and a test's option, not training's.
+        losses: compile each phase's D input (DiffAugment, region crops), D forward and loss terms as
+            one graph instead of D alone (`train.compile_losses`; benchmarks/NOTES.md runs 9 and 26): fewer
+            eager launches between the graphs, which is what a launch-bound step (128 px) pays for.
     """
     fields = dict(state.__dict__, gen_fwd=compiler(state.gen_fwd))
     if losses:  # D runs inside the compiled terms
