@@ -64,12 +64,12 @@ def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
     assert r0["raised"] and "on another rank" in r0["raised"] and "at step 3" in r0["raised"]
 
 
-def _compiled_state(distributed: bool):
+def _compiled_state(distributed: bool, losses: bool = False):
     from geogan.nets import COMPILED
 
     # aot_eager: Dynamo (with DDP's graph splitting) and AOTAutograd as Inductor sees them, no kernels generated.
     aot_eager = functools.partial(torch.compile, backend="aot_eager")
-    return tiny_state(aot_eager, distributed=distributed, kernels=COMPILED, ndf=16, n_scales=2)
+    return tiny_state(aot_eager, losses, distributed=distributed, kernels=COMPILED, ndf=16, n_scales=2)
 
 
 def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Tensor]]:
@@ -89,13 +89,13 @@ def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Te
     return grads
 
 
-def _compiled_ddp_rank(rank: int, port: int, out: str) -> None:
+def _compiled_ddp_rank(rank: int, port: int, out: str, losses: bool) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # a spawned rank: its own process
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    state = _compiled_state(distributed=True)
+    state = _compiled_state(distributed=True, losses=losses)
     grads = _compiled_steps(state, [random_batch(0, n=4), random_batch(1, n=4)], rank)
     if rank == 0:
         torch.save(grads, Path(out, "grads.pt"))
@@ -103,8 +103,10 @@ def _compiled_ddp_rank(rank: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread):
-    """torch.compile over DDP (as `train.compile` runs on several GPUs) with every compiled-only layer
+@pytest.mark.parametrize("losses", [False, True], ids=["d-alone", "compile-losses"])
+def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread, losses):
+    """torch.compile over DDP (as `train.compile` runs on several GPUs, with or without
+    `train.compile_losses`: D's DDP module called inside the compiled terms) with every compiled-only layer
     rewrite: at each of two steps (DDP rebuilds its buckets after the first), 2 gloo ranks on half
     batches update every tensor of G and D with the gradient one process computes on the whole batch.
 
@@ -113,7 +115,7 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread):
     """
     ctx = mp.get_context("spawn")
     port = free_port()
-    procs = [ctx.Process(target=_compiled_ddp_rank, args=(r, port, str(tmp_path))) for r in range(2)]
+    procs = [ctx.Process(target=_compiled_ddp_rank, args=(r, port, str(tmp_path), losses)) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -122,7 +124,7 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread):
         if p.is_alive():
             p.terminate()
     assert [p.exitcode for p in procs] == [0, 0]
-    state = _compiled_state(distributed=False)
+    state = _compiled_state(distributed=False, losses=losses)
     ref, ddp = _compiled_steps(state, [random_batch(0, n=4), random_batch(1, n=4)], None), torch.load(tmp_path / "grads.pt")
     # Every tensor counts except the biases that cannot change any output (`no_effect_biases`, proven
     # below): their true gradient is 0, so both runs hold rounding noise there.
