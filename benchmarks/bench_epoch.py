@@ -14,7 +14,8 @@ prepared/, landmarks/, splits/<attribute>.json) with its params file:
 
 `--batch` is per GPU (train.batch_size is batch x GPUs). `--compile` sets `train.compile: true`
 (and `--cuda-graphs` `train.compile_cuda_graphs`, `--compile-losses` `train.compile_losses`); the bare
-step is compiled the same way and reads the run's compile cache. Compilation happens before the windows that are compared.
+step is compiled the same way and reads the run's compile cache. Compilation happens before the windows
+that are compared.
 """
 
 from __future__ import annotations
