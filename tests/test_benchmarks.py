@@ -163,3 +163,14 @@ def test_bench_train_reads_inductor_settings_and_names_a_wrong_one(capsys):
         with pytest.raises(SystemExit):
             bench_train._parse_args(["--inductor", bad])
         assert bad in capsys.readouterr().err
+
+
+def test_profile_kinds_sort_kernels_by_their_names():
+    from benchmarks.bench_train import kernel_class
+
+    kinds = {name: kernel_class(name) for name in (
+        "triton_red_fused_var_mean_3", "triton_per_fused_native_layer_norm_0", "triton_poi_fused_add_relu_7",
+        "sm90_xmma_wgrad_implicit_gemm_indexed_bf16", "void cudnn::cnn::conv2d_grouped_direct_kernel",
+        "void at::native::elementwise_kernel<direct_copy_kernel_cuda>", "multi_tensor_apply_kernel<FusedAdamMathFunctor>")}
+    assert [kinds[n].split()[0] for n in kinds] == ["Triton", "Triton", "Triton", "cuDNN", "cuDNN", "copies", "optimiser"]
+    assert kinds["triton_red_fused_var_mean_3"] != kinds["triton_poi_fused_add_relu_7"]
