@@ -172,7 +172,7 @@ def inductor_settings(items: list[str]) -> dict[str, object]:
         if not sep:
             raise ValueError(f"--inductor {item!r}: expected KEY=VALUE, e.g. coordinate_descent_tuning=True")
         try:
-            inductor_config.__getattr__(key)  # the config module raises AttributeError for unknown keys
+            getattr(inductor_config, key)  # the config module raises AttributeError for an unknown key
         except AttributeError:
             raise ValueError(f"--inductor {item!r}: torch._inductor.config has no setting {key!r}") from None
         try:
