@@ -221,8 +221,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def measure_rows(args: argparse.Namespace, compile_mode: str | None, peak: float) -> list[dict]:
-    """One row per size, batch and variant that fits in memory, printed as it is measured."""
+def measure_rows(args: argparse.Namespace, compile_mode: str | None, peak: float, header: dict) -> list[dict]:
+    """One row per size, batch and variant that fits in memory, printed as it is measured and written to
+    `--out` (under `header`) after each row, so a call cut short keeps the rows it finished."""
     rows = []
     for size in args.sizes:
         for batch in args.batches:
@@ -232,6 +233,8 @@ def measure_rows(args: argparse.Namespace, compile_mode: str | None, peak: float
                 if r is None:
                     continue
                 rows.append(r)
+                if args.out:
+                    args.out.write_text(json.dumps({**header, "rows": rows}, indent=2))
                 print(json.dumps({k: v for k, v in r.items() if k != "profile"}), flush=True)
                 if "profile" in r:
                     print(f"  GPU busy {r['gpu_busy_ms']:.1f} ms per step of {r['step_ms']:.1f}")
@@ -303,10 +306,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  measured bf16 peak {peak:.0f} TFLOP/s", flush=True)
         import torch._inductor.config as inductor_config
 
+        header = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "config": config,
+                  "inductor": args.inductor_settings, "bf16_peak_tflops": peak}
         with inductor_config.patch(args.inductor_settings):
-            rows = measure_rows(args, compile_mode, peak)
-        results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "config": config,
-                   "inductor": args.inductor_settings, "bf16_peak_tflops": peak, "rows": rows}
+            results = {**header, "rows": measure_rows(args, compile_mode, peak, header)}
         print_table(results["rows"])
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
