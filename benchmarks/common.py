@@ -42,9 +42,11 @@ def bench_config(ngf: int = 16, ndf: int = 64, n_blocks: int = 3, variant: str =
 def compile_regions(state: TrainingState, **compile_kwargs: Any) -> None:
     """Compile each sub-network in place (regional compilation) instead of G's whole cycle and D whole.
 
-    G's cycle calls each of its four nets twice, and D's scales share one class: the
-    compiler traces each body once instead of once per call, for a shorter first compile, paid for with graph
-    breaks between the regions (the glue between them runs eager). State dicts keep their keys.
+    Meant to trace each net's body once instead of once per call. Measured (benchmarks/NOTES.md run 24,
+    256 px): no shorter a cold compile, since each net compiles again for each way the step calls it (inputs
+    with and without gradients, D's scales per resolution), a 52 s warm start against 70 s, and a step 26%
+    slower, the glue between the regions running eager. A benchmark option, not training's. State dicts
+    keep their keys.
     """
     gen, disc = state.gen, state.disc
     local = [disc.local] if disc.local is not None else []
