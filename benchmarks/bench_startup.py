@@ -28,7 +28,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from benchmarks.common import bench_config, make_state, random_batch
-    from geogan.training.compile_cache import cache_counters
+    from geogan.training.compile_cache import cache_counters, compile_phases
     from geogan.training.steps import train_step
 
     torch.backends.cudnn.benchmark = True
@@ -48,7 +48,7 @@ def child(args: argparse.Namespace) -> None:
     torch.cuda.synchronize()
     step_s = (time.perf_counter() - t0) / args.steps
     print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3,
-                      "pairs_per_s": args.batch / step_s, **cache_counters()}), flush=True)
+                      "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases()}), flush=True)
 
 
 def start(args: argparse.Namespace, label: str) -> dict:
@@ -96,13 +96,14 @@ def main() -> None:
                                             "regions": args.regions, "rows": rows}, indent=2))
     print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else ""))
     print(f"{'start':<6} {'cache files':>11} {'to 1st step s':>13} {'imports s':>9} {'FX hit/miss':>11} "
-          f"{'AOT hit/miss':>12} {'step ms':>8} {'pairs/s':>8}")
+          f"{'AOT hit/miss':>12} {'trace s':>7} {'backend s':>9} {'step ms':>8} {'pairs/s':>8}")
     for r in rows:
         if "error" in r:
             print(f"{r['start']:<6} {r['cache_entries_before']:>11} {r['error']}")
             continue
         print(f"{r['start']:<6} {r['cache_entries_before']:>11} {r['first_step_s']:>13.1f} {r['imported_s']:>9.1f} "
               f"{r['fx_graph_hits']:>5}/{r['fx_graph_misses']:<5} {r['aot_autograd_hits']:>6}/{r['aot_autograd_misses']:<5} "
+              f"{r.get('trace_s', float('nan')):>7.1f} {r.get('backend_s', float('nan')):>9.1f} "
               f"{r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f}")
     if any("error" in r for r in rows):
         raise SystemExit(1)

@@ -20,11 +20,11 @@ ATTR = "Mustache"
 COMPILE_IN_RUN = """
 import json, sys, torch
 from pathlib import Path
-from geogan.training.compile_cache import cache_counters, use_compile_cache
+from geogan.training.compile_cache import cache_counters, compile_phases, use_compile_cache
 folder = use_compile_cache(Path(sys.argv[1]))
 f = torch.compile(lambda x: torch.sin(x) * 2 + x.mean())
 f(torch.ones(8))
-print(json.dumps({"folder": str(folder), **cache_counters()}))
+print(json.dumps({"folder": str(folder), **cache_counters(), **compile_phases()}))
 """
 
 
@@ -45,6 +45,9 @@ def test_a_second_process_of_the_same_run_hits_the_cache_in_its_run_folder(tmp_p
 
     second = _compile_in(tmp_path / "run", env)
     assert second["fx_graph_hits"] >= 1 and second["fx_graph_misses"] == 0, second
+    # Where each start's compile time went: the warm start still traces (no cache holds Dynamo's work).
+    for start in (first, second):
+        assert 0 < start["trace_s"] <= start["compile_s"] and 0 < start["backend_s"] <= start["compile_s"], start
 
 
 def test_a_cache_folder_the_user_chose_is_kept(tmp_path):
@@ -81,4 +84,4 @@ def test_compiled_training_keeps_its_cache_in_the_run_folder(tmp_path, monkeypat
     assert result.step == 2
     folder = str((tmp_path / "work" / "compile_cache").resolve())
     assert len(calls) == 3 and all(c == (folder, {"mode": "default"}) for c in calls), calls  # G, D, frozen D
-    assert re.search(r"compiled: first step after [\d.]+ s \(compile cache: fx_graph_hits \d+", capsys.readouterr().out)
+    assert re.search(r"compiled: first step after [\d.]+ s \(compile cache: fx_graph_hits \d+.*; ", capsys.readouterr().out)

@@ -40,3 +40,22 @@ def cache_counters() -> dict[str, int]:
     inductor, aot = counters["inductor"], counters["aot_autograd"]
     return {"fx_graph_hits": int(inductor["fxgraph_cache_hit"]), "fx_graph_misses": int(inductor["fxgraph_cache_miss"]),
             "aot_autograd_hits": int(aot["autograd_cache_hit"]), "aot_autograd_misses": int(aot["autograd_cache_miss"])}
+
+
+# Dynamo's own timers (torch._dynamo.utils.compilation_time_metrics): where a start's compile time went.
+COMPILE_PHASES = {
+    "compile_s": "_compile.compile_inner",  # all of torch.compile: tracing, AOTAutograd, Inductor or its cache
+    "trace_s": "bytecode_tracing",  # Dynamo's tracing of the Python code: what no cache skips
+    "backend_s": "OutputGraph.call_user_compiler",  # AOTAutograd and Inductor, cache lookups and loads included
+}
+
+
+def compile_phases() -> dict[str, float]:
+    """This process's compile seconds so far, by phase (`COMPILE_PHASES`); a phase this torch does not time is left out.
+
+    A warm start (every cache hit) still pays `trace_s`, plus `backend_s` for reading the cached graphs and kernels.
+    """
+    from torch._dynamo.utils import compilation_time_metrics
+
+    return {name: round(float(sum(compilation_time_metrics[key])), 2)
+            for name, key in COMPILE_PHASES.items() if key in compilation_time_metrics}

@@ -21,7 +21,7 @@ from geogan.signals import Stopped
 from geogan.tracking import NullTracker, Tracker
 from geogan.training import checkpoint as ckpt
 from geogan.training.build import build_training, kernels_for, nets_for, region_view_for, step_context
-from geogan.training.compile_cache import cache_counters, use_compile_cache
+from geogan.training.compile_cache import cache_counters, compile_phases, use_compile_cache
 from geogan.training.distributed import DistEnv, any_flag, params_in_sync
 from geogan.training.ema import GeneratorEma, ema_decay_at
 from geogan.training.schedule import lr_at
@@ -213,7 +213,9 @@ def _report_startup(log: _Log, t: TrainConfig, env: DistEnv, tracker: Tracker) -
     tracker.log_metrics({"perf/startup_s": seconds}, log.step)
     if env.is_main and t.compile:
         cache = ", ".join(f"{k} {v}" for k, v in cache_counters().items())
-        print(f"compiled: first step after {seconds:.1f} s (compile cache: {cache})", flush=True)
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in compile_phases().items())
+        print(f"compiled: first step after {seconds:.1f} s (compile cache: {cache}; {phases or 'no compile timers'})",
+              flush=True)
 
 
 def _set_learning_rates(ts: TrainingState, t: TrainConfig, step: int) -> None:
