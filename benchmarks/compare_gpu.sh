@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train variants of one params file side by side on one GPU, then evaluate each on the same test pairs.
 #   [ATTR=Mustache] bash benchmarks/compare_gpu.sh BASE_PARAMS WORKDIR NAME="key=value key=value" [NAME="..." ...]
-# The data stages (ingest, landmarks, split) and the judge classifier run once from BASE_PARAMS; each
+# The data stages (ingest, landmarks, split, evalset) and the judge run once from BASE_PARAMS; each
 # variant differs only in train/model/loss keys. Training runs concurrently: at 128 px the step is
 # launch-bound, so several processes share one GPU well. Timings from such a run are not benchmarks
 # (use benchmarks.bench_train alone on the GPU for those); metrics are what it is for.
@@ -15,10 +15,11 @@ if [ ! -f "$W/splits/$A.json" ]; then
   $PY -m geogan.stages.ingest --params "$BASE" --out "$W/prepared"
   $PY -m geogan.stages.landmarks --params "$BASE" --prepared "$W/prepared" --out "$W/landmarks"
   $PY -m geogan.stages.split --params "$BASE" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" --out "$W/splits/$A.json"
+  $PY -m geogan.stages.evalset --params "$BASE" --attribute "$A" --prepared "$W/prepared" --landmarks "$W/landmarks" --out "$W/evalsets/$A.json"
 fi
 pids=()
-if [ ! -f "$W/classifier/classifier.pt" ]; then
-  $PY -m geogan.stages.train_classifier --params "$BASE" --prepared "$W/prepared" --out "$W/classifier" > "$W/classifier.log" 2>&1 &
+if [ ! -d "$W/judge" ]; then
+  $PY -m geogan.stages.train_judge --params "$BASE" --prepared "$W/prepared" --out "$W/judge" > "$W/judge.log" 2>&1 &
   pids+=($!)
 fi
 names=()
@@ -36,19 +37,23 @@ status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 for name in "${names[@]}"; do
   $PY -m geogan.stages.evaluate --params "$W/$name/params.yaml" --attribute "$A" --prepared "$W/prepared" \
-      --landmarks "$W/landmarks" --split "$W/splits/$A.json" --model "$W/$name/model" --classifier "$W/classifier" \
+      --landmarks "$W/landmarks" --evalset "$W/evalsets/$A.json" --model "$W/$name/model" --judge "$W/judge" \
       --out "$W/$name/metrics.json" --plots "$W/$name/plots" > "$W/$name/evaluate.log" 2>&1 || status=1
 done
 $PY - "$W" "${names[@]}" <<'PYEOF' | tee "$W/compare.tsv"
-import json, sys
+import json, re, sys
 from pathlib import Path
 w, names = Path(sys.argv[1]), sys.argv[2:]
-keys = ["gt_psnr", "gt_l1_region", "landmark_err", "landmark_err_large_gap", "landmark_err_no_flow_large_gap",
-        "transfer_success", "removal_success", "background_l1", "mask_area", "identity_dist", "identity_kept"]
+# The generator's figures; each key carries its sample count (gt_psnr_512) and a 95% interval (_lo, _hi).
+keys = ["gt_psnr", "gt_l1_region", "landmark_err", "landmark_err_large_gap", "transfer_success", "removal_success",
+        "instance_fidelity", "change_outside_region", "mask_area", "mask_in_region", "kid_a2b"]
+def figure(m, key):
+    found = [k for k in m if re.fullmatch(rf"{key}_\d+", k) and isinstance(m[k], (int, float))]
+    return f"{m[found[0]]:.4f}" if found else "-"
 print("variant\t" + "\t".join(keys))
 for n in names:
     f = w / n / "metrics.json"
-    m = json.loads(f.read_text()) if f.is_file() else {}
-    print(n + "\t" + "\t".join(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "-" for k in keys))
+    m = json.loads(f.read_text()).get("model", {}) if f.is_file() else {}
+    print(n + "\t" + "\t".join(figure(m, k) for k in keys))
 PYEOF
 exit $status
