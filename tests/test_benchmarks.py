@@ -98,7 +98,7 @@ def test_celeba_runs_writes_each_runs_params_over_the_recipe_and_names_a_wrong_k
     write_params(path, {**spec["overrides"], **COMPILED, "train.steps": 48})  # keys the recipe itself leaves out
     cfg = load_config(path)
     assert (cfg.loss.lambda_mask_region, cfg.loss.lambda_local_cls, cfg.train.seed, cfg.train.steps) == (5.0, 3.0, 1, 48)
-    assert cfg.train.compile and cfg.train.compile_cuda_graphs
+    assert cfg.train.compile and cfg.train.compile_cuda_graphs and cfg.train.compile_losses
     assert cfg.model.local_ndf == 64 and cfg.split.populations == {"Mustache": "Male"}  # the rest is the recipe's
     with pytest.raises(ConfigError, match="loss.lambda_nope"):
         write_params(tmp_path / "bad.yaml", {"loss.lambda_nope": 1.0})
