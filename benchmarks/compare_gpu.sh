@@ -9,7 +9,10 @@
 set -euo pipefail
 BASE=$1; W=$2; shift 2
 PY=${PYTHON:-python3}
-mkdir -p "$W"
+mkdir -p "$W"; W=$(cd "$W" && pwd)
+# Where MLflow is installed, each concurrent process gets its own SQLite store under WORKDIR: processes creating one
+# fresh SQLite store at once race. An MLflow server (MLFLOW_TRACKING_URI=http...) takes them all.
+store() { case "${MLFLOW_TRACKING_URI:-}" in http*) echo "$MLFLOW_TRACKING_URI" ;; *) echo "sqlite:///$1" ;; esac; }
 A=${ATTR:-$($PY -c "from geogan.config import load_config; print(load_config('$BASE').attributes[0])")}
 if [ ! -f "$W/splits/$A.json" ]; then
   $PY -m geogan.stages.ingest --params "$BASE" --out "$W/prepared"
@@ -19,7 +22,8 @@ if [ ! -f "$W/splits/$A.json" ]; then
 fi
 pids=()
 if [ ! -d "$W/judge" ]; then
-  $PY -m geogan.stages.train_judge --params "$BASE" --prepared "$W/prepared" --out "$W/judge" > "$W/judge.log" 2>&1 &
+  MLFLOW_TRACKING_URI=$(store "$W/judge-mlflow.db") \
+    $PY -m geogan.stages.train_judge --params "$BASE" --prepared "$W/prepared" --out "$W/judge" > "$W/judge.log" 2>&1 &
   pids+=($!)
 fi
 names=()
@@ -28,7 +32,8 @@ for spec in "$@"; do
   names+=("$name")
   # shellcheck disable=SC2086
   $PY -m benchmarks.variant_params "$BASE" "$W/$name/params.yaml" $kv
-  $PY -m geogan.stages.train --params "$W/$name/params.yaml" --attribute "$A" --prepared "$W/prepared" \
+  MLFLOW_TRACKING_URI=$(store "$W/$name/mlflow.db") \
+    $PY -m geogan.stages.train --params "$W/$name/params.yaml" --attribute "$A" --prepared "$W/prepared" \
       --landmarks "$W/landmarks" --split "$W/splits/$A.json" --out "$W/$name/model" --work "$W/$name/run" --no-progress \
       > "$W/$name/train.log" 2>&1 &
   pids+=($!)
@@ -36,7 +41,8 @@ done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 for name in "${names[@]}"; do
-  $PY -m geogan.stages.evaluate --params "$W/$name/params.yaml" --attribute "$A" --prepared "$W/prepared" \
+  MLFLOW_TRACKING_URI=$(store "$W/$name/mlflow.db") \
+    $PY -m geogan.stages.evaluate --params "$W/$name/params.yaml" --attribute "$A" --prepared "$W/prepared" \
       --landmarks "$W/landmarks" --evalset "$W/evalsets/$A.json" --model "$W/$name/model" --judge "$W/judge" \
       --out "$W/$name/metrics.json" --plots "$W/$name/plots" > "$W/$name/evaluate.log" 2>&1 || status=1
 done
