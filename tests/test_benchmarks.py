@@ -195,3 +195,25 @@ def test_compare_gpu_script_trains_evaluates_and_tables_each_variant(tmp_path):
     assert [r.split("\t")[0] for r in rows] == ["s0", "s1"]
     assert all(float(r.split("\t")[1]) > 0 for r in rows)  # a PSNR was measured for each, not "-"
     assert "lr_g: 0.001" in (work / "s1" / "params.yaml").read_text()
+
+
+def test_cache_parts_carry_a_folder_in_parts_and_name_what_does_not_fit(tmp_path):
+    import os
+
+    from benchmarks.cache_parts import pack, unpack
+
+    src = tmp_path / "cache"
+    files = {f"fxgraph/k{i}/entry": os.urandom(3000) for i in range(6)} | {"triton/kernel.cubin": os.urandom(9000)}
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    parts = pack(src, tmp_path / "out", "inductor", part_bytes=8000)
+    assert len(parts) > 1 and all(p.stat().st_size <= 8000 for p in parts)
+    assert unpack(tmp_path / "out", tmp_path / "back", "inductor") == len(files)
+    assert all((tmp_path / "back" / rel).read_bytes() == data for rel, data in files.items())
+    with pytest.raises(ValueError, match=r"MiB.*at most 2 come back"):
+        pack(src, tmp_path / "none", "inductor", part_bytes=8000, max_parts=2)
+    assert not (tmp_path / "none").exists()
+    parts[1].unlink()
+    with pytest.raises(ValueError, match="parts missing"):
+        unpack(tmp_path / "out", tmp_path / "again", "inductor")
