@@ -78,14 +78,14 @@ def bare_mfu(params: Path, batch: int, pairs_per_s: float) -> dict:
     measured in this process."""
     import torch
 
-    from benchmarks.bench_train import bf16_peak_tflops, count_flops
+    from benchmarks.bench_train import bf16_peak_tflops, count_flops, mfu
     from geogan.config import load_config
 
     cfg = load_config(params)
     flops = count_flops(cfg, cfg.data.resolution, batch, torch.device("cuda"))
     peak = bf16_peak_tflops()
     return {"tflop_per_step": flops / 1e12, "bf16_peak_tflops": peak,
-            "bare_step_mfu": flops * pairs_per_s / batch / (peak * 1e12)}
+            "bare_step_mfu": mfu(flops, batch / pairs_per_s, peak)}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     bare = bare_step(params, attribute, prepared, landmarks, split_file, args.batch, args.bare_steps, at_step=args.steps - 1)
     import torch
 
-    mfu = bare_mfu(params, args.batch, bare) if torch.cuda.is_available() else {}
+    mfu_figures = bare_mfu(params, args.batch, bare) if torch.cuda.is_available() else {}
 
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "gpus": args.gpus,
               "data": str(args.packed or "synthetic"), "attribute": attribute, "batch_per_gpu": args.batch,
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
               "compile_losses": args.compile_losses,
               "loop_pairs_per_s": loop, "loop_windows": windows, "bare_step_pairs_per_s_one_gpu": bare,
               "loop_over_bare": loop / (args.gpus * bare), "data_stages_s": data_s, "train_stage_s": train_s,
-              "startup": startup, **mfu}
+              "startup": startup, **mfu_figures}
     print(json.dumps(result), flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

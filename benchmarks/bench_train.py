@@ -44,6 +44,11 @@ def bf16_peak_tflops(n: int = 8192, reps: int = 20) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
+def mfu(flops_per_step: float, step_s: float, peak_tflops: float) -> float:
+    """Model FLOPs utilisation: the step's FLOPs per second over the measured bf16 peak."""
+    return flops_per_step / step_s / (peak_tflops * 1e12)
+
+
 def step_config(args: argparse.Namespace, variant: str) -> Config:
     """The config the rows time: `--params` as it is, else params.yaml with `--ngf/--ndf/--n-blocks`."""
     if args.params is not None:
@@ -263,7 +268,7 @@ def measure_variant(args: argparse.Namespace, size: int, batch: int, variant: st
         torch.cuda.empty_cache()
         return None
     r.update({"size": size, "batch": batch, "variant": name, "tflop_per_step": flops / 1e12,
-              "mfu": flops / (r["step_ms"] / 1e3) / (peak * 1e12)})
+              "mfu": mfu(flops, r["step_ms"] / 1e3, peak)})
     return r
 
 
