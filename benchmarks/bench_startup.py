@@ -34,7 +34,8 @@ def child(args: argparse.Namespace) -> None:
     torch.backends.cudnn.benchmark = True
     device = torch.device("cuda")
     imported = time.perf_counter() - BORN
-    state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode, regions=args.regions)
+    state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode,
+                            compile_losses=args.compile_losses, regions=args.regions)
     batches = [random_batch(args.batch, args.size, device, i) for i in range(4)]
     train_step(state, batches[0], ctx)
     torch.cuda.synchronize()
@@ -59,7 +60,8 @@ def start(args: argparse.Namespace, label: str) -> dict:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(args.cache.resolve())}
     env.pop("TRITON_CACHE_DIR", None)  # Triton's cache then lives under Inductor's
     cmd = [sys.executable, "-m", "benchmarks.bench_startup", "--child", "--size", str(args.size), "--batch",
-           str(args.batch), "--mode", args.mode, "--steps", str(args.steps)] + (["--regions"] if args.regions else [])
+           str(args.batch), "--mode", args.mode, "--steps", str(args.steps)] + (["--regions"] if args.regions else []) \
+        + (["--compile-losses"] if args.compile_losses else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=args.timeout)
     wall = time.perf_counter() - t0
@@ -77,6 +79,8 @@ def main() -> None:
     p.add_argument("--mode", default="default", help="torch.compile mode: default or reduce-overhead (CUDA graphs)")
     p.add_argument("--regions", action="store_true",
                    help="compile each sub-network alone (regional compilation), not G's cycle and D whole")
+    p.add_argument("--compile-losses", action="store_true",
+                   help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
     p.add_argument("--starts", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cache", type=Path, default=Path("/tmp/geogan-bench-compile-cache"))
@@ -93,8 +97,10 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
         if args.out:  # after every start: a call cut short keeps the starts it finished
             args.out.write_text(json.dumps({"size": args.size, "batch": args.batch, "mode": args.mode,
-                                            "regions": args.regions, "rows": rows}, indent=2))
-    print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else ""))
+                                            "compile_losses": args.compile_losses, "regions": args.regions,
+                                            "rows": rows}, indent=2))
+    print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else "")
+          + (", compile_losses" if args.compile_losses else ""))
     print(f"{'start':<6} {'cache files':>11} {'to 1st step s':>13} {'imports s':>9} {'FX hit/miss':>11} "
           f"{'AOT hit/miss':>12} {'trace s':>7} {'backend s':>9} {'step ms':>8} {'pairs/s':>8}")
     for r in rows:
