@@ -13,7 +13,8 @@ prepared/, landmarks/, splits/<attribute>.json) with its params file:
         --attribute Eyeglasses --batch 32 --steps 600 --compile --gpus 2 --out $OUT/epoch2.json
 
 `--batch` is per GPU (train.batch_size is batch x GPUs). `--compile` sets `train.compile: true`
-(and `--cuda-graphs` `train.compile_cuda_graphs`, `--compile-losses` `train.compile_losses`); the bare
+(and `--cuda-graphs` `train.compile_cuda_graphs`, `--compile-losses` `train.compile_losses`; `--grad-sync`
+sets `train.grad_sync` for several GPUs); the bare
 step is compiled the same way and reads the run's compile cache. Compilation happens before the windows
 that are compared.
 """
@@ -102,6 +103,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cuda-graphs", action="store_true", help="train.compile_cuda_graphs too")
     p.add_argument("--compile-losses", action="store_true", help="train.compile_losses too")
     p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--grad-sync", choices=["ddp", "flat"], default="ddp", help="train.grad_sync (several GPUs)")
     p.add_argument("--bare-steps", type=int, default=30, help="timed steps of the bare step")
     p.add_argument("--work", type=Path, default=None, help="where data and runs go (default: a temp folder)")
     p.add_argument("--out", type=Path, default=None)
@@ -114,7 +116,7 @@ def _inputs(args: argparse.Namespace, work: Path) -> tuple[Path, str, Path, Path
                 f"train.log_every={max(args.steps // 6, 1)}", f"train.image_every={args.steps}",
                 f"train.checkpoint_every={args.steps}", f"train.compile={str(args.compile).lower()}",
                 f"train.compile_cuda_graphs={str(args.cuda_graphs).lower()}",
-                f"train.compile_losses={str(args.compile_losses).lower()}"]
+                f"train.compile_losses={str(args.compile_losses).lower()}", f"train.grad_sync={args.grad_sync}"]
     if args.packed:
         if not (args.params and args.attribute):
             raise SystemExit("bench_epoch: --packed needs --params and --attribute")
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "gpus": args.gpus,
               "data": str(args.packed or "synthetic"), "attribute": attribute, "batch_per_gpu": args.batch,
               "steps": args.steps, "compiled": args.compile, "cuda_graphs": args.cuda_graphs,
-              "compile_losses": args.compile_losses,
+              "compile_losses": args.compile_losses, "grad_sync": args.grad_sync,
               "loop_pairs_per_s": loop, "loop_windows": windows, "bare_step_pairs_per_s_one_gpu": bare,
               "loop_over_bare": loop / (args.gpus * bare), "data_stages_s": data_s, "train_stage_s": train_s,
               "startup": startup, **mfu_figures}

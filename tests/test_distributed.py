@@ -64,12 +64,12 @@ def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
     assert r0["raised"] and "on another rank" in r0["raised"] and "at step 3" in r0["raised"]
 
 
-def _compiled_state(distributed: bool, losses: bool = False):
+def _compiled_state(distributed: bool, losses: bool = False, grad_sync: str = "ddp"):
     from geogan.nets import COMPILED
 
     # aot_eager: Dynamo (with DDP's graph splitting) and AOTAutograd as Inductor sees them, no kernels generated.
     aot_eager = functools.partial(torch.compile, backend="aot_eager")
-    return tiny_state(aot_eager, losses, distributed=distributed, kernels=COMPILED, ndf=16, n_scales=2)
+    return tiny_state(aot_eager, losses, distributed=distributed, kernels=COMPILED, grad_sync=grad_sync, ndf=16, n_scales=2)
 
 
 def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Tensor]]:
@@ -89,13 +89,13 @@ def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Te
     return grads
 
 
-def _compiled_ddp_rank(rank: int, port: int, out: str, losses: bool) -> None:
+def _compiled_ddp_rank(rank: int, port: int, out: str, losses: bool, grad_sync: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # a spawned rank: its own process
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    state = _compiled_state(distributed=True, losses=losses)
+    state = _compiled_state(distributed=True, losses=losses, grad_sync=grad_sync)
     grads = _compiled_steps(state, [random_batch(0, n=4), random_batch(1, n=4)], rank)
     if rank == 0:
         torch.save(grads, Path(out, "grads.pt"))
@@ -103,19 +103,21 @@ def _compiled_ddp_rank(rank: int, port: int, out: str, losses: bool) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("losses", [False, True], ids=["d-alone", "compile-losses"])
-def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread, losses):
+@pytest.mark.parametrize("grad_sync,losses", [("ddp", False), ("ddp", True), ("flat", True)],
+                         ids=["ddp-d-alone", "ddp-compile-losses", "flat-compile-losses"])
+def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread, grad_sync, losses):
     """torch.compile over DDP (as `train.compile` runs on several GPUs, with or without
-    `train.compile_losses`: D's DDP module called inside the compiled terms) with every compiled-only layer
-    rewrite: at each of two steps (DDP rebuilds its buckets after the first), 2 gloo ranks on half
-    batches update every tensor of G and D with the gradient one process computes on the whole batch.
+    `train.compile_losses`: D's DDP module called inside the compiled terms), or over the plain modules
+    with one flat all-reduce per net (`train.grad_sync: flat`), with every compiled-only layer rewrite:
+    at each of two steps (DDP rebuilds its buckets after the first), 2 gloo ranks on half batches
+    update every tensor of G and D with the gradient one process computes on the whole batch.
 
     Gradients, not weights after Adam: Adam's first steps are about lr * sign(gradient), which
     turns float noise in a near-zero gradient into a +-lr step on one CPU and not on another.
     """
     ctx = mp.get_context("spawn")
     port = free_port()
-    procs = [ctx.Process(target=_compiled_ddp_rank, args=(r, port, str(tmp_path), losses)) for r in range(2)]
+    procs = [ctx.Process(target=_compiled_ddp_rank, args=(r, port, str(tmp_path), losses, grad_sync)) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -164,3 +166,58 @@ def test_no_effect_biases_are_exactly_the_parameters_that_change_no_output(one_t
             if change < 1e-9:
                 no_effect.add(name)
         assert no_effect == no_effect_biases(net), sorted(no_effect ^ no_effect_biases(net))
+
+
+def _flat_sync_rank(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from geogan.training.grad_sync import FlatGradSync
+
+    torch.set_num_threads(1)
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(rank)  # each rank starts from other weights
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 2, 1), torch.nn.Linear(5, 5))
+    net = net.to(memory_format=torch.channels_last)
+    sync = FlatGradSync(net)
+    start = [p.detach().clone() for p in net.parameters()]
+    x = torch.full((1, 3, 7, 7), float(rank + 1)).to(memory_format=torch.channels_last)
+    net(x).sum().backward()
+    net[2].weight.grad = None  # a parameter this step left without a gradient counts as zero
+    own = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+    sync()
+    torch.save({"start": start, "own": own, "synced": [p.grad for p in net.parameters()]}, Path(out, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_flat_grad_sync_starts_from_rank_0_and_averages_gradients(tmp_path):
+    """`train.grad_sync: flat`: rank 0's weights reach every rank, and after a backward each rank holds the mean of
+    both ranks' gradients (channels_last ones included, a missing one as zero), with its layout unchanged."""
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_flat_sync_rank, args=(r, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        if p.is_alive():
+            p.terminate()
+    assert [p.exitcode for p in procs] == [0, 0]
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(r0["start"], r1["start"]))
+    assert not torch.equal(r0["own"][0], r1["own"][0])  # the ranks' own gradients differ
+    for i, (a, b) in enumerate(zip(r0["own"], r1["own"])):
+        mean = torch.zeros_like(r0["synced"][i]) if a is None else (a + b) / 2
+        for synced in (r0["synced"][i], r1["synced"][i]):
+            torch.testing.assert_close(synced, mean)
+            assert synced.stride() == r0["start"][i].stride()
+
+
+def test_memory_order_view_is_a_view_or_names_the_layout():
+    from geogan.training.grad_sync import memory_order_view
+
+    t = torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last)
+    v = memory_order_view(t)
+    assert v.data_ptr() == t.data_ptr() and torch.equal(v, t.permute(0, 2, 3, 1).reshape(-1))
+    with pytest.raises(ValueError, match="neither contiguous nor channels_last"):
+        memory_order_view(torch.randn(4, 6)[:, ::2])

@@ -16,6 +16,7 @@ from geogan.config import Config, LossConfig, ModelConfig, RegionConfig, TrainCo
 from geogan.data.dataset import DomainTensors, PreparedData, UnpairedSampler
 from geogan.landmarks.regions import RegionSpec
 from geogan.nets import COMPILED, STOCK, Kernels, Nets, build_nets
+from geogan.training.grad_sync import FlatGradSync
 from geogan.training.schedule import mask_weight_at, refine_weight_at
 from geogan.training.steps import RegionView, StepContext, TrainingState, discriminator_terms, generator_terms
 
@@ -93,7 +94,8 @@ def compiler_for(train: TrainConfig, device: torch.device) -> Compiler:
 
 
 def eager_state(nets: Nets, train: TrainConfig, device: torch.device, distributed: bool) -> TrainingState:
-    """The state without torch.compile: nets on the device (channels_last on CUDA), DDP, Adam."""
+    """The state without torch.compile: nets on the device (channels_last on CUDA), Adam, and when `distributed`
+    either DDP wrappers or flat gradient all-reduces (`train.grad_sync`)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     cuda = device.type == "cuda"
@@ -105,10 +107,13 @@ def eager_state(nets: Nets, train: TrainConfig, device: torch.device, distribute
     betas = (train.beta1, train.beta2)
     opt_g = torch.optim.Adam(gen.parameters(), lr=train.lr_g, betas=betas, **opt_kw)
     opt_d = torch.optim.Adam(disc.parameters(), lr=train.lr_d, betas=betas, **opt_kw)
+    heat = getattr(gen, "hparams", {}).get("flow_extra_in", 0) > 0
+    if distributed and train.grad_sync == "flat":  # plain modules; one all-reduce per net after its backward
+        return TrainingState(gen, disc, gen, disc, disc, opt_g, opt_d, discriminator_terms, generator_terms,
+                             landmark_heatmaps=heat, sync_g=FlatGradSync(gen), sync_d=FlatGradSync(disc))
     ids = [device.index] if cuda else None
     gen_fwd = DDP(gen, device_ids=ids) if distributed else gen
     disc_fwd = DDP(disc, device_ids=ids) if distributed else disc
-    heat = getattr(gen, "hparams", {}).get("flow_extra_in", 0) > 0
     return TrainingState(gen, disc, gen_fwd, disc_fwd, disc, opt_g, opt_d, discriminator_terms, generator_terms,
                          landmark_heatmaps=heat)
 

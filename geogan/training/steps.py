@@ -63,6 +63,9 @@ class TrainingState:
     d_terms: Callable[..., dict[str, torch.Tensor]]
     g_terms: Callable[..., dict[str, torch.Tensor]]
     landmark_heatmaps: bool = False  # the flow net also takes landmark heatmaps
+    # Under `train.grad_sync: flat`: average G's / D's gradients over ranks after their backward (no DDP wrappers)
+    sync_g: Callable[[], None] | None = None
+    sync_d: Callable[[], None] | None = None
 
 
 def train_step(state: TrainingState, batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -105,6 +108,8 @@ def discriminator_phase(state: TrainingState, batch: Batch, out: Any, ctx: StepC
     total, logs = weigh(terms, ctx.weights, "d")
     state.opt_d.zero_grad(set_to_none=True)
     total.backward()
+    if state.sync_d is not None:
+        state.sync_d()
     state.opt_d.step()
     return logs
 
@@ -118,6 +123,8 @@ def generator_phase(state: TrainingState, batch: Batch, out: Any, ctx: StepConte
     total, logs = weigh(terms, ctx.weights, "g")
     state.opt_g.zero_grad(set_to_none=True)
     total.backward()
+    if state.sync_g is not None:
+        state.sync_g()
     state.opt_g.step()
     state.disc.requires_grad_(True)
     return logs

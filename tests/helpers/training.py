@@ -52,10 +52,12 @@ def tiny_nets(kernels: Kernels = STOCK, seed: int = 0, **model) -> Nets:
 
 
 def tiny_state(compiler: Compiler | None = None, losses: bool = False, distributed: bool = False,
-               kernels: Kernels = STOCK, **model) -> TrainingState:
+               kernels: Kernels = STOCK, grad_sync: str = "ddp", **model) -> TrainingState:
     """The CPU training state of the tiny nets; `compiler` (e.g. torch.compile with backend
-    "aot_eager") compiles G and D, or with `losses` each phase's D and loss terms as one graph."""
-    state = eager_state(tiny_nets(kernels, **model), tiny_config().train, torch.device("cpu"), distributed)
+    "aot_eager") compiles G and D, or with `losses` each phase's D and loss terms as one graph.
+    `grad_sync` is `train.grad_sync` when `distributed`."""
+    train = dataclasses.replace(tiny_config().train, grad_sync=grad_sync)
+    state = eager_state(tiny_nets(kernels, **model), train, torch.device("cpu"), distributed)
     return compiled_state(state, compiler, losses) if compiler is not None else state
 
 
