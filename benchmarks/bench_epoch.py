@@ -105,6 +105,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("--grad-sync", choices=["ddp", "flat"], default="ddp", help="train.grad_sync (several GPUs)")
     p.add_argument("--bare-steps", type=int, default=30, help="timed steps of the bare step")
+    p.add_argument("--bare-pairs-per-s", type=float, default=None,
+                   help="the bare step's pairs/s from an earlier run of the same config on this machine: not timed again")
     p.add_argument("--work", type=Path, default=None, help="where data and runs go (default: a temp folder)")
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
@@ -161,10 +163,14 @@ def main(argv: list[str] | None = None) -> dict:
     # On one GPU (or the CPU); the stage's compile cache makes the bare step's compile quick.
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(work / "run" / "compile_cache"))
     # At the loop's last step: the same loss schedule (refinement on or off), so the same compiled graphs.
-    bare = bare_step(params, attribute, prepared, landmarks, split_file, args.batch, args.bare_steps, at_step=args.steps - 1)
     import torch
 
-    mfu_figures = bare_mfu(params, args.batch, bare) if torch.cuda.is_available() else {}
+    if args.bare_pairs_per_s:
+        bare, mfu_figures = args.bare_pairs_per_s, {"bare_step_given": True}
+    else:
+        bare = bare_step(params, attribute, prepared, landmarks, split_file, args.batch, args.bare_steps,
+                         at_step=args.steps - 1)
+        mfu_figures = bare_mfu(params, args.batch, bare) if torch.cuda.is_available() else {}
 
     result = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "gpus": args.gpus,
               "data": str(args.packed or "synthetic"), "attribute": attribute, "batch_per_gpu": args.batch,
