@@ -140,11 +140,14 @@ def _train_stage(args: argparse.Namespace, work: Path, params: Path, attribute: 
            "--work", str(work / "run"), "--no-progress"]
     env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "PYTHONUNBUFFERED": "1"}
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")  # where MLflow is installed
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
+    log = work / "train_stage.log"  # written as it runs: a call cut off by its time limit keeps the windows so far
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, check=False, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    text = log.read_text()
     if proc.returncode != 0:
-        raise SystemExit(f"bench_epoch: the train stage failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
+        raise SystemExit(f"bench_epoch: the train stage failed (exit {proc.returncode}; log {log}): {text[-3000:]}")
     history = json.loads((work / "model" / "train_history.json").read_text())
-    startup = [line for line in proc.stdout.splitlines() if line.startswith("compiled: first step")]
+    startup = [line for line in text.splitlines() if line.startswith("compiled: first step")]
     return [h["images_per_second"] for h in history][-3:], (startup[0] if startup else None)  # windows past warm-up
 
 
