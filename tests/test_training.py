@@ -207,8 +207,10 @@ def test_non_finite_loss_exits_2_and_keeps_the_last_good_checkpoint(tmp_path, da
     assert not (tmp_path / "out").exists()
 
 
-def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home):
-    """2 gloo ranks x batch 2 make the update, the transfers and the logged losses of 1 process x batch 4.
+@pytest.mark.parametrize("grad_sync", ["flat", "ddp"])
+def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home, grad_sync):
+    """2 gloo ranks x batch 2 make the update, the transfers and the logged losses of 1 process x batch 4,
+    with either way of averaging gradients over ranks (`train.grad_sync`).
 
     What is compared is the change training made (weights, and outputs, minus the initial
     ones), as one relative error over all weights. Adam's first steps are about
@@ -221,7 +223,8 @@ def test_ddp_two_processes_match_one_process(tmp_path, data, mlflow_home):
     """
     from geogan.model import load_generator, remove, transfer
 
-    overrides = {**QUIET, "train.steps": 4, "train.batch_size": 4, "train.checkpoint_every": 1000, "train.log_every": 2}
+    overrides = {**QUIET, "train.steps": 4, "train.batch_size": 4, "train.checkpoint_every": 1000, "train.log_every": 2,
+                 "train.grad_sync": grad_sync}
     params = write_params(tmp_path / "params.yaml", **overrides)
     one = run_stage(train_cmd(params, ATTR, data, tmp_path / "out1", tmp_path / "work1"),
                     stage_env(mlflow_home, threads=1), mlflow_home)
