@@ -12,6 +12,7 @@ start then times steady steps, so a start that compiled differently shows it.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import shutil
@@ -33,6 +34,9 @@ def child(args: argparse.Namespace) -> None:
 
     torch.backends.cudnn.benchmark = True
     device = torch.device("cuda")
+    profiler = cProfile.Profile() if args.profile_to else None
+    if profiler:
+        profiler.enable()
     imported = time.perf_counter() - BORN
     state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode,
                             compile_losses=args.compile_losses, regions=args.regions)
@@ -40,6 +44,9 @@ def child(args: argparse.Namespace) -> None:
     train_step(state, batches[0], ctx)
     torch.cuda.synchronize()
     first = time.perf_counter() - BORN
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(args.profile_to)
     for i in range(3):  # cudagraph trees record on the first calls, cuDNN picks its algorithms
         train_step(state, batches[i % 4], ctx)
     torch.cuda.synchronize()
@@ -48,8 +55,13 @@ def child(args: argparse.Namespace) -> None:
         train_step(state, batches[i % 4], ctx)
     torch.cuda.synchronize()
     step_s = (time.perf_counter() - t0) / args.steps
+    from torch._dynamo.utils import compilation_time_metrics
+
+    # Every compile timer of half a second or more: where a start's time went, past the named phases.
+    timers = {k: round(sum(v), 2) for k, v in compilation_time_metrics.items() if sum(v) >= 0.5}
     print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3,
-                      "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases()}), flush=True)
+                      "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases(),
+                      "timers": timers}), flush=True)
 
 
 def start(args: argparse.Namespace, label: str) -> dict:
@@ -61,7 +73,8 @@ def start(args: argparse.Namespace, label: str) -> dict:
     env.pop("TRITON_CACHE_DIR", None)  # Triton's cache then lives under Inductor's
     cmd = [sys.executable, "-m", "benchmarks.bench_startup", "--child", "--size", str(args.size), "--batch",
            str(args.batch), "--mode", args.mode, "--steps", str(args.steps)] + (["--regions"] if args.regions else []) \
-        + (["--compile-losses"] if args.compile_losses else [])
+        + (["--compile-losses"] if args.compile_losses else []) \
+        + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=args.timeout)
     wall = time.perf_counter() - t0
@@ -81,6 +94,9 @@ def main() -> None:
                    help="compile each sub-network alone (regional compilation), not G's cycle and D whole")
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="a folder: cProfile each start up to its first step into <folder>/<start>.pstats (slows Python)")
+    p.add_argument("--profile-to", default=None, help=argparse.SUPPRESS)
     p.add_argument("--starts", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cache", type=Path, default=Path("/tmp/geogan-bench-compile-cache"))
@@ -91,6 +107,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     rows = []
     for label in args.starts:
         rows.append(start(args, label))
@@ -102,7 +120,7 @@ def main() -> None:
     print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else "")
           + (", compile_losses" if args.compile_losses else ""))
     print(f"{'start':<6} {'cache files':>11} {'to 1st step s':>13} {'imports s':>9} {'FX hit/miss':>11} "
-          f"{'AOT hit/miss':>12} {'trace s':>7} {'backend s':>9} {'step ms':>8} {'pairs/s':>8}")
+          f"{'AOT hit/miss':>12} {'trace s':>7} {'backend s':>9} {'bw s':>6} {'step ms':>8} {'pairs/s':>8}")
     for r in rows:
         if "error" in r:
             print(f"{r['start']:<6} {r['cache_entries_before']:>11} {r['error']}")
@@ -110,6 +128,7 @@ def main() -> None:
         print(f"{r['start']:<6} {r['cache_entries_before']:>11} {r['first_step_s']:>13.1f} {r['imported_s']:>9.1f} "
               f"{r['fx_graph_hits']:>5}/{r['fx_graph_misses']:<5} {r['aot_autograd_hits']:>6}/{r['aot_autograd_misses']:<5} "
               f"{r.get('trace_s', float('nan')):>7.1f} {r.get('backend_s', float('nan')):>9.1f} "
+              f"{r.get('backward_s', 0.0):>6.1f} "
               f"{r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f}")
     if any("error" in r for r in rows):
         raise SystemExit(1)

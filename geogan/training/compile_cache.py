@@ -47,6 +47,8 @@ COMPILE_PHASES = {
     "compile_s": "_compile.compile_inner",  # all of torch.compile: tracing, AOTAutograd, Inductor or its cache
     "trace_s": "bytecode_tracing",  # Dynamo's tracing of the Python code: what no cache skips
     "backend_s": "OutputGraph.call_user_compiler",  # AOTAutograd and Inductor, cache lookups and loads included
+    # Inductor on the backward graphs: may run at the first backward, outside compile_s (a cold start's missing minutes)
+    "backward_s": "compile_fx.<locals>.bw_compiler",
 }
 
 
