@@ -5,7 +5,8 @@
 Two measurements, each through `torchrun --standalone --nproc-per-node N`:
   1. Step scaling (weak: the per-GPU batch stays fixed): `train_step` under DDP on resident random
      tensors, for each N: global pairs/s, scaling efficiency (pairs/s at N over N x pairs/s at 1),
-     the step with gradient sync against the same step under DDP's `no_sync` (the difference is the
+     the step with gradient sync against the same step without it (DDP's `no_sync`, or under
+     `--grad-sync flat`, the default, the step without its all-reduces; the difference is the
      all-reduce time that backward does not hide), a bare all-reduce of every gradient, and peak
      memory per GPU.
   2. Loss curves at one global batch: the `train` stage itself (sampler sharding, DDP, logging) on
@@ -17,6 +18,7 @@ Needs CUDA and NCCL; tests never run it. NVLink multicast stays off (NCCL_NVLS_E
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import json
 import os
@@ -50,16 +52,22 @@ def measure_rank(args: argparse.Namespace, env) -> tuple[list[float], int, float
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from benchmarks.common import bench_config, make_state, random_batch
+    from geogan.training.steps import TrainingState
 
     cuda = env.device.type == "cuda"
     torch.backends.cudnn.benchmark = True
-    state, ctx = make_state(bench_config(variant=args.variant), args.size, env.device,
+    cfg = bench_config(variant=args.variant)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grad_sync=args.grad_sync))
+    state, ctx = make_state(cfg, args.size, env.device,
                             "default" if args.compile else None, distributed=env.distributed)
     batches = [random_batch(args.batch, args.size, env.device, 1000 * env.rank + i) for i in range(4)]
     ddp_modules = [m for m in (getattr(f, "_orig_mod", f) for f in (state.gen_fwd, state.disc_fwd)) if isinstance(m, DDP)]
 
+    # Without gradient sync: DDP's no_sync, or (train.grad_sync: flat) the step without its all-reduces
+    unsynced = TrainingState(**{**state.__dict__, "sync_g": None, "sync_d": None})
+
     def timed(steps: int, sync: bool) -> float:
-        return timed_steps(state, ctx, batches, ddp_modules, env, steps, sync)
+        return timed_steps(state if sync else unsynced, ctx, batches, ddp_modules, env, steps, sync)
 
     t0 = time.perf_counter()
     timed(args.warmup, sync=True)
@@ -120,6 +128,7 @@ def step_result(args: argparse.Namespace, env, per_rank: list[list[float]], n_gr
     cuda = env.device.type == "cuda"
     return {"gpus": env.world_size, "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
             "size": args.size, "batch_per_gpu": args.batch, "variant": args.variant + ("+compile" if args.compile else ""),
+            "grad_sync": args.grad_sync,
             "step_ms": slowest, "pairs_per_s": env.world_size * args.batch / slowest * 1e3,
             "no_sync_step_ms": max(r[1] for r in per_rank), "exposed_comm_ms": slowest - max(r[1] for r in per_rank),
             "allreduce_all_grads_ms": max(r[3] for r in per_rank), "grad_mbytes": n_grad * 4 / 1e6,
@@ -165,7 +174,8 @@ def loss_curves(gpus: list[int], args: argparse.Namespace, out: Path, work: Path
     params, cfg, split_file = prepare_synthetic(work, [
         f"data.resolution={args.curve_size}", f"data.synthetic_identities={args.curve_identities}",
         f"train.batch_size={args.curve_batch}", f"train.steps={args.curve_steps}", f"train.log_every={args.curve_log_every}",
-        f"train.image_every={args.curve_steps}", f"train.checkpoint_every={args.curve_steps}"])
+        f"train.image_every={args.curve_steps}", f"train.checkpoint_every={args.curve_steps}",
+        f"train.grad_sync={args.grad_sync}"])
     attr = cfg.attributes[0]
     runs = [("1", 1), ("1-again", 1)] + [(str(n), n) for n in gpus if n > 1]
     histories: dict[str, list[dict]] = {}
@@ -201,6 +211,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=24, help="pairs per GPU in the step-scaling run")
     p.add_argument("--variant", default="bf16_cl", help="as benchmarks.bench_train's --variants")
+    p.add_argument("--grad-sync", choices=["flat", "ddp"], default="flat", help="train.grad_sync")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="cuda", help="cuda (NCCL); cpu (gloo) only to check the script itself")
     p.add_argument("--steps", type=int, default=20)
@@ -224,7 +235,7 @@ def main() -> None:
         f = out / f"step-{n}.json"
         torchrun(n, ["-m", "benchmarks.bench_ddp", "--out-dir", str(out), "--worker-out", str(f), "--size", str(args.size),
                      "--batch", str(args.batch), "--variant", args.variant, "--steps", str(args.steps), "--warmup",
-                     str(args.warmup), "--device", args.device] + (["--compile"] if args.compile else []), args.timeout, out / "step.log")
+                     str(args.warmup), "--device", args.device, "--grad-sync", args.grad_sync] + (["--compile"] if args.compile else []), args.timeout, out / "step.log")
         if f.is_file():
             steps.append(json.loads(f.read_text()))
     curves = None
@@ -240,7 +251,8 @@ def print_summary(steps: list[dict], curves: dict | None) -> None:
     if steps:
         one = next((s for s in steps if s["gpus"] == 1), None)
         s0 = steps[0]
-        print(f"DDP step scaling, {s0['device']}, {s0['size']} px, {s0['batch_per_gpu']} pairs per GPU, {s0['variant']}")
+        print(f"DDP step scaling, {s0['device']}, {s0['size']} px, {s0['batch_per_gpu']} pairs per GPU, {s0['variant']}, "
+              f"grad_sync {s0.get('grad_sync', 'ddp')}")
         print(f"{'GPUs':>4} {'step ms':>8} {'pairs/s':>8} {'efficiency':>10} {'no-sync ms':>10} {'exposed comm ms':>15} "
               f"{'all-reduce ms':>13} {'peak GB/GPU':>11}")
         for s in steps:

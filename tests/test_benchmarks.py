@@ -68,7 +68,7 @@ def test_bench_ddp_measures_one_and_two_gloo_ranks(tmp_path):
     _run(["-m", "benchmarks.bench_ddp", "--device", "cpu", "--variant", "fp32", "--gpus", "1", "2", "--size", "64",
           "--batch", "1", "--steps", "1", "--warmup", "1", "--skip-curves", "--out-dir", str(tmp_path)], tmp_path, timeout=600)
     steps = json.loads((tmp_path / "ddp.json").read_text())["steps"]
-    assert [s["gpus"] for s in steps] == [1, 2]
+    assert [s["gpus"] for s in steps] == [1, 2] and {s["grad_sync"] for s in steps} == {"flat"}
     one, two = steps
     assert one["exposed_comm_ms"] == 0 and one["allreduce_all_grads_ms"] == 0
     assert two["allreduce_all_grads_ms"] > 0 and two["pairs_per_s"] > 0
