@@ -17,7 +17,23 @@ from tests.helpers.processes import free_port
 from tests.helpers.training import no_effect_biases, random_batch, tiny_context, tiny_nets, tiny_state
 
 
-def _rank(rank: int, world: int, port: int, out: str) -> None:
+def _two_ranks(target, *args, timeout: float) -> None:
+    """Run target(rank, port, *args) in 2 spawned processes; fail if one hangs in a collective or exits non-zero."""
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=target, args=(r, port, *args)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    hung = [p for p in procs if p.is_alive()]
+    for p in hung:
+        p.terminate()
+    assert not hung, "a rank hung in a collective (the other left it waiting)"
+    assert [p.exitcode for p in procs] == [0, 0]
+
+
+def _rank(rank: int, port: int, out: str, world: int = 2) -> None:
     import torch.distributed as dist
 
     from geogan.training.distributed import DistEnv, first_over_ranks, mean_over_ranks
@@ -43,18 +59,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_losses_are_averaged_and_a_nan_on_one_rank_stops_every_rank(tmp_path):
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=_rank, args=(r, 2, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    hung = [p for p in procs if p.is_alive()]
-    for p in hung:
-        p.terminate()
-    assert not hung, "a rank hung in a collective (the other left it waiting)"
-    assert [p.exitcode for p in procs] == [0, 0]
+    _two_ranks(_rank, str(tmp_path), timeout=120)
     r0, r1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2))
     assert r0["mean"] == r1["mean"] == [0.5, 5.0]
     assert r0["first"] == r1["first"] == 5 and r0["none"] == r1["none"] == -1
@@ -115,17 +120,7 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread, grad_sy
     Gradients, not weights after Adam: Adam's first steps are about lr * sign(gradient), which
     turns float noise in a near-zero gradient into a +-lr step on one CPU and not on another.
     """
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=_compiled_ddp_rank, args=(r, port, str(tmp_path), losses, grad_sync)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(900)
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    assert [p.exitcode for p in procs] == [0, 0]
+    _two_ranks(_compiled_ddp_rank, str(tmp_path), losses, grad_sync, timeout=900)
     state = _compiled_state(distributed=False, losses=losses)
     ref, ddp = _compiled_steps(state, [random_batch(0, n=4), random_batch(1, n=4)], None), torch.load(tmp_path / "grads.pt")
     # Every tensor counts except the biases that cannot change any output (`no_effect_biases`, proven
@@ -193,16 +188,7 @@ def _flat_sync_rank(rank: int, port: int, out: str) -> None:
 def test_flat_grad_sync_starts_from_rank_0_and_averages_gradients(tmp_path):
     """`train.grad_sync: flat`: rank 0's weights reach every rank, and after a backward each rank holds the mean of
     both ranks' gradients (channels_last ones included, a missing one as zero), with its layout unchanged."""
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=_flat_sync_rank, args=(r, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        if p.is_alive():
-            p.terminate()
-    assert [p.exitcode for p in procs] == [0, 0]
+    _two_ranks(_flat_sync_rank, str(tmp_path), timeout=120)
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in range(2))
     assert all(torch.equal(a, b) for a, b in zip(r0["start"], r1["start"]))
     assert not torch.equal(r0["own"][0], r1["own"][0])  # the ranks' own gradients differ
