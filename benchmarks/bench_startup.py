@@ -32,7 +32,7 @@ def child(args: argparse.Namespace) -> None:
     from geogan.training.compile_cache import cache_counters, compile_phases
     from geogan.training.steps import train_step
 
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     device = torch.device("cuda")
     profiler = cProfile.Profile() if args.profile_to else None
     if profiler:
@@ -74,6 +74,7 @@ def start(args: argparse.Namespace, label: str) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.bench_startup", "--child", "--size", str(args.size), "--batch",
            str(args.batch), "--mode", args.mode, "--steps", str(args.steps)] + (["--regions"] if args.regions else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
+        + (["--no-cudnn-benchmark"] if args.no_cudnn_benchmark else []) \
         + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -94,6 +95,8 @@ def main() -> None:
                    help="compile each sub-network alone (regional compilation), not G's cycle and D whole")
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
+    p.add_argument("--no-cudnn-benchmark", action="store_true",
+                   help="cuDNN picks algorithms by heuristics, no timing at the first step (train.cudnn_benchmark: false)")
     p.add_argument("--profile", type=Path, default=None,
                    help="a folder: cProfile each start up to its first step into <folder>/<start>.pstats (slows Python)")
     p.add_argument("--profile-to", default=None, help=argparse.SUPPRESS)
@@ -115,7 +118,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
         if args.out:  # after every start: a call cut short keeps the starts it finished
             args.out.write_text(json.dumps({"size": args.size, "batch": args.batch, "mode": args.mode,
-                                            "compile_losses": args.compile_losses, "regions": args.regions,
+                                            "compile_losses": args.compile_losses,
+                                            "cudnn_benchmark": not args.no_cudnn_benchmark, "regions": args.regions,
                                             "rows": rows}, indent=2))
     print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else "")
           + (", compile_losses" if args.compile_losses else ""))

@@ -130,6 +130,7 @@ class TrainConfig:
     device: str
     precision: Literal["auto", "fp32", "bf16"]  # auto = bf16 autocast on cuda
     channels_last: bool  # only takes effect on cuda
+    cudnn_benchmark: bool  # on cuda: cuDNN times each conv's algorithms at its first call and keeps the fastest
     compile: bool
     compile_cuda_graphs: bool  # with compile, on CUDA: replay G's and D's compiled graphs as CUDA graphs
     compile_losses: bool  # with compile: each phase's D input (DiffAugment, region crops), D and loss terms as one graph

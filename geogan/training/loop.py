@@ -85,8 +85,8 @@ def train(
     region_view = region_view_for(cfg, region, sampler.a.size)
     run = _start(cfg, env, Path(work_dir) / "checkpoints", key, tracker)
     if env.device.type == "cuda":
-        # Shapes never change during a run: let cuDNN time its algorithms once and keep the fastest.
-        torch.backends.cudnn.benchmark = True
+        # Shapes never change during a run: cuDNN may time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = t.cudnn_benchmark
     log = _Log(step=run.start, t0=time.perf_counter(), n0=run.start, started=started)
     stop: dict = {"signal": None}
     old_handlers = _install_signal_handlers(stop)
