@@ -52,7 +52,6 @@ def measure_rank(args: argparse.Namespace, env) -> tuple[list[float], int, float
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from benchmarks.common import bench_config, make_state, random_batch
-    from geogan.training.steps import TrainingState
 
     cuda = env.device.type == "cuda"
     torch.backends.cudnn.benchmark = True
@@ -64,7 +63,7 @@ def measure_rank(args: argparse.Namespace, env) -> tuple[list[float], int, float
     ddp_modules = [m for m in (getattr(f, "_orig_mod", f) for f in (state.gen_fwd, state.disc_fwd)) if isinstance(m, DDP)]
 
     # Without gradient sync: DDP's no_sync, or (train.grad_sync: flat) the step without its all-reduces
-    unsynced = TrainingState(**{**state.__dict__, "sync_g": None, "sync_d": None})
+    unsynced = dataclasses.replace(state, sync_g=None, sync_d=None)
 
     def timed(steps: int, sync: bool) -> float:
         return timed_steps(state if sync else unsynced, ctx, batches, ddp_modules, env, steps, sync)

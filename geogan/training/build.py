@@ -108,14 +108,14 @@ def eager_state(nets: Nets, train: TrainConfig, device: torch.device, distribute
     opt_g = torch.optim.Adam(gen.parameters(), lr=train.lr_g, betas=betas, **opt_kw)
     opt_d = torch.optim.Adam(disc.parameters(), lr=train.lr_d, betas=betas, **opt_kw)
     heat = getattr(gen, "hparams", {}).get("flow_extra_in", 0) > 0
+    gen_fwd, disc_fwd, sync_g, sync_d = gen, disc, None, None
     if distributed and train.grad_sync == "flat":  # plain modules; one all-reduce per net after its backward
-        return TrainingState(gen, disc, gen, disc, disc, opt_g, opt_d, discriminator_terms, generator_terms,
-                             landmark_heatmaps=heat, sync_g=FlatGradSync(gen), sync_d=FlatGradSync(disc))
-    ids = [device.index] if cuda else None
-    gen_fwd = DDP(gen, device_ids=ids) if distributed else gen
-    disc_fwd = DDP(disc, device_ids=ids) if distributed else disc
+        sync_g, sync_d = FlatGradSync(gen), FlatGradSync(disc)
+    elif distributed:
+        ids = [device.index] if cuda else None
+        gen_fwd, disc_fwd = DDP(gen, device_ids=ids), DDP(disc, device_ids=ids)
     return TrainingState(gen, disc, gen_fwd, disc_fwd, disc, opt_g, opt_d, discriminator_terms, generator_terms,
-                         landmark_heatmaps=heat)
+                         landmark_heatmaps=heat, sync_g=sync_g, sync_d=sync_d)
 
 
 def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = False) -> TrainingState:
