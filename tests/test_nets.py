@@ -178,21 +178,26 @@ def test_bf16_autocast_keeps_geometry_in_fp32():
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_instance_norm_is_torchs_eager_and_compiled(channels_last):
-    """The written-out norm that compiled graphs use equals nn.InstanceNorm2d, values and gradients.
+@pytest.mark.parametrize("banded", [False, True])
+def test_instance_norm_is_torchs_eager_and_compiled(channels_last, banded):
+    """The written-out norms that compiled graphs use equal nn.InstanceNorm2d, values and gradients.
 
     The compiled graph must hold no instance/batch-norm op (that op forces NCHW and made the
     compiled step copy layouts, benchmarks/NOTES.md run 11), and the output keeps the input's layout.
+    The banded norm is checked on an image of 3 bands of rows.
     """
+    from geogan.nets.fast_ops import Kernels, norm_bands
     from geogan.nets.layers import InstanceNorm
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = (torch.randn(3, 8, 16, 12, dtype=torch.float64) * 3 + 1).contiguous(memory_format=fmt).requires_grad_()
-    grad = torch.randn(3, 8, 16, 12, dtype=torch.float64)
-    ref = torch.nn.InstanceNorm2d(8)(x)
+    shape = (2, 4, 96, 128) if banded else (3, 8, 16, 12)
+    assert norm_bands(*shape[2:]) == (3 if banded else 1)
+    x = (torch.randn(shape, dtype=torch.float64) * 3 + 1).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn(shape, dtype=torch.float64)
+    ref = torch.nn.InstanceNorm2d(shape[1])(x)
     (g_ref,) = torch.autograd.grad(ref, x, grad)
     ops: list[str] = []
-    norm, written = InstanceNorm(), InstanceNorm(kernels=COMPILED)
+    norm, written = InstanceNorm(), InstanceNorm(kernels=Kernels(instance_norm=True, norm_bands=banded))
     eager = norm(x)
     compiled = torch.compile(written, backend=_graph_ops(ops), fullgraph=True)(x)
     assert ops and not [op for op in ops if "norm" in op], ops
@@ -201,6 +206,13 @@ def test_instance_norm_is_torchs_eager_and_compiled(channels_last):
         torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], g_ref, rtol=1e-10, atol=1e-10)
     assert compiled.is_contiguous(memory_format=fmt)
     assert not list(norm.parameters()) and not list(norm.buffers())  # checkpoints are nn.InstanceNorm2d's
+
+
+def test_norm_bands_divide_the_rows():
+    from geogan.nets.fast_ops import norm_bands
+
+    assert [norm_bands(s, s) for s in (32, 64, 128, 256)] == [1, 1, 4, 16]
+    assert norm_bands(97, 128) == 1  # a prime height: one band, the plain norm
 
 
 def _graph_ops(ops: list[str]):

@@ -30,6 +30,8 @@ class InstanceNorm(nn.Module):
         self.kernels = kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels.instance_norm and self.kernels.norm_bands:
+            return fast_ops.instance_norm_banded(x, self.eps)
         if self.kernels.instance_norm:
             return fast_ops.instance_norm(x, self.eps)
         return F.instance_norm(x, eps=self.eps)
