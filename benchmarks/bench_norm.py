@@ -10,7 +10,8 @@ it, both exact rewrites of `F.instance_norm` (`geogan.nets.fast_ops`):
 - `written`: the mean and variance over (H, W) per sample and channel (`instance_norm`);
 - `banded`: the same statistics reduced per band of rows first (`instance_norm_banded`).
 
-The table gives ms per step (calls x ms per call) for each and the fraction of the copy bandwidth
+The table gives GPU kernel ms per step (calls x kernel ms per call; wall time alone would measure the
+launches of a small norm, not its kernels) for each and the fraction of the copy bandwidth
 measured in the same process that each reaches (bytes: x read and y written forward; the gradient
 and x read, the input gradient written backward, each once). In the real step Inductor fuses the norm
 with its neighbours, so the sum is a guide to what the norms cost, not a slice of the step.
@@ -54,7 +55,7 @@ def record_norms(size: int, batch: int, device: torch.device) -> Counter:
 
 
 def _median_ms(fn: Callable[[], object], reps: int) -> float:
-    """Median of `reps` CUDA-event timings of `fn`, after three untimed calls (the compile among them)."""
+    """Median of `reps` CUDA-event timings of `fn`, after three untimed calls: for work large enough to hide the host."""
     for _ in range(3):
         fn()
     times = []
@@ -66,6 +67,24 @@ def _median_ms(fn: Callable[[], object], reps: int) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def _kernel_ms(fn: Callable[[], object], reps: int) -> float:
+    """GPU kernel time of one call of `fn` (profiler, mean of `reps`), after three untimed calls (the compile among them).
+
+    Kernel time, not wall time: a small norm alone waits on its own launches (Dynamo's guards, autograd),
+    which in the compiled step overlap the previous kernels.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    return sum(ev.device_time_total for ev in prof.key_averages()) / reps / 1e3
 
 
 def time_norm(way: str, shape: tuple[int, ...], backward: bool, reps: int) -> float:
@@ -82,7 +101,7 @@ def time_norm(way: str, shape: tuple[int, ...], backward: bool, reps: int) -> fl
             y.backward(grad)
             x.grad = None
 
-    return _median_ms(call, reps)
+    return _kernel_ms(call, reps)
 
 
 def copy_bandwidth_gbs(numel: int = 1 << 28, reps: int = 20) -> float:
@@ -146,7 +165,7 @@ def main() -> None:
     rows = time_shapes(calls, args.reps, bandwidth)
     name = torch.cuda.get_device_name()
     print(f"\n{name}, torch {torch.__version__}: every InstanceNorm of one step at {args.size} px, batch {args.batch},"
-          f" compiled alone, bf16 channels_last, median of {args.reps}")
+          f" compiled alone, bf16 channels_last, kernel time, mean of {args.reps}")
     print_table(rows, bandwidth)
     if args.out:
         args.out.write_text(json.dumps({"device": name, "size": args.size, "batch": args.batch,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import LEVERS, VARIANTS, bench_config, make_state, random_batch, recipe_config
+from benchmarks.common import LEVERS, TRIED_LEVERS, VARIANTS, bench_config, make_state, random_batch, recipe_config
 from geogan.config import Config
 from geogan.data.dataset import Batch
 from geogan.training.steps import StepContext, discriminator_phase, generator_forward, generator_phase, train_step
@@ -72,10 +72,11 @@ def count_flops(cfg: Config, size: int, batch: int, device: torch.device) -> flo
 
 def time_steps(cfg: Config, size: int, batch: int, compile_mode: str | None, steps: int, warmup: int,
                compile_losses: bool = False, profile: bool = False, breakdown: bool = False,
-               without: tuple[str, ...] = (), regions: bool = False) -> dict:
+               without: tuple[str, ...] = (), regions: bool = False, with_levers: tuple[str, ...] = ()) -> dict:
     """Time `steps` steps of `cfg`'s step after `warmup` (its first compile included in `warmup_s`); optionally
     split the time by phase and profile the same state."""
-    state, ctx = make_state(cfg, size, torch.device("cuda"), compile_mode, compile_losses, without, regions=regions)
+    state, ctx = make_state(cfg, size, torch.device("cuda"), compile_mode, compile_losses, without, with_levers,
+                            regions=regions)
     batches = [random_batch(batch, size, torch.device("cuda"), i) for i in range(4)]  # rotate: no cache effects
     t0 = time.perf_counter()
     for i in range(warmup):
@@ -210,6 +211,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Inductor settings for the compiled rows, e.g. coordinate_descent_tuning=True")
     p.add_argument("--without", nargs="*", default=[], choices=LEVERS,
                    help="turn off compiled-kernel levers (geogan.nets.fast_ops), to measure each one's worth")
+    p.add_argument("--with", dest="with_levers", nargs="*", default=[], choices=TRIED_LEVERS,
+                   help="turn on exact rewrites left out of the compiled kernels (fast_ops.TRIED_LEVERS)")
     p.add_argument("--ngf", type=int, default=16)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--n-blocks", type=int, default=3)
@@ -256,13 +259,15 @@ def measure_variant(args: argparse.Namespace, size: int, batch: int, variant: st
     compile_losses = bool(mode) and args.compile_losses
     regions = bool(mode) and args.compile_regions
     without = tuple(args.without) if mode else ()
+    with_levers = tuple(args.with_levers) if mode else ()
     name = (variant + ("+compile" if mode else "") + ("-regions" if regions else "") + ("+losses" if compile_losses else "")
-            + "".join(f"-{lever}" for lever in without)
+            + "".join(f"-{lever}" for lever in without) + "".join(f"+{lever}" for lever in with_levers)
             + ("".join(f"+{key}" for key in args.inductor_settings) if mode else ""))
     try:
         r = time_steps(step_config(args, variant), size, batch, mode, args.steps, args.warmup,
                        compile_losses, profile=args.profile and variant == args.variants[-1],
-                       breakdown=args.breakdown, without=without, regions=regions)
+                       breakdown=args.breakdown, without=without, regions=regions,
+                       with_levers=with_levers)
     except torch.OutOfMemoryError:
         print(f"{size} px batch {batch} {name}: out of memory", flush=True)
         torch.cuda.empty_cache()

@@ -12,7 +12,7 @@ import torch
 from geogan.config import Config, load_config
 from geogan.data.dataset import Batch
 from geogan.nets import COMPILED, STOCK
-from geogan.nets.fast_ops import LEVERS
+from geogan.nets.fast_ops import LEVERS, TRIED_LEVERS
 from geogan.training.build import compiled_state, eager_state, nets_for, region_view_for, step_context
 from geogan.training.steps import StepContext, TrainingState
 
@@ -22,7 +22,7 @@ STEADY_STEP = 10**6  # past every warm-up: full loss weights, refinement on, as 
 # name -> (train.precision, train.channels_last)
 VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
 
-__all__ = ["LEVERS", "ROOT", "VARIANTS", "bench_config", "compile_regions", "make_state", "random_batch", "recipe_config"]
+__all__ = ["LEVERS", "ROOT", "TRIED_LEVERS", "VARIANTS", "bench_config", "compile_regions", "make_state", "random_batch", "recipe_config"]
 
 
 def recipe_config(params: Path, variant: str = "fp32") -> Config:
@@ -55,7 +55,7 @@ def compile_regions(state: TrainingState, **compile_kwargs: Any) -> None:
 
 
 def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str | None = None,
-               compile_losses: bool = False, without: Sequence[str] = (),
+               compile_losses: bool = False, without: Sequence[str] = (), with_levers: Sequence[str] = (),
                distributed: bool = False, regions: bool = False) -> tuple[TrainingState, StepContext]:
     """The training state and step context training builds for `cfg`, optionally compiled.
 
@@ -64,9 +64,10 @@ def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str |
             with the stock kernels. Compiled, the nets use the compiled kernels.
         compile_losses: compile each phase's D and loss terms as one graph (NOTES run 9).
         without: compiled-kernel levers (`LEVERS`) to turn off, to measure each one's worth.
+        with_levers: levers left out of the compiled kernels (`TRIED_LEVERS`) to turn on.
         regions: with `compile_mode`, compile each sub-network alone (`compile_regions`), not the whole step.
     """
-    kernels = COMPILED.without(without) if compile_mode else STOCK
+    kernels = COMPILED.without(without).with_levers(with_levers) if compile_mode else STOCK
     state = eager_state(nets_for(cfg.model, cfg.train, kernels), cfg.train, device, distributed)
     if compile_mode and regions:
         compile_regions(state, mode=compile_mode, dynamic=False)  # D's scales: one static graph per size

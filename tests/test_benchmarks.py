@@ -63,6 +63,26 @@ def test_each_kernel_lever_reaches_every_layer_it_lives_in():
     assert COMPILED.without(LEVERS) == STOCK and STOCK.name == "stock" and COMPILED.name == "compiled"
 
 
+def test_tried_levers_stay_out_of_the_compiled_kernels_until_asked_for():
+    """`bench_train --with norm_bands` turns on what `COMPILED` leaves out, and the run's name says so."""
+    import torch
+
+    from benchmarks.common import LEVERS, TRIED_LEVERS, bench_config, make_state
+    from geogan.nets import COMPILED
+    from geogan.nets.layers import InstanceNorm
+
+    assert not set(LEVERS) & set(TRIED_LEVERS) and not any(getattr(COMPILED, lever) for lever in TRIED_LEVERS)
+    banded = COMPILED.with_levers(["norm_bands"])
+    assert banded.norm_bands and banded.name == "compiled+norm_bands"
+    assert COMPILED.without(["upsample"]).with_levers(["norm_bands"]).name == "compiled-without-upsample+norm_bands"
+    with pytest.raises(ValueError, match="unknown kernel levers"):
+        COMPILED.with_levers(["norm_band"])
+    cfg = bench_config(variant="fp32")
+    state, _ = make_state(cfg, 64, torch.device("cpu"), "default", with_levers=["norm_bands"])
+    norms = [m for m in getattr(state.gen_fwd, "_orig_mod", state.gen_fwd).modules() if isinstance(m, InstanceNorm)]
+    assert norms and all(m.kernels == banded for m in norms)
+
+
 @pytest.mark.slow
 def test_bench_ddp_measures_one_and_two_gloo_ranks(tmp_path):
     _run(["-m", "benchmarks.bench_ddp", "--device", "cpu", "--variant", "fp32", "--gpus", "1", "2", "--size", "64",
