@@ -33,6 +33,13 @@ def child(args: argparse.Namespace) -> None:
     from geogan.training.steps import train_step
 
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    if args.inductor:  # part of the cache key: a warm start must name the same settings as its cold one
+        import torch._inductor.config as inductor_config
+
+        from benchmarks.bench_train import inductor_settings
+
+        for key, value in inductor_settings(args.inductor).items():
+            setattr(inductor_config, key, value)
     device = torch.device("cuda")
     profiler = cProfile.Profile() if args.profile_to else None
     if profiler:
@@ -75,6 +82,7 @@ def start(args: argparse.Namespace, label: str) -> dict:
            str(args.batch), "--mode", args.mode, "--steps", str(args.steps)] + (["--regions"] if args.regions else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
         + (["--no-cudnn-benchmark"] if args.no_cudnn_benchmark else []) \
+        + (["--inductor", *args.inductor] if args.inductor else []) \
         + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -97,6 +105,8 @@ def main() -> None:
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="cuDNN picks algorithms by heuristics, no timing at the first step (train.cudnn_benchmark: false)")
+    p.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="Inductor settings for every start, e.g. combo_kernels=True (as bench_train --inductor)")
     p.add_argument("--profile", type=Path, default=None,
                    help="a folder: cProfile each start up to its first step into <folder>/<start>.pstats (slows Python)")
     p.add_argument("--profile-to", default=None, help=argparse.SUPPRESS)
@@ -120,9 +130,10 @@ def main() -> None:
             args.out.write_text(json.dumps({"size": args.size, "batch": args.batch, "mode": args.mode,
                                             "compile_losses": args.compile_losses,
                                             "cudnn_benchmark": not args.no_cudnn_benchmark, "regions": args.regions,
+                                            "inductor": args.inductor,
                                             "rows": rows}, indent=2))
     print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else "")
-          + (", compile_losses" if args.compile_losses else ""))
+          + (", compile_losses" if args.compile_losses else "") + "".join(f", {item}" for item in args.inductor))
     print(f"{'start':<6} {'cache files':>11} {'to 1st step s':>13} {'imports s':>9} {'FX hit/miss':>11} "
           f"{'AOT hit/miss':>12} {'trace s':>7} {'backend s':>9} {'bw s':>6} {'step ms':>8} {'pairs/s':>8}")
     for r in rows:
