@@ -83,6 +83,8 @@ def time_steps(cfg: Config, size: int, batch: int, compile_mode: str | None, ste
         train_step(state, batches[i % 4], ctx)
     torch.cuda.synchronize()
     warm_s = time.perf_counter() - t0
+    # Before the timed steps: a call cut short by its time limit still says how long the compile took
+    print(f"{size} px batch {batch}: {warmup} warm-up steps (the compile among them) took {warm_s:.1f} s", flush=True)
     torch.cuda.reset_peak_memory_stats()
     s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     s.record()
