@@ -74,7 +74,14 @@ def _compiled_state(distributed: bool, losses: bool = False, grad_sync: str = "d
 
     # aot_eager: Dynamo (with DDP's graph splitting) and AOTAutograd as Inductor sees them, no kernels generated.
     aot_eager = functools.partial(torch.compile, backend="aot_eager")
-    return tiny_state(aot_eager, losses, distributed=distributed, kernels=COMPILED, grad_sync=grad_sync, ndf=16, n_scales=2)
+    state = tiny_state(aot_eager, losses, distributed=distributed, kernels=COMPILED, grad_sync=grad_sync, ndf=16, n_scales=2)
+    # The second step's gradients on the first step's weights in both runs: Adam's first step, about
+    # lr * sign(gradient), turns float noise in a near-zero gradient into a +-lr weight difference, which
+    # moves the next gradients by up to 1% on one CPU and not on another.
+    for opt in (state.opt_g, state.opt_d):
+        for group in opt.param_groups:
+            group["lr"] = 0.0
+    return state
 
 
 def _compiled_steps(state, batches, rank: int | None) -> list[dict[str, torch.Tensor]]:
@@ -117,8 +124,9 @@ def test_compiled_ddp_matches_one_compiled_process(tmp_path, one_thread, grad_sy
     at each of two steps (DDP rebuilds its buckets after the first), 2 gloo ranks on half batches
     update every tensor of G and D with the gradient one process computes on the whole batch.
 
-    Gradients, not weights after Adam: Adam's first steps are about lr * sign(gradient), which
-    turns float noise in a near-zero gradient into a +-lr step on one CPU and not on another.
+    Gradients, not weights after Adam, and at a learning rate of 0 (`_compiled_state`): Adam's first
+    steps are about lr * sign(gradient), which turns float noise in a near-zero gradient into a +-lr
+    step on one CPU and not on another.
     """
     _two_ranks(_compiled_ddp_rank, str(tmp_path), losses, grad_sync, timeout=900)
     state = _compiled_state(distributed=False, losses=losses)
