@@ -33,17 +33,11 @@ class Kernels:
 
     def without(self, levers: Sequence[str]) -> Kernels:
         """These kernels with the named levers (of `LEVERS`) turned off."""
-        unknown = set(levers) - set(LEVERS)
-        if unknown:
-            raise ValueError(f"unknown kernel levers {sorted(unknown)}; expected some of {list(LEVERS)}")
-        return dataclasses.replace(self, **dict.fromkeys(levers, False))
+        return dataclasses.replace(self, **dict.fromkeys(_known(levers, LEVERS), False))
 
     def with_levers(self, levers: Sequence[str]) -> Kernels:
         """These kernels with the named levers (of `LEVERS` or `TRIED_LEVERS`) turned on."""
-        unknown = set(levers) - set(LEVERS) - set(TRIED_LEVERS)
-        if unknown:
-            raise ValueError(f"unknown kernel levers {sorted(unknown)}; expected some of {list(LEVERS + TRIED_LEVERS)}")
-        return dataclasses.replace(self, **dict.fromkeys(levers, True))
+        return dataclasses.replace(self, **dict.fromkeys(_known(levers, LEVERS + TRIED_LEVERS), True))
 
     @property
     def name(self) -> str:
@@ -53,6 +47,14 @@ class Kernels:
         if len(off) == len(LEVERS):
             return "stock" + tried
         return "compiled" + (f"-without-{','.join(off)}" if off else "") + tried
+
+
+def _known(levers: Sequence[str], allowed: tuple[str, ...]) -> Sequence[str]:
+    """`levers`, or a ValueError naming those not in `allowed`."""
+    unknown = set(levers) - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown kernel levers {sorted(unknown)}; expected some of {list(allowed)}")
+    return levers
 
 
 STOCK = Kernels()
