@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from benchmarks.bench_convs import warm_up_gpu
-from benchmarks.common import bench_config, make_state, random_batch
+from benchmarks.common import bench_config, kernel_events, make_state, random_batch
 from geogan.nets.fast_ops import instance_norm, instance_norm_banded, norm_bands
 from geogan.nets.layers import InstanceNorm
 from geogan.training.steps import train_step
@@ -75,16 +75,9 @@ def _kernel_ms(fn: Callable[[], object], reps: int) -> float:
     Kernel time, not wall time: a small norm alone waits on its own launches (Dynamo's guards, autograd),
     which in the compiled step overlap the previous kernels.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     for _ in range(3):
         fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-    return sum(ev.device_time_total for ev in prof.key_averages()) / reps / 1e3
+    return sum(ev.device_time_total for ev in kernel_events(fn, reps)) / reps / 1e3
 
 
 def time_norm(way: str, shape: tuple[int, ...], backward: bool, reps: int) -> float:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import LEVERS, TRIED_LEVERS, VARIANTS, bench_config, make_state, random_batch, recipe_config
+from benchmarks.common import (LEVERS, TRIED_LEVERS, VARIANTS, bench_config, kernel_events, make_state, random_batch,
+                               recipe_config)
 from geogan.config import Config
 from geogan.data.dataset import Batch
 from geogan.training.steps import StepContext, discriminator_phase, generator_forward, generator_phase, train_step
@@ -131,15 +132,8 @@ def profile_top_kernels(state, ctx: StepContext, batch: Batch, top: int = 25) ->
 
     Busy time well below the step time would mean the GPU waits on the host (launch-bound).
     """
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            train_step(state, batch, ctx)
-        torch.cuda.synchronize()
     rows = []
-    events = [ev for ev in prof.key_averages() if ev.device_time_total > 0]
+    events = kernel_events(lambda: train_step(state, batch, ctx), 5)
     total = sum(ev.device_time_total for ev in events)
     for ev in sorted(events, key=lambda ev: -ev.device_time_total)[:top]:
         rows.append({"kernel": ev.key[:160], "share": ev.device_time_total / total, "ms_per_step": ev.device_time_total / 5 / 1e3,

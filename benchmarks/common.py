@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -22,7 +22,8 @@ STEADY_STEP = 10**6  # past every warm-up: full loss weights, refinement on, as 
 # name -> (train.precision, train.channels_last)
 VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
 
-__all__ = ["LEVERS", "ROOT", "TRIED_LEVERS", "VARIANTS", "bench_config", "compile_regions", "make_state", "random_batch", "recipe_config"]
+__all__ = ["LEVERS", "ROOT", "TRIED_LEVERS", "VARIANTS", "bench_config", "compile_regions", "kernel_events", "make_state",
+           "random_batch", "recipe_config"]
 
 
 def recipe_config(params: Path, variant: str = "fp32") -> Config:
@@ -84,3 +85,16 @@ def random_batch(batch: int, size: int, device: torch.device, seed: int) -> Batc
     x = torch.rand(2, batch, 3, size, size, generator=g) * 2 - 1
     lm = torch.rand(2, batch, 68, 2, generator=g) * 1.6 - 0.8
     return Batch(x_a=x[0].to(device), x_b=x[1].to(device), lm_a=lm[0].to(device), lm_b=lm[1].to(device))
+
+
+def kernel_events(fn: Callable[[], object], reps: int) -> list:
+    """The CUDA kernels of `reps` calls of `fn` under the profiler, one averaged event per kernel name (those with
+    device time; `device_time_total` in µs over all calls). GPU time, not wall time: what the GPU did."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    return [ev for ev in prof.key_averages() if ev.device_time_total > 0]
