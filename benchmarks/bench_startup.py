@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -24,9 +25,23 @@ from pathlib import Path
 BORN = time.perf_counter()  # the child's clock starts at its first import
 
 
+class _BypassReasons(logging.Handler):
+    """Why AOTAutograd would not cache a graph (its INFO log line): a bypassed graph is traced again every start."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Bypassing"):
+            self.reasons.append(" ".join(message.split())[:300])
+
+
 def child(args: argparse.Namespace) -> None:
     """One start: build, compile, first step, then steady steps; prints one JSON line."""
     import torch
+    import torch._functorch.config as functorch_config
 
     from benchmarks.common import bench_config, make_state, random_batch
     from geogan.training.compile_cache import cache_counters, compile_phases
@@ -40,6 +55,10 @@ def child(args: argparse.Namespace) -> None:
 
         for key, value in inductor_settings(args.inductor).items():
             setattr(inductor_config, key, value)
+    bypasses = _BypassReasons()
+    aot_cache_log = logging.getLogger("torch._functorch._aot_autograd.autograd_cache")
+    aot_cache_log.setLevel(logging.INFO)
+    aot_cache_log.addHandler(bypasses)
     device = torch.device("cuda")
     profiler = cProfile.Profile() if args.profile_to else None
     if profiler:
@@ -47,6 +66,8 @@ def child(args: argparse.Namespace) -> None:
     imported = time.perf_counter() - BORN
     state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode,
                             compile_losses=args.compile_losses, regions=args.regions)
+    if args.no_custom_function_cache:  # make_state allowed it; the graphs compile at the first step, after this
+        functorch_config.autograd_cache_allow_custom_autograd_functions = False
     batches = [random_batch(args.batch, args.size, device, i) for i in range(4)]
     train_step(state, batches[0], ctx)
     torch.cuda.synchronize()
@@ -62,13 +83,20 @@ def child(args: argparse.Namespace) -> None:
         train_step(state, batches[i % 4], ctx)
     torch.cuda.synchronize()
     step_s = (time.perf_counter() - t0) / args.steps
+    kernels = {}
+    if args.kernels:  # GPU time of the same steady step: a start whose step is slower shows whether its GPU is
+        from benchmarks.bench_train import profile_top_kernels
+
+        rows, busy_ms = profile_top_kernels(state, ctx, batches[0], top=0)
+        kernels = {"gpu_busy_ms": busy_ms, "kernel_classes": {r["kernel"]: [round(r["ms_per_step"], 2), r["calls_per_step"]]
+                                                              for r in rows}}
     from torch._dynamo.utils import compilation_time_metrics
 
     # Every compile timer of half a second or more: where a start's time went, past the named phases.
     timers = {k: round(sum(v), 2) for k, v in compilation_time_metrics.items() if sum(v) >= 0.5}
     print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3,
-                      "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases(),
-                      "timers": timers}), flush=True)
+                      "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases(), **kernels,
+                      "aot_bypass_reasons": bypasses.reasons, "timers": timers}), flush=True)
 
 
 def start(args: argparse.Namespace, label: str) -> dict:
@@ -82,6 +110,8 @@ def start(args: argparse.Namespace, label: str) -> dict:
            str(args.batch), "--mode", args.mode, "--steps", str(args.steps)] + (["--regions"] if args.regions else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
         + (["--no-cudnn-benchmark"] if args.no_cudnn_benchmark else []) \
+        + (["--no-custom-function-cache"] if args.no_custom_function_cache else []) \
+        + (["--kernels"] if args.kernels else []) \
         + (["--inductor", *args.inductor] if args.inductor else []) \
         + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else [])
     t0 = time.perf_counter()
@@ -105,6 +135,10 @@ def main() -> None:
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="cuDNN picks algorithms by heuristics, no timing at the first step (train.cudnn_benchmark: false)")
+    p.add_argument("--no-custom-function-cache", action="store_true",
+                   help="AOTAutograd's default: bypass its cache for graphs with a custom autograd.Function (G's)")
+    p.add_argument("--kernels", action="store_true",
+                   help="after the steady steps, the GPU time of one step by kernel class (profiler)")
     p.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
                    help="Inductor settings for every start, e.g. combo_kernels=True (as bench_train --inductor)")
     p.add_argument("--profile", type=Path, default=None,
@@ -130,21 +164,27 @@ def main() -> None:
             args.out.write_text(json.dumps({"size": args.size, "batch": args.batch, "mode": args.mode,
                                             "compile_losses": args.compile_losses,
                                             "cudnn_benchmark": not args.no_cudnn_benchmark, "regions": args.regions,
+                                            "custom_function_cache": not args.no_custom_function_cache,
                                             "inductor": args.inductor,
                                             "rows": rows}, indent=2))
     print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else "")
           + (", compile_losses" if args.compile_losses else "") + "".join(f", {item}" for item in args.inductor))
     print(f"{'start':<6} {'cache files':>11} {'to 1st step s':>13} {'imports s':>9} {'FX hit/miss':>11} "
-          f"{'AOT hit/miss':>12} {'trace s':>7} {'backend s':>9} {'bw s':>6} {'step ms':>8} {'pairs/s':>8}")
+          f"{'AOT hit/miss/bypass':>19} {'trace s':>7} {'backend s':>9} {'bw s':>6} {'step ms':>8} {'GPU busy ms':>11} "
+          f"{'pairs/s':>8}")
     for r in rows:
         if "error" in r:
             print(f"{r['start']:<6} {r['cache_entries_before']:>11} {r['error']}")
             continue
         print(f"{r['start']:<6} {r['cache_entries_before']:>11} {r['first_step_s']:>13.1f} {r['imported_s']:>9.1f} "
-              f"{r['fx_graph_hits']:>5}/{r['fx_graph_misses']:<5} {r['aot_autograd_hits']:>6}/{r['aot_autograd_misses']:<5} "
+              f"{r['fx_graph_hits']:>5}/{r['fx_graph_misses']:<5} "
+              f"{r['aot_autograd_hits']:>7}/{r['aot_autograd_misses']}/{r.get('aot_autograd_bypasses', 0):<7} "
               f"{r.get('trace_s', float('nan')):>7.1f} {r.get('backend_s', float('nan')):>9.1f} "
               f"{r.get('backward_s', 0.0):>6.1f} "
-              f"{r['step_ms']:>8.1f} {r['pairs_per_s']:>8.1f}")
+              f"{r['step_ms']:>8.1f} {r.get('gpu_busy_ms', float('nan')):>11.1f} {r['pairs_per_s']:>8.1f}")
+    for r in rows:
+        for reason in r.get("aot_bypass_reasons", []):
+            print(f"{r['start']}: AOTAutograd cache bypassed: {reason}")
     if any("error" in r for r in rows):
         raise SystemExit(1)
 

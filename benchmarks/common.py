@@ -14,6 +14,7 @@ from geogan.data.dataset import Batch
 from geogan.nets import COMPILED, STOCK
 from geogan.nets.fast_ops import LEVERS, TRIED_LEVERS
 from geogan.training.build import compiled_state, eager_state, nets_for, region_view_for, step_context
+from geogan.training.compile_cache import cache_custom_autograd_functions
 from geogan.training.steps import StepContext, TrainingState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,7 @@ def compile_regions(state: TrainingState, **compile_kwargs: Any) -> None:
     slower, the glue between the regions running eager. A benchmark option, not training's. State dicts
     keep their keys.
     """
+    cache_custom_autograd_functions()  # as compiled_state does
     gen, disc = state.gen, state.disc
     local = [disc.local] if disc.local is not None else []
     for net in (gen.flow, gen.mask, gen.refine, gen.removal, *disc.scales, *local):

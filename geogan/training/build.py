@@ -16,6 +16,7 @@ from geogan.config import Config, LossConfig, ModelConfig, RegionConfig, TrainCo
 from geogan.data.dataset import DomainTensors, PreparedData, UnpairedSampler
 from geogan.landmarks.regions import RegionSpec
 from geogan.nets import COMPILED, STOCK, Kernels, Nets, build_nets
+from geogan.training.compile_cache import cache_custom_autograd_functions
 from geogan.training.grad_sync import FlatGradSync
 from geogan.training.schedule import mask_weight_at, refine_weight_at
 from geogan.training.steps import RegionView, StepContext, TrainingState, discriminator_terms, generator_terms
@@ -126,6 +127,7 @@ def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = Fals
             one graph instead of D alone (`train.compile_losses`; benchmarks/NOTES.md runs 9 and 26): fewer
             eager launches between the graphs, which is what a launch-bound step (128 px) pays for.
     """
+    cache_custom_autograd_functions()  # else every start traces and partitions G's joint graph again
     fields = dict(state.__dict__, gen_fwd=compiler(state.gen_fwd))
     if losses:  # D runs inside the compiled terms
         fields.update(d_terms=compiler(discriminator_terms), g_terms=compiler(generator_terms))

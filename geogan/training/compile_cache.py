@@ -39,7 +39,26 @@ def cache_counters() -> dict[str, int]:
 
     inductor, aot = counters["inductor"], counters["aot_autograd"]
     return {"fx_graph_hits": int(inductor["fxgraph_cache_hit"]), "fx_graph_misses": int(inductor["fxgraph_cache_miss"]),
-            "aot_autograd_hits": int(aot["autograd_cache_hit"]), "aot_autograd_misses": int(aot["autograd_cache_miss"])}
+            "aot_autograd_hits": int(aot["autograd_cache_hit"]), "aot_autograd_misses": int(aot["autograd_cache_miss"]),
+            # A graph AOTAutograd will not cache: every start traces its joint graph and partitions it again.
+            "aot_autograd_bypasses": int(aot["autograd_cache_bypass"])}
+
+
+def cache_custom_autograd_functions() -> bool:
+    """Let AOTAutograd's cache keep graphs that call a custom `torch.autograd.Function`; True if this torch can.
+
+    By default AOTAutograd bypasses its cache for any graph holding one, and G's graph holds the compiled
+    kernels' folded reflection pad and upsampling stencil (`geogan.nets.fast_ops`). Every warm start then
+    traced and partitioned G's joint graph again: about 20 s of a 256 px warm start (benchmarks/NOTES.md run
+    33). Safe for these functions: Dynamo traces their forward and backward into the graph the cache key is
+    hashed from, and they keep no state outside their inputs (pytorch/pytorch#149751, which added the flag).
+    """
+    import torch._functorch.config as functorch_config
+
+    if not hasattr(functorch_config, "autograd_cache_allow_custom_autograd_functions"):
+        return False
+    functorch_config.autograd_cache_allow_custom_autograd_functions = True
+    return True
 
 
 # Dynamo's own timers (torch._dynamo.utils.compilation_time_metrics): where a start's compile time went.
