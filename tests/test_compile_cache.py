@@ -28,8 +28,23 @@ print(json.dumps({"folder": str(folder), **cache_counters(), **compile_phases()}
 """
 
 
-def _compile_in(run_dir, env) -> dict:
-    result = run_stage([sys.executable, "-c", COMPILE_IN_RUN, str(run_dir)], env, ROOT, timeout=600)
+# G's graph calls custom autograd.Functions (the compiled kernels' folded pad and upsampling stencil).
+COMPILE_CUSTOM_FUNCTIONS = """
+import json, sys, torch
+from pathlib import Path
+from geogan.nets.fast_ops import reflection_pad_folded, upsample2x_stencil
+from geogan.training.compile_cache import cache_counters, cache_custom_autograd_functions, use_compile_cache
+use_compile_cache(Path(sys.argv[1]))
+if sys.argv[2] == "allow":
+    assert cache_custom_autograd_functions()
+f = torch.compile(lambda x: upsample2x_stencil(reflection_pad_folded(x, 1)).square().mean())
+f(torch.ones(2, 3, 8, 8, requires_grad=True)).backward()
+print(json.dumps(cache_counters()))
+"""
+
+
+def _compile_in(run_dir, env, script: str = COMPILE_IN_RUN, *args: str) -> dict:
+    result = run_stage([sys.executable, "-c", script, str(run_dir), *args], env, ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -50,6 +65,21 @@ def test_a_second_process_of_the_same_run_hits_the_cache_in_its_run_folder(tmp_p
         assert 0 < start["trace_s"] <= start["compile_s"] and 0 < start["backend_s"] <= start["compile_s"], start
     # The backward graph's Inductor compile is timed on its own; the warm start reads it from the cache instead.
     assert first["backward_s"] > 0 and second.get("backward_s", 0) == 0, (first, second)
+
+
+def test_a_graph_with_custom_autograd_functions_is_cached_whole_once_allowed(tmp_path):
+    """AOTAutograd's default bypasses its cache for such a graph: each start traced and partitioned G's joint
+    graph again (benchmarks/NOTES.md run 30: 20 of a 60 s warm start). Allowed, a second start hits it."""
+    env = stage_env(tmp_path)
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    env.pop("TRITON_CACHE_DIR", None)
+    by_default = _compile_in(tmp_path / "run", env, COMPILE_CUSTOM_FUNCTIONS, "default")
+    assert by_default["aot_autograd_bypasses"] == 1 and by_default["aot_autograd_hits"] == 0, by_default
+    first = _compile_in(tmp_path / "run", env, COMPILE_CUSTOM_FUNCTIONS, "allow")
+    assert first["aot_autograd_bypasses"] == 0 and first["aot_autograd_misses"] == 1, first
+    second = _compile_in(tmp_path / "run", env, COMPILE_CUSTOM_FUNCTIONS, "allow")
+    assert second["aot_autograd_hits"] == 1 and second["aot_autograd_misses"] == 0, second
+    assert second["aot_autograd_bypasses"] == 0, second
 
 
 def test_a_cache_folder_the_user_chose_is_kept(tmp_path):
@@ -75,6 +105,9 @@ def test_compiled_training_keeps_its_cache_in_the_run_folder(tmp_path, monkeypat
     from tests.helpers.training import cpu_env
 
     monkeypatch.setenv(INDUCTOR_CACHE_ENV, default_cache_dir())  # what Inductor writes itself; restored afterwards
+    import torch._functorch.config as functorch_config
+
+    monkeypatch.setattr(functorch_config, "autograd_cache_allow_custom_autograd_functions", False)
     calls = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append((os.environ[INDUCTOR_CACHE_ENV], kw)) or fn)
     data = make_tiny_data(tmp_path / "data")
@@ -86,4 +119,5 @@ def test_compiled_training_keeps_its_cache_in_the_run_folder(tmp_path, monkeypat
     assert result.step == 2
     folder = str((tmp_path / "work" / "compile_cache").resolve())
     assert len(calls) == 3 and all(c == (folder, {"mode": "default"}) for c in calls), calls  # G, D, frozen D
+    assert functorch_config.autograd_cache_allow_custom_autograd_functions, "G's graph would miss the cache"
     assert re.search(r"compiled: first step after [\d.]+ s \(compile cache: fx_graph_hits \d+.*; ", capsys.readouterr().out)
