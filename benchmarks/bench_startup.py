@@ -94,9 +94,13 @@ def child(args: argparse.Namespace) -> None:
 
     # Every compile timer of half a second or more: where a start's time went, past the named phases.
     timers = {k: round(sum(v), 2) for k, v in compilation_time_metrics.items() if sum(v) >= 0.5}
+    # Each graph's own share (one entry per compiled frame, per backward graph): what compiling them apart could save.
+    per_graph = {name: [round(v, 2) for v in compilation_time_metrics[key]] for name, key in
+                 (("forward_s", "_compile.compile_inner"), ("backward_s", "compile_fx.<locals>.bw_compiler"))
+                 if key in compilation_time_metrics}
     print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3,
                       "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases(), **kernels,
-                      "aot_bypass_reasons": bypasses.reasons, "timers": timers}), flush=True)
+                      "aot_bypass_reasons": bypasses.reasons, "per_graph": per_graph, "timers": timers}), flush=True)
 
 
 def start(args: argparse.Namespace, label: str) -> dict:
