@@ -84,7 +84,7 @@ def child(args: argparse.Namespace) -> None:
     torch.cuda.synchronize()
     step_s = (time.perf_counter() - t0) / args.steps
     kernels = {}
-    if args.kernels:  # GPU time of the same steady step: a start whose step is slower shows whether its GPU is
+    if args.kernels:  # GPU time of the same steady step: did a slower start's GPU do more work, or wait on the host?
         from benchmarks.bench_train import profile_top_kernels
 
         rows, busy_ms = profile_top_kernels(state, ctx, batches[0], top=0)

@@ -69,7 +69,7 @@ def test_a_second_process_of_the_same_run_hits_the_cache_in_its_run_folder(tmp_p
 
 def test_a_graph_with_custom_autograd_functions_is_cached_whole_once_allowed(tmp_path):
     """AOTAutograd's default bypasses its cache for such a graph: each start traced and partitioned G's joint
-    graph again (benchmarks/NOTES.md run 30: 20 of a 60 s warm start). Allowed, a second start hits it."""
+    graph again (benchmarks/NOTES.md run 30: about 20 s of a 60 s warm start). Allowed, a second start hits it."""
     env = stage_env(tmp_path)
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)
     env.pop("TRITON_CACHE_DIR", None)

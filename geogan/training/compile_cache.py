@@ -49,8 +49,8 @@ def cache_custom_autograd_functions() -> bool:
 
     By default AOTAutograd bypasses its cache for any graph holding one, and G's graph holds the compiled
     kernels' folded reflection pad and upsampling stencil (`geogan.nets.fast_ops`). Every warm start then
-    traced and partitioned G's joint graph again: about 20 s of a 256 px warm start (benchmarks/NOTES.md run
-    33). Safe for these functions: Dynamo traces their forward and backward into the graph the cache key is
+    traced and partitioned G's joint graph again: about 20 s of a 256 px warm start (benchmarks/NOTES.md runs
+    30 and 33). Safe for these functions: Dynamo traces their forward and backward into the graph the cache key is
     hashed from, and they keep no state outside their inputs (pytorch/pytorch#149751, which added the flag).
     """
     import torch._functorch.config as functorch_config
