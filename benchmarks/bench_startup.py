@@ -4,7 +4,10 @@ Each start is its own process (as a restarted or resumed pod is) that builds the
 as training does (`benchmarks.common.make_state`), compiles it and runs one step. `cold` starts
 on an empty cache folder; `warm` starts again on the folder the cold start filled, which is what
 `train.compile_cache` gives a resumed run (`<run>/compile_cache`, on the PVC on a cluster). Each
-start then times steady steps, so a start that compiled differently shows it.
+start then times steady steps, so a start that compiled differently shows it. `parallel` starts on an
+empty cache too, but first compiles each of the step's graphs (`COMPILED_PARTS`) in its own process at
+once, the other graphs eager, then starts warm on what they wrote: its time is the slowest part's process
+plus that warm start (benchmarks/NOTES.md run 35).
 
     python -m benchmarks.bench_startup --size 256 --batch 24 --cache /tmp/cc --out $OUT/startup.json
 """
@@ -23,6 +26,8 @@ import time
 from pathlib import Path
 
 BORN = time.perf_counter()  # the child's clock starts at its first import
+
+from geogan.training.build import COMPILED_PARTS  # noqa: E402 (after BORN: a child's imports count)
 
 
 class _BypassReasons(logging.Handler):
@@ -65,7 +70,7 @@ def child(args: argparse.Namespace) -> None:
         profiler.enable()
     imported = time.perf_counter() - BORN
     state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode,
-                            compile_losses=args.compile_losses, regions=args.regions)
+                            compile_losses=args.compile_losses, regions=args.regions, parts=args.parts)
     if args.no_custom_function_cache:  # make_state allowed it; the graphs compile at the first step, after this
         functorch_config.autograd_cache_allow_custom_autograd_functions = False
     batches = [random_batch(args.batch, args.size, device, i) for i in range(4)]
@@ -75,14 +80,14 @@ def child(args: argparse.Namespace) -> None:
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile_to)
-    for i in range(3):  # cudagraph trees record on the first calls, cuDNN picks its algorithms
+    for i in range(3 if args.steps else 0):  # cudagraph trees record on the first calls, cuDNN picks its algorithms
         train_step(state, batches[i % 4], ctx)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for i in range(args.steps):
         train_step(state, batches[i % 4], ctx)
     torch.cuda.synchronize()
-    step_s = (time.perf_counter() - t0) / args.steps
+    step_s = (time.perf_counter() - t0) / args.steps if args.steps else float("nan")
     kernels = {}
     if args.kernels:  # GPU time of the same steady step: did a slower start's GPU do more work, or wait on the host?
         from benchmarks.bench_train import profile_top_kernels
@@ -103,29 +108,54 @@ def child(args: argparse.Namespace) -> None:
                       "aot_bypass_reasons": bypasses.reasons, "per_graph": per_graph, "timers": timers}), flush=True)
 
 
-def start(args: argparse.Namespace, label: str) -> dict:
-    """Run one start in a new process with the cache folder as Inductor's; wall time from spawn."""
-    if label == "cold":
-        shutil.rmtree(args.cache, ignore_errors=True)
-    entries = sum(1 for _ in args.cache.rglob("*")) if args.cache.exists() else 0
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(args.cache.resolve())}
-    env.pop("TRITON_CACHE_DIR", None)  # Triton's cache then lives under Inductor's
-    cmd = [sys.executable, "-m", "benchmarks.bench_startup", "--child", "--size", str(args.size), "--batch",
-           str(args.batch), "--mode", args.mode, "--steps", str(args.steps)] + (["--regions"] if args.regions else []) \
+def _child_command(args: argparse.Namespace, label: str, parts: list[str], steps: int) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.bench_startup", "--child", "--size", str(args.size), "--batch",
+            str(args.batch), "--mode", args.mode, "--steps", str(steps), "--parts", *parts] \
+        + (["--regions"] if args.regions else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
         + (["--no-cudnn-benchmark"] if args.no_cudnn_benchmark else []) \
         + (["--no-custom-function-cache"] if args.no_custom_function_cache else []) \
-        + (["--kernels"] if args.kernels else []) \
+        + (["--kernels"] if args.kernels and steps else []) \
         + (["--inductor", *args.inductor] if args.inductor else []) \
         + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else [])
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=args.timeout)
-    wall = time.perf_counter() - t0
+
+
+def _row(label: str, proc: subprocess.CompletedProcess, wall: float, entries: int) -> dict:
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         return {"start": label, "error": f"exit {proc.returncode}", "cache_entries_before": entries}
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"start": label, "cache_entries_before": entries, "process_s": wall, **row}
+
+
+def start(args: argparse.Namespace, label: str) -> dict:
+    """Run one start in a new process with the cache folder as Inductor's; wall time from spawn."""
+    if label in ("cold", "parallel"):
+        shutil.rmtree(args.cache, ignore_errors=True)
+    entries = sum(1 for _ in args.cache.rglob("*")) if args.cache.exists() else 0
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(args.cache.resolve())}
+    env.pop("TRITON_CACHE_DIR", None)  # Triton's cache then lives under Inductor's
+    precompile, t0 = {}, time.perf_counter()
+    if label == "parallel":  # one process per graph, all at once, into the one cache folder
+        procs = {part: subprocess.Popen(_child_command(args, f"part-{part}", [part], steps=0), env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for part in COMPILED_PARTS}
+        for part, proc in procs.items():
+            out, err = proc.communicate(timeout=args.timeout)
+            done = _row(part, subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+                        time.perf_counter() - t0, 0)
+            if "error" in done:
+                return {"start": label, "error": f"{part}: {done['error']}", "cache_entries_before": entries}
+            precompile[part] = {k: done.get(k) for k in ("process_s", "first_step_s", "trace_s", "backend_s",
+                                                         "backward_s", "fx_graph_misses", "aot_autograd_misses")}
+        precompile_s = time.perf_counter() - t0
+        entries = sum(1 for _ in args.cache.rglob("*"))
+    proc = subprocess.run(_child_command(args, label, list(COMPILED_PARTS), args.steps), check=False, env=env,
+                          capture_output=True, text=True, timeout=args.timeout)
+    row = _row(label, proc, time.perf_counter() - t0, entries)
+    if precompile and "error" not in row:  # the whole start: the parts' processes, then the warm process
+        row.update(parts=precompile, precompile_s=precompile_s, warm_first_step_s=row["first_step_s"],
+                   first_step_s=precompile_s + row["first_step_s"])
+    return row
 
 
 def main() -> None:
@@ -148,7 +178,8 @@ def main() -> None:
     p.add_argument("--profile", type=Path, default=None,
                    help="a folder: cProfile each start up to its first step into <folder>/<start>.pstats (slows Python)")
     p.add_argument("--profile-to", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--starts", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
+    p.add_argument("--starts", nargs="+", default=["cold", "warm"], choices=["cold", "warm", "parallel"])
+    p.add_argument("--parts", nargs="+", default=list(COMPILED_PARTS), choices=COMPILED_PARTS, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cache", type=Path, default=Path("/tmp/geogan-bench-compile-cache"))
     p.add_argument("--timeout", type=float, default=900)
@@ -187,6 +218,10 @@ def main() -> None:
               f"{r.get('backward_s', 0.0):>6.1f} "
               f"{r['step_ms']:>8.1f} {r.get('gpu_busy_ms', float('nan')):>11.1f} {r['pairs_per_s']:>8.1f}")
     for r in rows:
+        for part, p in r.get("parts", {}).items():
+            phases = ", ".join(f"{k} {p.get(f'{k}_s') or 0:.1f}" for k in ("trace", "backend", "backward"))
+            print(f"{r['start']}: {part} compiled alone: done {p['process_s']:.1f} s after the spawn, first step "
+                  f"{p['first_step_s']:.1f} s ({phases}); then the warm start {r['warm_first_step_s']:.1f} s")
         for reason in r.get("aot_bypass_reasons", []):
             print(f"{r['start']}: AOTAutograd cache bypassed: {reason}")
     if any("error" in r for r in rows):

@@ -13,7 +13,7 @@ from geogan.config import Config, load_config
 from geogan.data.dataset import Batch
 from geogan.nets import COMPILED, STOCK
 from geogan.nets.fast_ops import LEVERS, TRIED_LEVERS
-from geogan.training.build import compiled_state, eager_state, nets_for, region_view_for, step_context
+from geogan.training.build import COMPILED_PARTS, compiled_state, eager_state, nets_for, region_view_for, step_context
 from geogan.training.compile_cache import cache_custom_autograd_functions
 from geogan.training.steps import StepContext, TrainingState
 
@@ -59,7 +59,8 @@ def compile_regions(state: TrainingState, **compile_kwargs: Any) -> None:
 
 def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str | None = None,
                compile_losses: bool = False, without: Sequence[str] = (), with_levers: Sequence[str] = (),
-               distributed: bool = False, regions: bool = False) -> tuple[TrainingState, StepContext]:
+               distributed: bool = False, regions: bool = False,
+               parts: Sequence[str] = COMPILED_PARTS) -> tuple[TrainingState, StepContext]:
     """The training state and step context training builds for `cfg`, optionally compiled.
 
     Args:
@@ -69,13 +70,15 @@ def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str |
         without: compiled-kernel levers (`LEVERS`) to turn off, to measure each one's worth.
         with_levers: levers left out of the compiled kernels (`TRIED_LEVERS`) to turn on.
         regions: with `compile_mode`, compile each sub-network alone (`compile_regions`), not the whole step.
+        parts: with `compile_mode`, the step's graphs to compile (`COMPILED_PARTS`); the others run eager.
     """
     kernels = COMPILED.without(without).with_levers(with_levers) if compile_mode else STOCK
     state = eager_state(nets_for(cfg.model, cfg.train, kernels), cfg.train, device, distributed)
     if compile_mode and regions:
         compile_regions(state, mode=compile_mode, dynamic=False)  # D's scales: one static graph per size
     elif compile_mode:
-        state = compiled_state(state, functools.partial(torch.compile, mode=compile_mode), losses=compile_losses)
+        state = compiled_state(state, functools.partial(torch.compile, mode=compile_mode), losses=compile_losses,
+                               parts=parts)
     # The first attribute's landmark region, for a recipe whose local D, mask prior or cutout use one
     region = region_view_for(cfg, cfg.regions.get(cfg.attributes[0]), size)
     return state, step_context(cfg.loss, cfg.train, STEADY_STEP, size, device, region)

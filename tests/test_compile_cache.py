@@ -43,6 +43,21 @@ print(json.dumps(cache_counters()))
 """
 
 
+# One step of the tiny config with only some of its graphs compiled (`compiled_state(parts=...)`), the rest eager.
+COMPILE_PARTS = """
+import json, sys, torch
+from pathlib import Path
+from geogan.training.compile_cache import cache_counters, use_compile_cache
+from geogan.training.steps import train_step
+from tests.helpers.training import random_batch, tiny_context, tiny_state
+use_compile_cache(Path(sys.argv[1]))
+torch.set_num_threads(1)
+state = tiny_state(compiler=torch.compile, losses=True, parts=sys.argv[2].split(","), ngf=4, ndf=4, n_scales=1)
+train_step(state, random_batch(0), tiny_context())
+print(json.dumps(cache_counters()))
+"""
+
+
 def _compile_in(run_dir, env, script: str = COMPILE_IN_RUN, *args: str) -> dict:
     result = run_stage([sys.executable, "-c", script, str(run_dir), *args], env, ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -80,6 +95,18 @@ def test_a_graph_with_custom_autograd_functions_is_cached_whole_once_allowed(tmp
     second = _compile_in(tmp_path / "run", env, COMPILE_CUSTOM_FUNCTIONS, "allow")
     assert second["aot_autograd_hits"] == 1 and second["aot_autograd_misses"] == 0, second
     assert second["aot_autograd_bypasses"] == 0, second
+
+
+def test_a_graph_compiled_while_the_rest_of_the_step_ran_eager_is_the_one_the_whole_step_looks_up(tmp_path):
+    """What lets each of the step's graphs be compiled in a process of its own (benchmarks/NOTES.md run 35): the D
+    phase's graph, compiled with G and the G phase eager, is a hit for a process that compiles more of the step."""
+    env = stage_env(tmp_path)
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    env.pop("TRITON_CACHE_DIR", None)
+    alone = _compile_in(tmp_path / "run", env, COMPILE_PARTS, "d_phase")
+    assert alone["aot_autograd_misses"] == 1 and alone["aot_autograd_hits"] == 0, alone
+    more = _compile_in(tmp_path / "run", env, COMPILE_PARTS, "d_phase,g_phase")
+    assert more["aot_autograd_hits"] == 1 and more["aot_autograd_misses"] == 1, more  # the G phase is new
 
 
 def test_a_cache_folder_the_user_chose_is_kept(tmp_path):

@@ -103,3 +103,27 @@ def test_train_compile_losses_compiles_each_phases_terms(monkeypatch):
         build_training(tiny_nets(), train, torch.device("cpu"), distributed=False)
         terms = {"discriminator_terms", "generator_terms"}
         assert terms <= set(compiled) if losses else not terms & set(compiled), compiled
+
+
+@pytest.mark.parametrize("losses", [False, True])
+def test_compiled_state_compiles_only_the_parts_asked_for_and_names_a_wrong_one(losses):
+    from geogan.training.build import COMPILED_PARTS, compiled_state
+
+    def compiled(fn):  # a marked wrapper, so the state shows which callables were compiled
+        def wrapper(*args, **kwargs):
+            return fn(*args, **kwargs)
+        wrapper.compiled = True
+        return wrapper
+
+    state = tiny_state()
+    names = {"generator_cycle": ["gen_fwd"], "d_phase": ["d_terms" if losses else "disc_fwd"],
+             "g_phase": ["g_terms" if losses else "disc_frozen"]}
+    for part in COMPILED_PARTS:
+        only = compiled_state(state, compiled, losses, parts=[part])
+        marked = {name for name in ("gen_fwd", "disc_fwd", "disc_frozen", "d_terms", "g_terms")
+                  if getattr(getattr(only, name), "compiled", False)}
+        assert marked == set(names[part]), (part, marked)
+    whole = compiled_state(state, compiled, losses)
+    assert all(getattr(getattr(whole, n[0]), "compiled", False) for n in names.values())
+    with pytest.raises(ValueError, match="unknown parts \\['d_terms'\\]"):
+        compiled_state(state, compiled, losses, parts=["d_terms"])

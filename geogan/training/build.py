@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 
@@ -119,20 +119,32 @@ def eager_state(nets: Nets, train: TrainConfig, device: torch.device, distribute
                          landmark_heatmaps=heat, sync_g=sync_g, sync_d=sync_d)
 
 
-def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = False) -> TrainingState:
+# The step's compiled graphs, each compiled (and cached) on its own: G's cycle, the D phase, the G phase.
+COMPILED_PARTS = ("generator_cycle", "d_phase", "g_phase")
+
+
+def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = False,
+                   parts: Collection[str] = COMPILED_PARTS) -> TrainingState:
     """`state` with G's forward and D compiled by `compiler` (e.g. `torch.compile`, or a partial of it).
 
     Args:
         losses: compile each phase's D input (DiffAugment, region crops), D forward and loss terms as
             one graph instead of D alone (`train.compile_losses`; benchmarks/NOTES.md runs 9 and 26): fewer
             eager launches between the graphs, which is what a launch-bound step (128 px) pays for.
+        parts: which of `COMPILED_PARTS` to compile; the others run eager. A process that compiles one part
+            fills the compile cache with the same graphs the whole step compiles (benchmarks/NOTES.md run 35).
     """
+    unknown = set(parts) - set(COMPILED_PARTS)
+    if unknown:
+        raise ValueError(f"compiled_state: unknown parts {sorted(unknown)}; expected some of {COMPILED_PARTS}")
     cache_custom_autograd_functions()  # else every start traces and partitions G's joint graph again
-    fields = dict(state.__dict__, gen_fwd=compiler(state.gen_fwd))
-    if losses:  # D runs inside the compiled terms
-        fields.update(d_terms=compiler(discriminator_terms), g_terms=compiler(generator_terms))
-    else:
-        fields.update(disc_fwd=compiler(state.disc_fwd), disc_frozen=compiler(state.disc_frozen))
+    # Each part's callables; with `losses`, D runs inside the compiled terms.
+    callables = {"generator_cycle": {"gen_fwd": state.gen_fwd},
+                 "d_phase": {"d_terms": discriminator_terms} if losses else {"disc_fwd": state.disc_fwd},
+                 "g_phase": {"g_terms": generator_terms} if losses else {"disc_frozen": state.disc_frozen}}
+    fields = dict(state.__dict__)
+    for part in parts:
+        fields.update({name: compiler(fn) for name, fn in callables[part].items()})
     return TrainingState(**fields)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 from geogan.config import ModelConfig
 from geogan.data.dataset import Batch
 from geogan.nets import STOCK, Kernels, Nets
-from geogan.training.build import Compiler, compiled_state, eager_state, nets_for, step_context
+from geogan.training.build import COMPILED_PARTS, Compiler, compiled_state, eager_state, nets_for, step_context
 from geogan.training.steps import RegionView, StepContext, TrainingState
 from tests.helpers.params import tiny_config
 
@@ -52,13 +52,14 @@ def tiny_nets(kernels: Kernels = STOCK, seed: int = 0, **model) -> Nets:
 
 
 def tiny_state(compiler: Compiler | None = None, losses: bool = False, distributed: bool = False,
-               kernels: Kernels = STOCK, grad_sync: str = "ddp", **model) -> TrainingState:
+               kernels: Kernels = STOCK, grad_sync: str = "ddp", parts: Sequence[str] = COMPILED_PARTS,
+               **model) -> TrainingState:
     """The CPU training state of the tiny nets; `compiler` (e.g. torch.compile with backend
     "aot_eager") compiles G and D, or with `losses` each phase's D and loss terms as one graph.
-    `grad_sync` is `train.grad_sync` when `distributed`."""
+    `grad_sync` is `train.grad_sync` when `distributed`; `parts` the compiled graphs (`COMPILED_PARTS`)."""
     train = dataclasses.replace(tiny_config().train, grad_sync=grad_sync)
     state = eager_state(tiny_nets(kernels, **model), train, torch.device("cpu"), distributed)
-    return compiled_state(state, compiler, losses) if compiler is not None else state
+    return compiled_state(state, compiler, losses, parts) if compiler is not None else state
 
 
 def tiny_context(size: int = 32, region: RegionView | None = None, loss: dict | None = None, **train) -> StepContext:
