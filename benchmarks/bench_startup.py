@@ -54,6 +54,8 @@ def child(args: argparse.Namespace) -> None:
     from geogan.training.steps import train_step
 
     torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    if args.cudnn_benchmark_limit is not None:  # how many of cuDNN's candidate algorithms its search times (0: all)
+        torch.backends.cudnn.benchmark_limit = args.cudnn_benchmark_limit
     if args.inductor:  # part of the cache key: a warm start must name the same settings as its cold one
         import torch._inductor.config as inductor_config
 
@@ -115,6 +117,8 @@ def _child_command(args: argparse.Namespace, label: str, parts: list[str], steps
         + (["--regions"] if args.regions else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
         + (["--no-cudnn-benchmark"] if args.no_cudnn_benchmark else []) \
+        + (["--cudnn-benchmark-limit", str(args.cudnn_benchmark_limit)] if args.cudnn_benchmark_limit is not None
+           else []) \
         + (["--no-custom-function-cache"] if args.no_custom_function_cache else []) \
         + (["--kernels"] if args.kernels and steps else []) \
         + (["--inductor", *args.inductor] if args.inductor else []) \
@@ -173,6 +177,9 @@ def main() -> None:
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="cuDNN picks algorithms by heuristics, no timing at the first step (train.cudnn_benchmark: false)")
+    p.add_argument("--cudnn-benchmark-limit", type=int, default=None,
+                   help="torch.backends.cudnn.benchmark_limit: candidate algorithms the search times (torch's default "
+                        "10; 0 = all of them)")
     p.add_argument("--no-custom-function-cache", action="store_true",
                    help="AOTAutograd's default: bypass its cache for graphs with a custom autograd.Function (G's)")
     p.add_argument("--kernels", action="store_true",
@@ -203,6 +210,7 @@ def main() -> None:
             args.out.write_text(json.dumps({"size": args.size, "batch": args.batch, "mode": args.mode,
                                             "compile_losses": args.compile_losses,
                                             "cudnn_benchmark": not args.no_cudnn_benchmark, "regions": args.regions,
+                                            "cudnn_benchmark_limit": args.cudnn_benchmark_limit,
                                             "custom_function_cache": not args.no_custom_function_cache,
                                             "inductor": args.inductor,
                                             "rows": rows}, indent=2))
