@@ -73,6 +73,14 @@ def test_a_second_process_of_the_same_run_hits_the_cache_in_its_run_folder(tmp_p
     assert first["fx_graph_misses"] >= 1 and first["fx_graph_hits"] == 0
     assert any((tmp_path / "run" / "compile_cache").rglob("*")), "the run folder holds no cache entries"
 
+    # What a compiled run says before its first step: a cold start on an empty folder, a warm one on this one.
+    from geogan.training.compile_cache import cached_graphs, compile_notice
+
+    folder = tmp_path / "run" / "compile_cache"
+    assert cached_graphs(folder) >= 2, "the forward and backward graphs and the AOTAutograd entry"
+    assert f"({cached_graphs(folder)} graph entries): under a minute" in compile_notice(folder)
+    assert "a cold start" in compile_notice(tmp_path / "empty") and cached_graphs(tmp_path / "empty") == 0
+
     second = _compile_in(tmp_path / "run", env)
     assert second["fx_graph_hits"] >= 1 and second["fx_graph_misses"] == 0, second
     # Where each start's compile time went: the warm start still traces (no cache holds Dynamo's work).
@@ -147,4 +155,7 @@ def test_compiled_training_keeps_its_cache_in_the_run_folder(tmp_path, monkeypat
     folder = str((tmp_path / "work" / "compile_cache").resolve())
     assert len(calls) == 3 and all(c == (folder, {"mode": "default"}) for c in calls), calls  # G, D, frozen D
     assert functorch_config.autograd_cache_allow_custom_autograd_functions, "G's graph would miss the cache"
-    assert re.search(r"compiled: first step after [\d.]+ s \(compile cache: fx_graph_hits \d+.*; ", capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    notice = f"a cold start (compile cache {folder} is empty)"
+    assert notice in printed and printed.index(notice) < printed.index("compiled: first step"), printed
+    assert re.search(r"compiled: first step after [\d.]+ s \(compile cache: fx_graph_hits \d+.*; ", printed)

@@ -33,6 +33,27 @@ def use_compile_cache(run_dir: Path) -> Path:
     return folder
 
 
+def cached_graphs(folder: Path) -> int:
+    """How many compiled graphs `folder` holds (Inductor's FX graph entries and AOTAutograd's), 0 if none."""
+    return sum(1 for kind in ("fxgraph", "aotautograd") if (Path(folder) / kind).is_dir()
+               for entry in (Path(folder) / kind).rglob("*") if entry.is_file())
+
+
+def compile_notice(folder: Path | None) -> str:
+    """The line a compiled run prints before its first step, so a silent start of minutes is expected.
+
+    Figures: the 256 px step on one H200 (benchmarks/NOTES.md runs 30-35): cold 3-5 min, warm 31-60 s.
+    """
+    if folder is None:
+        return "compiling before the first step, cache off (train.compile_cache: false): 3-5 min on an H200"
+    entries = cached_graphs(folder)
+    if entries == 0:
+        return (f"compiling before the first step, a cold start (compile cache {folder} is empty): 3-5 min on an "
+                "H200; a restart on this cache takes under a minute")
+    return (f"compiling before the first step from compile cache {folder} ({entries} graph entries): under a minute "
+            "on an H200 if torch, the GPU and the settings match, else minutes for each graph that misses")
+
+
 def cache_counters() -> dict[str, int]:
     """This process's compile-cache hits and misses so far (FX graphs and AOTAutograd), for the run's log."""
     from torch._dynamo.utils import counters

@@ -21,7 +21,7 @@ from geogan.signals import Stopped
 from geogan.tracking import NullTracker, Tracker
 from geogan.training import checkpoint as ckpt
 from geogan.training.build import build_training, kernels_for, nets_for, region_view_for, step_context
-from geogan.training.compile_cache import cache_counters, compile_phases, use_compile_cache
+from geogan.training.compile_cache import cache_counters, compile_notice, compile_phases, use_compile_cache
 from geogan.training.distributed import DistEnv, any_flag, params_in_sync
 from geogan.training.ema import GeneratorEma, ema_decay_at
 from geogan.training.schedule import lr_at
@@ -80,8 +80,11 @@ def train(
     t = cfg.train
     started = time.perf_counter()
     tracker = tracker if (tracker is not None and env.is_main) else NullTracker()
-    if t.compile and t.compile_cache:
-        tracker.set_tags({"compile.cache": str(use_compile_cache(Path(work_dir)))})
+    cache_folder = use_compile_cache(Path(work_dir)) if t.compile and t.compile_cache else None
+    if cache_folder is not None:
+        tracker.set_tags({"compile.cache": str(cache_folder)})
+    if t.compile and env.is_main:
+        print(compile_notice(cache_folder), flush=True)
     region_view = region_view_for(cfg, region, sampler.a.size)
     run = _start(cfg, env, Path(work_dir) / "checkpoints", key, tracker)
     if env.device.type == "cuda":
