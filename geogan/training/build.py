@@ -131,8 +131,9 @@ def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = Fals
         losses: compile each phase's D input (DiffAugment, region crops), D forward and loss terms as
             one graph instead of D alone (`train.compile_losses`; benchmarks/NOTES.md runs 9 and 26): fewer
             eager launches between the graphs, which is what a launch-bound step (128 px) pays for.
-        parts: which of `COMPILED_PARTS` to compile; the others run eager. A process that compiles one part
-            fills the compile cache with the same graphs the whole step compiles (benchmarks/NOTES.md run 35).
+        parts: which of `COMPILED_PARTS` to compile; the others run eager. A process compiling one part writes
+            that part's graphs to the compile cache. A whole step's start hits them only if the part's inputs look
+            the same with the other parts compiled: on the GPU the G phase's did not (benchmarks/NOTES.md run 35).
     """
     unknown = set(parts) - set(COMPILED_PARTS)
     if unknown:
