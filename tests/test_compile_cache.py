@@ -58,6 +58,14 @@ print(json.dumps(cache_counters()))
 """
 
 
+def _env_with_default_caches(tmp_path) -> dict:
+    """A stage's environment with no cache folder chosen, so the run folder's is used."""
+    env = stage_env(tmp_path)
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    env.pop("TRITON_CACHE_DIR", None)
+    return env
+
+
 def _compile_in(run_dir, env, script: str = COMPILE_IN_RUN, *args: str) -> dict:
     result = run_stage([sys.executable, "-c", script, str(run_dir), *args], env, ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -65,9 +73,7 @@ def _compile_in(run_dir, env, script: str = COMPILE_IN_RUN, *args: str) -> dict:
 
 
 def test_a_second_process_of_the_same_run_hits_the_cache_in_its_run_folder(tmp_path):
-    env = stage_env(tmp_path)
-    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    env.pop("TRITON_CACHE_DIR", None)
+    env = _env_with_default_caches(tmp_path)
     first = _compile_in(tmp_path / "run", env)
     assert first["folder"] == str((tmp_path / "run" / "compile_cache").resolve())
     assert first["fx_graph_misses"] >= 1 and first["fx_graph_hits"] == 0
@@ -93,9 +99,7 @@ def test_a_second_process_of_the_same_run_hits_the_cache_in_its_run_folder(tmp_p
 def test_a_graph_with_custom_autograd_functions_is_cached_whole_once_allowed(tmp_path):
     """AOTAutograd's default bypasses its cache for such a graph: each start traced and partitioned G's joint
     graph again (benchmarks/NOTES.md run 30: about 20 s of a 60 s warm start). Allowed, a second start hits it."""
-    env = stage_env(tmp_path)
-    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    env.pop("TRITON_CACHE_DIR", None)
+    env = _env_with_default_caches(tmp_path)
     by_default = _compile_in(tmp_path / "run", env, COMPILE_CUSTOM_FUNCTIONS, "default")
     assert by_default["aot_autograd_bypasses"] == 1 and by_default["aot_autograd_hits"] == 0, by_default
     first = _compile_in(tmp_path / "run", env, COMPILE_CUSTOM_FUNCTIONS, "allow")
@@ -107,10 +111,9 @@ def test_a_graph_with_custom_autograd_functions_is_cached_whole_once_allowed(tmp
 
 def test_a_graph_compiled_while_the_rest_of_the_step_ran_eager_is_the_one_the_whole_step_looks_up(tmp_path):
     """What lets each of the step's graphs be compiled in a process of its own (benchmarks/NOTES.md run 35): the D
-    phase's graph, compiled with G and the G phase eager, is a hit for a process that compiles more of the step."""
-    env = stage_env(tmp_path)
-    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    env.pop("TRITON_CACHE_DIR", None)
+    phase's graph, compiled with G and the G phase eager, is a hit for a process that compiles more of the step.
+    A graph whose inputs are strided differently then (on the GPU, the G phase's: run 37) would miss instead."""
+    env = _env_with_default_caches(tmp_path)
     alone = _compile_in(tmp_path / "run", env, COMPILE_PARTS, "d_phase")
     assert alone["aot_autograd_misses"] == 1 and alone["aot_autograd_hits"] == 0, alone
     more = _compile_in(tmp_path / "run", env, COMPILE_PARTS, "d_phase,g_phase")
