@@ -48,6 +48,8 @@ def child(args: argparse.Namespace) -> None:
     """One start: build, compile, first step, then steady steps; prints one JSON line."""
     import torch
     import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    import torch._inductor.metrics as inductor_metrics
 
     from benchmarks.common import bench_config, make_state, random_batch
     from geogan.training.compile_cache import cache_counters, compile_phases
@@ -57,8 +59,6 @@ def child(args: argparse.Namespace) -> None:
     if args.cudnn_benchmark_limit is not None:  # how many of cuDNN's candidate algorithms its search times (0: all)
         torch.backends.cudnn.benchmark_limit = args.cudnn_benchmark_limit
     if args.inductor:  # part of the cache key: a warm start must name the same settings as its cold one
-        import torch._inductor.config as inductor_config
-
         from benchmarks.bench_train import inductor_settings
 
         for key, value in inductor_settings(args.inductor).items():
@@ -73,7 +73,8 @@ def child(args: argparse.Namespace) -> None:
         profiler.enable()
     imported = time.perf_counter() - BORN
     state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode,
-                            compile_losses=args.compile_losses, regions=args.regions, parts=args.parts)
+                            compile_losses=args.compile_losses, regions=args.regions, parts=args.parts,
+                            blocks=args.blocks)
     if args.no_custom_function_cache:  # make_state allowed it; the graphs compile at the first step, after this
         functorch_config.autograd_cache_allow_custom_autograd_functions = False
     batches = [random_batch(args.batch, args.size, device, i) for i in range(4)]
@@ -98,7 +99,7 @@ def child(args: argparse.Namespace) -> None:
         rows, busy_ms = profile_top_kernels(state, ctx, batches[0], top=0)
         kernels = {"gpu_busy_ms": busy_ms, "kernel_classes": {r["kernel"]: [round(r["ms_per_step"], 2), r["calls_per_step"]]
                                                               for r in rows}}
-    from torch._dynamo.utils import compilation_time_metrics
+    from torch._dynamo.utils import compilation_time_metrics, counters
 
     # Every compile timer of half a second or more: where a start's time went, past the named phases.
     timers = {k: round(sum(v), 2) for k, v in compilation_time_metrics.items() if sum(v) >= 0.5}
@@ -106,7 +107,11 @@ def child(args: argparse.Namespace) -> None:
     per_graph = {name: [round(v, 2) for v in compilation_time_metrics[key]] for name, key in
                  (("forward_s", "_compile.compile_inner"), ("backward_s", "compile_fx.<locals>.bw_compiler"))
                  if key in compilation_time_metrics}
-    print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3,
+    # How many kernels Inductor generated (a warm start loads them, generating none), on how many compile workers,
+    # for how many Dynamo graphs (a recompiled graph counts again).
+    compiler = {"kernels_generated": inductor_metrics.generated_kernel_count,
+                "compile_threads": inductor_config.compile_threads, "dynamo_graphs": counters["stats"]["unique_graphs"]}
+    print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3, **compiler,
                       "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases(), **kernels,
                       "aot_bypass_reasons": bypasses.reasons, "per_graph": per_graph, "timers": timers}), flush=True)
 
@@ -116,6 +121,7 @@ def _child_command(args: argparse.Namespace, label: str, parts: list[str], steps
             str(args.batch), "--mode", args.mode, "--steps", str(steps), "--parts", *parts] \
         + (["--regions"] if args.regions else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
+        + (["--blocks"] if args.blocks else []) \
         + (["--no-cudnn-benchmark"] if args.no_cudnn_benchmark else []) \
         + (["--cudnn-benchmark-limit", str(args.cudnn_benchmark_limit)] if args.cudnn_benchmark_limit is not None
            else []) \
@@ -175,6 +181,8 @@ def main() -> None:
                    help="compile each sub-network alone (regional compilation), not G's cycle and D whole")
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
+    p.add_argument("--blocks", action="store_true",
+                   help="compile G's transfer and removal once each, not G's whole cycle (train.compile_blocks)")
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="cuDNN picks algorithms by heuristics, no timing at the first step (train.cudnn_benchmark: false)")
     p.add_argument("--cudnn-benchmark-limit", type=int, default=None,
@@ -208,14 +216,14 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
         if args.out:  # after every start: a call cut short keeps the starts it finished
             args.out.write_text(json.dumps({"size": args.size, "batch": args.batch, "mode": args.mode,
-                                            "compile_losses": args.compile_losses,
+                                            "compile_losses": args.compile_losses, "blocks": args.blocks,
                                             "cudnn_benchmark": not args.no_cudnn_benchmark, "regions": args.regions,
                                             "cudnn_benchmark_limit": args.cudnn_benchmark_limit,
                                             "custom_function_cache": not args.no_custom_function_cache,
                                             "inductor": args.inductor,
                                             "rows": rows}, indent=2))
     print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else "")
-          + (", compile_losses" if args.compile_losses else "") + "".join(f", {item}" for item in args.inductor))
+          + (", compile_losses" if args.compile_losses else "") + (", blocks" if args.blocks else "") + "".join(f", {item}" for item in args.inductor))
     print(f"{'start':<6} {'cache files':>11} {'to 1st step s':>13} {'imports s':>9} {'FX hit/miss':>11} "
           f"{'AOT hit/miss/bypass':>19} {'trace s':>7} {'backend s':>9} {'bw s':>6} {'step ms':>8} {'GPU busy ms':>11} "
           f"{'pairs/s':>8}")

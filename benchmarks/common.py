@@ -60,7 +60,7 @@ def compile_regions(state: TrainingState, **compile_kwargs: Any) -> None:
 def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str | None = None,
                compile_losses: bool = False, without: Sequence[str] = (), with_levers: Sequence[str] = (),
                distributed: bool = False, regions: bool = False,
-               parts: Sequence[str] = COMPILED_PARTS) -> tuple[TrainingState, StepContext]:
+               parts: Sequence[str] = COMPILED_PARTS, blocks: bool = False) -> tuple[TrainingState, StepContext]:
     """The training state and step context training builds for `cfg`, optionally compiled.
 
     Args:
@@ -71,6 +71,8 @@ def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str |
         with_levers: levers left out of the compiled kernels (`TRIED_LEVERS`) to turn on.
         regions: with `compile_mode`, compile each sub-network alone (`compile_regions`), not the whole step.
         parts: with `compile_mode`, the step's graphs to compile (`COMPILED_PARTS`); the others run eager.
+        blocks: with `compile_mode`, G's transfer and removal compiled once each, not G's whole cycle
+            (`train.compile_blocks`).
     """
     kernels = COMPILED.without(without).with_levers(with_levers) if compile_mode else STOCK
     state = eager_state(nets_for(cfg.model, cfg.train, kernels), cfg.train, device, distributed)
@@ -78,7 +80,7 @@ def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str |
         compile_regions(state, mode=compile_mode, dynamic=False)  # D's scales: one static graph per size
     elif compile_mode:
         state = compiled_state(state, functools.partial(torch.compile, mode=compile_mode), losses=compile_losses,
-                               parts=parts)
+                               parts=parts, blocks=blocks, channels_last=device.type == "cuda" and cfg.train.channels_last)
     # The first attribute's landmark region, for a recipe whose local D, mask prior or cutout use one
     region = region_view_for(cfg, cfg.regions.get(cfg.attributes[0]), size)
     return state, step_context(cfg.loss, cfg.train, STEADY_STEP, size, device, region)

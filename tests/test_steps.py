@@ -127,3 +127,49 @@ def test_compiled_state_compiles_only_the_parts_asked_for_and_names_a_wrong_one(
     assert all(getattr(getattr(whole, n[0]), "compiled", False) for n in names.values())
     with pytest.raises(ValueError, match="unknown parts \\['d_terms'\\]"):
         compiled_state(state, compiled, losses, parts=["d_terms"])
+
+
+def test_compiled_blocks_compile_the_transfer_and_the_removal_once_each_and_match_eager():
+    """`train.compile_blocks`: the cycle calls each block twice (data, then generated images that need
+    gradients); both calls share one graph per block, and the step's losses and gradients stay eager's."""
+    torch._dynamo.reset()
+    counters.clear()
+    aot_eager = functools.partial(torch.compile, backend="aot_eager")
+    eager = tiny_state(ndf=16, n_scales=2, kernels=STOCK)
+    blocks = tiny_state(aot_eager, losses=True, blocks=True, ndf=16, n_scales=2, kernels=COMPILED)
+    ctx = tiny_context()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for step in range(2):
+            batch = _batch(step)
+            logs_e, logs_b = train_step(eager, batch, ctx), train_step(blocks, batch, ctx)
+            for k in logs_e:
+                torch.testing.assert_close(logs_b[k], logs_e[k], rtol=1e-4, atol=1e-5, msg=k)
+            if step == 0:
+                _assert_same_grads(eager, blocks)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    # The transfer, the removal, each phase's terms: four graphs (G's whole cycle would be one, holding each block twice).
+    assert counters["stats"]["unique_graphs"] == 4, dict(counters["stats"])
+
+
+def test_compiled_blocks_give_every_input_one_layout_so_producers_strides_do_not_recompile():
+    """A 1-channel mask has the same bytes under two strides, (HW, HW, W, 1) from eager ops and (HW, 1, W, 1) from
+    Inductor (benchmarks/NOTES.md run 37); an image may come channels_last or not. Each block still compiles once."""
+    from geogan.training.build import CompiledBlocks
+    from tests.helpers.training import tiny_nets
+
+    torch._dynamo.reset()
+    counters.clear()
+    gen = tiny_nets().generator.to(memory_format=torch.channels_last)
+    blocks = CompiledBlocks(gen, functools.partial(torch.compile, backend="aot_eager"), channels_last=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    mask = torch.rand(2, 1, 32, 32, generator=g)
+    mask_inductor_strides = mask.reshape(2, 32, 32, 1).permute(0, 3, 1, 2)
+    assert mask_inductor_strides.stride() != mask.stride() and torch.equal(mask_inductor_strides, mask)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        first = blocks.remove(x, mask)
+        second = blocks.remove(x.contiguous(memory_format=torch.channels_last).requires_grad_(),
+                               mask_inductor_strides.requires_grad_())
+    torch.testing.assert_close(second, first)
+    torch.testing.assert_close(first, gen.remove(x, mask), rtol=1e-5, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -43,6 +44,18 @@ class CycleOutputs:
     mask_rec: torch.Tensor
     x_rec_b: torch.Tensor  # fake_By, should equal x_b: target domain "has y"
     x_rec_a: torch.Tensor  # F(a*, mask), fake_Ax, should equal x_a: target domain "no y"
+
+
+class CycleBlocks(Protocol):
+    """The two blocks the cycle calls twice each: the transfer G (there and back) and the removal F (on b and on a*).
+
+    `Generator` is one; `geogan.training.build.compiled_blocks` gives compiled ones, each block one graph.
+    """
+
+    def transfer(self, x_a: torch.Tensor, x_b: torch.Tensor, refine_weight: float | torch.Tensor,
+                 heat_a: torch.Tensor | None = None, heat_b: torch.Tensor | None = None) -> TransferOutputs: ...
+
+    def remove(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
 
 class Generator(nn.Module):
@@ -90,7 +103,8 @@ class Generator(nn.Module):
         return self.removal(x, mask)
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, refine_weight: float | torch.Tensor,
-                heat_a: torch.Tensor | None = None, heat_b: torch.Tensor | None = None) -> CycleOutputs:
+                heat_a: torch.Tensor | None = None, heat_b: torch.Tensor | None = None,
+                blocks: CycleBlocks | None = None) -> CycleOutputs:
         """The reference's whole cycle in one forward (so DDP sees one forward per backward).
 
         a* = G(a, b); F(b) with the blend mask carried into b's frame by -flow_ab;
@@ -100,18 +114,20 @@ class Generator(nn.Module):
             x_a: (B, 3, H, W) sources without the attribute; x_b: references with it.
             refine_weight: w of the refinement residual (a float or a 0-dim tensor; 0 disables it).
             heat_a, heat_b: landmark heatmaps of a and b, when the flow net takes them.
+            blocks: what runs the transfer and the removal (default: this net's own, eager or compiled with it).
         Returns:
             CycleOutputs.
         """
         check_image_size(x_a, "x_a")
         check_image_size(x_b, "x_b")
-        fwd = self.transfer(x_a, x_b, refine_weight, heat_a, heat_b)
+        blocks = self if blocks is None else blocks
+        fwd = blocks.transfer(x_a, x_b, refine_weight, heat_a, heat_b)
         # -flow is the inverse warp only approximately (exact for a constant flow), as in the reference.
         mask_b = warp(fwd.mask, -fwd.flow_ab)
-        x_removed = self.removal(x_b, mask_b)
+        x_removed = blocks.remove(x_b, mask_b)
         # The way back: F(b) has b's geometry (heat_b), a* has a's (heat_a).
-        back = self.transfer(x_removed, fwd.x_out, refine_weight, heat_b, heat_a)
-        x_rec_a = self.removal(fwd.x_out, fwd.mask)
+        back = blocks.transfer(x_removed, fwd.x_out, refine_weight, heat_b, heat_a)
+        x_rec_a = blocks.remove(fwd.x_out, fwd.mask)
         return CycleOutputs(
             x_a=x_a, x_b=x_b, flow_ab=fwd.flow_ab, x_warp=fwd.x_warp, mask=fwd.mask, x_blend=fwd.x_blend, x_out=fwd.x_out,
             mask_b=mask_b, x_removed=x_removed, flow_rec=back.flow_ab, x_warp_rec=back.x_warp,

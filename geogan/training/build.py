@@ -80,7 +80,10 @@ def build_training(nets: Nets, train: TrainConfig, device: torch.device, distrib
     rank 0's weights at construction).
     """
     state = eager_state(nets, train, device, distributed)
-    return compiled_state(state, compiler_for(train, device), losses=train.compile_losses) if train.compile else state
+    if not train.compile:
+        return state
+    return compiled_state(state, compiler_for(train, device), losses=train.compile_losses, blocks=train.compile_blocks,
+                          channels_last=device.type == "cuda" and train.channels_last)
 
 
 def compiler_for(train: TrainConfig, device: torch.device) -> Compiler:
@@ -123,8 +126,46 @@ def eager_state(nets: Nets, train: TrainConfig, device: torch.device, distribute
 COMPILED_PARTS = ("generator_cycle", "d_phase", "g_phase")
 
 
+class CompiledBlocks:
+    """G's transfer and removal, each compiled once for the cycle's two calls of it (`Generator.forward`'s `blocks`).
+
+    A compiled graph is specialised on which inputs need gradients and on their strides, and the cycle calls
+    each block first on data, then on generated images that need gradients and come from other producers. So
+    every input is given one layout's strides, and every image or mask input is made to need gradients: both
+    calls then look the same and share one graph, for a few input gradients nobody reads (the flow net's first
+    convolution, the warp's to b). Without this the two calls compile two graphs each (benchmarks/NOTES.md
+    runs 24 and 37). Outside autograd (no_grad) nothing is made to need gradients.
+    """
+
+    def __init__(self, generator: torch.nn.Module, compiler: Compiler, channels_last: bool) -> None:
+        self._transfer = compiler(generator.transfer)
+        self._remove = compiler(generator.remove)
+        self._layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def transfer(self, x_a: torch.Tensor, x_b: torch.Tensor, refine_weight: float | torch.Tensor,
+                 heat_a: torch.Tensor | None = None, heat_b: torch.Tensor | None = None) -> Any:
+        heats = [None if h is None else self._laid_out(h) for h in (heat_a, heat_b)]
+        return self._transfer(self._input(x_a), self._input(x_b), refine_weight, *heats)
+
+    def remove(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._remove(self._input(x), self._input(mask))
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._laid_out(x)
+        # A leaf view that needs gradients: no copy of the data, and nothing flows back into the caller's tensor.
+        return x.detach().requires_grad_() if torch.is_grad_enabled() and not x.requires_grad else x
+
+    def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` in the layout, with the strides the layout gives its shape. Where a dim has size 1 (a mask's one
+        channel) the strides can differ with the same bytes: eager and Inductor lay out G's masks so (run 37)."""
+        x = x.contiguous(memory_format=self._layout)
+        strides = torch.empty(x.shape, device="meta", memory_format=self._layout).stride()
+        return x if x.stride() == strides else x.as_strided(x.shape, strides)
+
+
 def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = False,
-                   parts: Collection[str] = COMPILED_PARTS) -> TrainingState:
+                   parts: Collection[str] = COMPILED_PARTS, blocks: bool = False,
+                   channels_last: bool = False) -> TrainingState:
     """`state` with G's forward and D compiled by `compiler` (e.g. `torch.compile`, or a partial of it).
 
     Args:
@@ -134,6 +175,9 @@ def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = Fals
         parts: which of `COMPILED_PARTS` to compile; the others run eager. A process compiling one part writes
             that part's graphs to the compile cache. A whole step's start hits them only if the part's inputs look
             the same with the other parts compiled: on the GPU the G phase's did not (benchmarks/NOTES.md run 35).
+        blocks: compile G's transfer and removal once each (`CompiledBlocks`, `train.compile_blocks`) instead of
+            G's whole cycle, which traces and compiles each of them twice; the cycle's glue (one warp) runs eager.
+        channels_last: the step's image layout (`StepContext.channels_last`), which `blocks` gives every input.
     """
     unknown = set(parts) - set(COMPILED_PARTS)
     if unknown:
@@ -145,7 +189,11 @@ def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = Fals
                  "g_phase": {"g_terms": generator_terms} if losses else {"disc_frozen": state.disc_frozen}}
     fields = dict(state.__dict__)
     for part in parts:
-        fields.update({name: compiler(fn) for name, fn in callables[part].items()})
+        if part == "generator_cycle" and blocks:  # the cycle eager (under DDP when it is), its blocks compiled
+            fields["gen_fwd"] = functools.partial(state.gen_fwd,
+                                                  blocks=CompiledBlocks(state.gen, compiler, channels_last))
+        else:
+            fields.update({name: compiler(fn) for name, fn in callables[part].items()})
     return TrainingState(**fields)
 
 
