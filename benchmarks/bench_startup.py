@@ -99,6 +99,11 @@ def child(args: argparse.Namespace) -> None:
         rows, busy_ms = profile_top_kernels(state, ctx, batches[0], top=0)
         kernels = {"gpu_busy_ms": busy_ms, "kernel_classes": {r["kernel"]: [round(r["ms_per_step"], 2), r["calls_per_step"]]
                                                               for r in rows}}
+    host = {}
+    if args.host_profile:  # the wall step against the GPU time: does the host wait on the GPU, or launch too slowly?
+        from benchmarks.common import host_profile
+
+        host = host_profile(lambda: train_step(state, batches[0], ctx), 3, args.host_profile)
     from torch._dynamo.utils import compilation_time_metrics, counters
 
     # Every compile timer of half a second or more: where a start's time went, past the named phases.
@@ -112,7 +117,7 @@ def child(args: argparse.Namespace) -> None:
     compiler = {"kernels_generated": inductor_metrics.generated_kernel_count,
                 "compile_threads": inductor_config.compile_threads, "dynamo_graphs": counters["stats"]["unique_graphs"]}
     print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3, **compiler,
-                      "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases(), **kernels,
+                      "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases(), **kernels, **host,
                       "aot_bypass_reasons": bypasses.reasons, "per_graph": per_graph, "timers": timers}), flush=True)
 
 
@@ -127,6 +132,7 @@ def _child_command(args: argparse.Namespace, label: str, parts: list[str], steps
            else []) \
         + (["--no-custom-function-cache"] if args.no_custom_function_cache else []) \
         + (["--kernels"] if args.kernels and steps else []) \
+        + (["--host-profile", str(args.host_trace / f"{label}.json")] if args.host_trace and steps else []) \
         + (["--inductor", *args.inductor] if args.inductor else []) \
         + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else [])
 
@@ -192,6 +198,10 @@ def main() -> None:
                    help="AOTAutograd's default: bypass its cache for graphs with a custom autograd.Function (G's)")
     p.add_argument("--kernels", action="store_true",
                    help="after the steady steps, the GPU time of one step by kernel class (profiler)")
+    p.add_argument("--host-trace", type=Path, default=None,
+                   help="a folder: after the steady steps, profile 3 steps on the host and the GPU, write each start's "
+                        "Chrome trace there and report the host calls that wait on the GPU")
+    p.add_argument("--host-profile", default=None, help=argparse.SUPPRESS)
     p.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
                    help="Inductor settings for every start, e.g. combo_kernels=True (as bench_train --inductor)")
     p.add_argument("--profile", type=Path, default=None,
@@ -208,8 +218,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    if args.profile:
-        args.profile.mkdir(parents=True, exist_ok=True)
+    for folder in (args.profile, args.host_trace):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for label in args.starts:
         rows.append(start(args, label))

@@ -105,3 +105,29 @@ def kernel_events(fn: Callable[[], object], reps: int) -> list:
             fn()
         torch.cuda.synchronize()
     return [ev for ev in prof.key_averages() if ev.device_time_total > 0]
+
+
+# Host calls that make the CPU wait for the GPU (or can: an allocator that frees cached memory synchronises).
+HOST_WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpyAsync", "cudaMemcpy",
+              "cudaFree", "cudaMalloc")
+
+
+def host_profile(fn: Callable[[], object], reps: int, trace_to: str | None = None) -> dict:
+    """Where the host's time goes in `reps` calls of `fn`: the host calls that wait on the GPU, per call, and the
+    operators with the most CPU time of their own. A step whose wall time is well over its GPU time either waits
+    (these calls) or cannot launch fast enough (the operators). `trace_to`: a Chrome trace file to write."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    if trace_to:
+        prof.export_chrome_trace(trace_to)
+    events = prof.key_averages()
+    waits = {ev.key: [round(ev.count / reps, 1), round(ev.cpu_time_total / reps / 1e3, 2)]
+             for ev in events if ev.key in HOST_WAITS}
+    top = sorted(events, key=lambda ev: -ev.self_cpu_time_total)[:20]
+    return {"host_waits_per_step": waits,  # name: [calls, ms]
+            "top_self_cpu_ms_per_step": {ev.key[:100]: round(ev.self_cpu_time_total / reps / 1e3, 2) for ev in top}}

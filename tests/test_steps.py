@@ -149,11 +149,19 @@ def test_compiled_blocks_compile_the_transfer_and_the_removal_once_each_and_matc
     assert not counters["graph_break"], dict(counters["graph_break"])
     # The transfer, the removal, each phase's terms: four graphs (G's whole cycle would be one, holding each block twice).
     assert counters["stats"]["unique_graphs"] == 4, dict(counters["stats"])
+    # Under bf16 autocast the blocks' outputs are bf16 where the eager warp's is float32: still one graph per block.
+    torch._dynamo.reset()
+    counters.clear()
+    bf16 = tiny_state(aot_eager, losses=True, blocks=True, ndf=16, n_scales=2, kernels=COMPILED)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        logs = train_step(bf16, _batch(0), tiny_context(precision="bf16"))
+    assert all(torch.isfinite(v) for v in logs.values()) and counters["stats"]["unique_graphs"] == 4
 
 
 def test_compiled_blocks_give_every_input_one_layout_so_producers_strides_do_not_recompile():
     """A 1-channel mask has the same bytes under two strides, (HW, HW, W, 1) from eager ops and (HW, 1, W, 1) from
-    Inductor (benchmarks/NOTES.md run 37); an image may come channels_last or not. Each block still compiles once."""
+    Inductor (benchmarks/NOTES.md run 37), and comes bf16 from G but float32 from the eager warp (run 38); an image
+    may come channels_last or not. Each block still compiles once."""
     from geogan.training.build import CompiledBlocks
     from tests.helpers.training import tiny_nets
 
@@ -163,13 +171,13 @@ def test_compiled_blocks_give_every_input_one_layout_so_producers_strides_do_not
     blocks = CompiledBlocks(gen, functools.partial(torch.compile, backend="aot_eager"), channels_last=True)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
-    mask = torch.rand(2, 1, 32, 32, generator=g)
-    mask_inductor_strides = mask.reshape(2, 32, 32, 1).permute(0, 3, 1, 2)
-    assert mask_inductor_strides.stride() != mask.stride() and torch.equal(mask_inductor_strides, mask)
+    mask = torch.rand(2, 1, 32, 32, generator=g).bfloat16().float()  # values a bf16 mask holds exactly
+    mask_inductor = mask.reshape(2, 32, 32, 1).permute(0, 3, 1, 2).bfloat16()  # Inductor's strides, G's bf16
+    assert mask_inductor.stride() != mask.stride() and torch.equal(mask_inductor.float(), mask)
     with torch._dynamo.config.patch(error_on_recompile=True):
         first = blocks.remove(x, mask)
         second = blocks.remove(x.contiguous(memory_format=torch.channels_last).requires_grad_(),
-                               mask_inductor_strides.requires_grad_())
+                               mask_inductor.requires_grad_())
     torch.testing.assert_close(second, first)
     torch.testing.assert_close(first, gen.remove(x, mask), rtol=1e-5, atol=1e-6)
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])

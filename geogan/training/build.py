@@ -129,12 +129,13 @@ COMPILED_PARTS = ("generator_cycle", "d_phase", "g_phase")
 class CompiledBlocks:
     """G's transfer and removal, each compiled once for the cycle's two calls of it (`Generator.forward`'s `blocks`).
 
-    A compiled graph is specialised on which inputs need gradients and on their strides, and the cycle calls
-    each block first on data, then on generated images that need gradients and come from other producers. So
-    every input is given one layout's strides, and every image or mask input is made to need gradients: both
-    calls then look the same and share one graph, for a few input gradients nobody reads (the flow net's first
-    convolution, the warp's to b). Without this the two calls compile two graphs each (benchmarks/NOTES.md
-    runs 24 and 37). Outside autograd (no_grad) nothing is made to need gradients.
+    A compiled graph is specialised on its inputs' dtypes, strides and which need gradients, and the cycle calls
+    each block first on data, then on generated images that need gradients and come from other producers (under
+    bf16 autocast: the mask is bf16 from G, float32 from the eager warp). So every input is given float32 (exact
+    for a bf16 input), one layout's strides, and is made to need gradients: both calls then look the same and
+    share one graph, for a few input gradients nobody reads (the flow net's first convolution, the warp's to b).
+    Without this the two calls compile two graphs each (benchmarks/NOTES.md runs 24, 37 and 38). Outside autograd
+    (no_grad) nothing is made to need gradients.
     """
 
     def __init__(self, generator: torch.nn.Module, compiler: Compiler, channels_last: bool) -> None:
@@ -156,9 +157,9 @@ class CompiledBlocks:
         return x.detach().requires_grad_() if torch.is_grad_enabled() and not x.requires_grad else x
 
     def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
-        """`x` in the layout, with the strides the layout gives its shape. Where a dim has size 1 (a mask's one
-        channel) the strides can differ with the same bytes: eager and Inductor lay out G's masks so (run 37)."""
-        x = x.contiguous(memory_format=self._layout)
+        """`x` in float32 and the layout, with the strides the layout gives its shape. Where a dim has size 1 (a
+        mask's one channel) the strides can differ with the same bytes: eager and Inductor lay out G's masks so."""
+        x = x.float().contiguous(memory_format=self._layout)
         strides = torch.empty(x.shape, device="meta", memory_format=self._layout).stride()
         return x if x.stride() == strides else x.as_strided(x.shape, strides)
 
