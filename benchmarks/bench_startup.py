@@ -188,7 +188,7 @@ def main() -> None:
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
     p.add_argument("--blocks", action="store_true",
-                   help="compile G's transfer and removal once each, not G's whole cycle (train.compile_blocks)")
+                   help="compile G's transfer and removal once each, not G's whole cycle (build.CompiledBlocks; NOTES run 38)")
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="cuDNN picks algorithms by heuristics, no timing at the first step (train.cudnn_benchmark: false)")
     p.add_argument("--cudnn-benchmark-limit", type=int, default=None,

@@ -72,7 +72,7 @@ def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str |
         regions: with `compile_mode`, compile each sub-network alone (`compile_regions`), not the whole step.
         parts: with `compile_mode`, the step's graphs to compile (`COMPILED_PARTS`); the others run eager.
         blocks: with `compile_mode`, G's transfer and removal compiled once each, not G's whole cycle
-            (`train.compile_blocks`).
+            (`build.CompiledBlocks`; NOTES run 38).
     """
     kernels = COMPILED.without(without).with_levers(with_levers) if compile_mode else STOCK
     state = eager_state(nets_for(cfg.model, cfg.train, kernels), cfg.train, device, distributed)

@@ -134,7 +134,6 @@ class TrainConfig:
     compile: bool
     compile_cuda_graphs: bool  # with compile, on CUDA: replay G's and D's compiled graphs as CUDA graphs
     compile_losses: bool  # with compile: each phase's D input (DiffAugment, region crops), D and loss terms as one graph
-    compile_blocks: bool  # with compile: G's transfer and removal compiled once each, not G's whole cycle
     compile_cache: bool  # with compile: Inductor's and Triton's caches in <run>/compile_cache (warm restarts)
     grad_sync: Literal["ddp", "flat"]  # several ranks: DDP wrappers, or one flat all-reduce per net after backward
     checkpoint_every: int

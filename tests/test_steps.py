@@ -130,7 +130,7 @@ def test_compiled_state_compiles_only_the_parts_asked_for_and_names_a_wrong_one(
 
 
 def test_compiled_blocks_compile_the_transfer_and_the_removal_once_each_and_match_eager():
-    """`train.compile_blocks`: the cycle calls each block twice (data, then generated images that need
+    """`compiled_state(blocks=True)`: the cycle calls each block twice (data, then generated images that need
     gradients); both calls share one graph per block, and the step's losses and gradients stay eager's."""
     torch._dynamo.reset()
     counters.clear()

@@ -49,7 +49,7 @@ class CycleOutputs:
 class CycleBlocks(Protocol):
     """The two blocks the cycle calls twice each: the transfer G (there and back) and the removal F (on b and on a*).
 
-    `Generator` is one; `geogan.training.build.compiled_blocks` gives compiled ones, each block one graph.
+    `Generator` is one; `geogan.training.build.CompiledBlocks` is a compiled one, each block one graph.
     """
 
     def transfer(self, x_a: torch.Tensor, x_b: torch.Tensor, refine_weight: float | torch.Tensor,

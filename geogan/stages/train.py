@@ -26,7 +26,7 @@ from geogan.training.loop import NonFiniteLossError, train
 
 # Train settings that do not change what is learnt: a checkpoint made under other values resumes.
 _NOT_IN_RESUME_KEY = {"steps", "log_every", "image_every", "checkpoint_every", "device", "compile", "compile_cuda_graphs",
-                     "compile_losses", "compile_blocks", "compile_cache", "grad_sync", "cudnn_benchmark"}
+                     "compile_losses", "compile_cache", "grad_sync", "cudnn_benchmark"}
 
 
 def run(cfg: Config, attribute: str, prepared: Path = Path("data/prepared"), landmarks: Path = Path("data/landmarks"),

@@ -80,10 +80,7 @@ def build_training(nets: Nets, train: TrainConfig, device: torch.device, distrib
     rank 0's weights at construction).
     """
     state = eager_state(nets, train, device, distributed)
-    if not train.compile:
-        return state
-    return compiled_state(state, compiler_for(train, device), losses=train.compile_losses, blocks=train.compile_blocks,
-                          channels_last=device.type == "cuda" and train.channels_last)
+    return compiled_state(state, compiler_for(train, device), losses=train.compile_losses) if train.compile else state
 
 
 def compiler_for(train: TrainConfig, device: torch.device) -> Compiler:
@@ -136,6 +133,10 @@ class CompiledBlocks:
     share one graph, for a few input gradients nobody reads (the flow net's first convolution, the warp's to b).
     Without this the two calls compile two graphs each (benchmarks/NOTES.md runs 24, 37 and 38). Outside autograd
     (no_grad) nothing is made to need gradients.
+
+    Measured at 256 px on an H200 (run 38): a third fewer kernels to build, but a cold start no shorter (248 s
+    against 244 s for the whole cycle) and a step bound by the host (99 ms for 69 ms of GPU time), so training
+    compiles the whole cycle; `bench_startup --blocks` measures this again.
     """
 
     def __init__(self, generator: torch.nn.Module, compiler: Compiler, channels_last: bool) -> None:
@@ -153,7 +154,7 @@ class CompiledBlocks:
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         x = self._laid_out(x)
-        # A leaf view that needs gradients: no copy of the data, and nothing flows back into the caller's tensor.
+        # A leaf that needs gradients: it shares the caller's data, and nothing flows back into the caller's graph.
         return x.detach().requires_grad_() if torch.is_grad_enabled() and not x.requires_grad else x
 
     def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,9 +177,9 @@ def compiled_state(state: TrainingState, compiler: Compiler, losses: bool = Fals
         parts: which of `COMPILED_PARTS` to compile; the others run eager. A process compiling one part writes
             that part's graphs to the compile cache. A whole step's start hits them only if the part's inputs look
             the same with the other parts compiled: on the GPU the G phase's did not (benchmarks/NOTES.md run 35).
-        blocks: compile G's transfer and removal once each (`CompiledBlocks`, `train.compile_blocks`) instead of
-            G's whole cycle, which traces and compiles each of them twice; the cycle's glue (one warp) runs eager.
-        channels_last: the step's image layout (`StepContext.channels_last`), which `blocks` gives every input.
+        blocks: compile G's transfer and removal once each (`CompiledBlocks`) instead of G's whole cycle, which
+            traces and compiles each of them twice; the cycle's glue (one warp) runs eager. A benchmark option.
+        channels_last: with `blocks`, the step's image layout (`StepContext.channels_last`) given to every input.
     """
     unknown = set(parts) - set(COMPILED_PARTS)
     if unknown:

@@ -57,7 +57,7 @@ def tiny_state(compiler: Compiler | None = None, losses: bool = False, distribut
     """The CPU training state of the tiny nets; `compiler` (e.g. torch.compile with backend
     "aot_eager") compiles G and D, or with `losses` each phase's D and loss terms as one graph.
     `grad_sync` is `train.grad_sync` when `distributed`; `parts` the compiled graphs (`COMPILED_PARTS`);
-    `blocks` compiles G's transfer and removal once each instead of its whole cycle (`train.compile_blocks`)."""
+    `blocks` compiles G's transfer and removal once each instead of its whole cycle (`build.CompiledBlocks`)."""
     train = dataclasses.replace(tiny_config().train, grad_sync=grad_sync)
     state = eager_state(tiny_nets(kernels, **model), train, torch.device("cpu"), distributed)
     return compiled_state(state, compiler, losses, parts, blocks) if compiler is not None else state
