@@ -188,7 +188,8 @@ def main() -> None:
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
     p.add_argument("--blocks", action="store_true",
-                   help="compile G's transfer and removal once each, not G's whole cycle (build.CompiledBlocks; NOTES run 38)")
+                   help="compile G's transfer and removal once each, not G's whole cycle "
+                        "(build.CompiledBlocks; NOTES run 38)")
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="cuDNN picks algorithms by heuristics, no timing at the first step (train.cudnn_benchmark: false)")
     p.add_argument("--cudnn-benchmark-limit", type=int, default=None,
@@ -234,7 +235,8 @@ def main() -> None:
                                             "inductor": args.inductor,
                                             "rows": rows}, indent=2))
     print(f"\n{args.size} px, batch {args.batch}, mode {args.mode}" + (", regions" if args.regions else "")
-          + (", compile_losses" if args.compile_losses else "") + (", blocks" if args.blocks else "") + "".join(f", {item}" for item in args.inductor))
+          + (", compile_losses" if args.compile_losses else "") + (", blocks" if args.blocks else "")
+          + "".join(f", {item}" for item in args.inductor))
     print(f"{'start':<6} {'cache files':>11} {'to 1st step s':>13} {'imports s':>9} {'FX hit/miss':>11} "
           f"{'AOT hit/miss/bypass':>19} {'trace s':>7} {'backend s':>9} {'bw s':>6} {'step ms':>8} {'GPU busy ms':>11} "
           f"{'pairs/s':>8}")

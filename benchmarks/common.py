@@ -79,8 +79,9 @@ def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str |
     if compile_mode and regions:
         compile_regions(state, mode=compile_mode, dynamic=False)  # D's scales: one static graph per size
     elif compile_mode:
+        channels_last = device.type == "cuda" and cfg.train.channels_last
         state = compiled_state(state, functools.partial(torch.compile, mode=compile_mode), losses=compile_losses,
-                               parts=parts, blocks=blocks, channels_last=device.type == "cuda" and cfg.train.channels_last)
+                               parts=parts, blocks=blocks, channels_last=channels_last)
     # The first attribute's landmark region, for a recipe whose local D, mask prior or cutout use one
     region = region_view_for(cfg, cfg.regions.get(cfg.attributes[0]), size)
     return state, step_context(cfg.loss, cfg.train, STEADY_STEP, size, device, region)

@@ -147,7 +147,7 @@ def test_compiled_blocks_compile_the_transfer_and_the_removal_once_each_and_matc
             if step == 0:
                 _assert_same_grads(eager, blocks)
     assert not counters["graph_break"], dict(counters["graph_break"])
-    # The transfer, the removal, each phase's terms: four graphs (G's whole cycle would be one, holding each block twice).
+    # The transfer, the removal, each phase's terms: four graphs (G's whole cycle is one, holding each block twice).
     assert counters["stats"]["unique_graphs"] == 4, dict(counters["stats"])
     # Under bf16 autocast the blocks' outputs are bf16 where the eager warp's is float32: still one graph per block.
     torch._dynamo.reset()
