@@ -135,8 +135,9 @@ def test_compiled_blocks_compile_the_transfer_and_the_removal_once_each_and_matc
     torch._dynamo.reset()
     counters.clear()
     aot_eager = functools.partial(torch.compile, backend="aot_eager")
-    eager = tiny_state(ndf=16, n_scales=2, kernels=STOCK)
-    blocks = tiny_state(aot_eager, losses=True, blocks=True, ndf=16, n_scales=2, kernels=COMPILED)
+    small = {"ndf": 4, "n_scales": 1}  # D as small as it goes, and eager: the blocks are G's
+    eager = tiny_state(kernels=STOCK, **small)
+    blocks = tiny_state(aot_eager, blocks=True, parts=["generator_cycle"], kernels=COMPILED, **small)
     ctx = tiny_context()
     with torch._dynamo.config.patch(error_on_recompile=True):
         for step in range(2):
@@ -144,18 +145,12 @@ def test_compiled_blocks_compile_the_transfer_and_the_removal_once_each_and_matc
             logs_e, logs_b = train_step(eager, batch, ctx), train_step(blocks, batch, ctx)
             for k in logs_e:
                 torch.testing.assert_close(logs_b[k], logs_e[k], rtol=1e-4, atol=1e-5, msg=k)
-            if step == 0:
+            if step == 0:  # same weights so far: eager's gradients
                 _assert_same_grads(eager, blocks)
+    # The transfer and the removal: two graphs (G's whole cycle is one, holding each block twice). Under bf16 the
+    # inputs' dtypes differ between the calls too: the next test.
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
     assert not counters["graph_break"], dict(counters["graph_break"])
-    # The transfer, the removal, each phase's terms: four graphs (G's whole cycle is one, holding each block twice).
-    assert counters["stats"]["unique_graphs"] == 4, dict(counters["stats"])
-    # Under bf16 autocast the blocks' outputs are bf16 where the eager warp's is float32: still one graph per block.
-    torch._dynamo.reset()
-    counters.clear()
-    bf16 = tiny_state(aot_eager, losses=True, blocks=True, ndf=16, n_scales=2, kernels=COMPILED)
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        logs = train_step(bf16, _batch(0), tiny_context(precision="bf16"))
-    assert all(torch.isfinite(v) for v in logs.values()) and counters["stats"]["unique_graphs"] == 4
 
 
 def test_compiled_blocks_give_every_input_one_layout_so_producers_strides_do_not_recompile():
