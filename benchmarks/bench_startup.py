@@ -28,6 +28,7 @@ from pathlib import Path
 
 BORN = time.perf_counter()  # the child's clock starts at its first import
 
+from benchmarks.stack_sampler import StackSampler  # noqa: E402
 from geogan.training.build import COMPILED_PARTS  # noqa: E402 (after BORN: a child's imports count)
 
 
@@ -71,6 +72,9 @@ def child(args: argparse.Namespace) -> None:
     profiler = cProfile.Profile() if args.profile_to else None
     if profiler:
         profiler.enable()
+    sampler = StackSampler() if args.sample_to else None
+    if sampler:
+        sampler.start()
     imported = time.perf_counter() - BORN
     state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode,
                             compile_losses=args.compile_losses, regions=args.regions, parts=args.parts,
@@ -84,6 +88,8 @@ def child(args: argparse.Namespace) -> None:
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile_to)
+    if sampler:
+        Path(args.sample_to).write_text(json.dumps(sampler.stop(), indent=1))
     for i in range(3 if args.steps else 0):  # cudagraph trees record on the first calls, cuDNN picks its algorithms
         train_step(state, batches[i % 4], ctx)
     torch.cuda.synchronize()
@@ -134,7 +140,8 @@ def _child_command(args: argparse.Namespace, label: str, parts: list[str], steps
         + (["--kernels"] if args.kernels and steps else []) \
         + (["--host-profile", str(args.host_trace / f"{label}.json")] if args.host_trace and steps else []) \
         + (["--inductor", *args.inductor] if args.inductor else []) \
-        + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else [])
+        + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else []) \
+        + (["--sample-to", str(args.sample_stacks / f"{label}.json")] if args.sample_stacks else [])
 
 
 def _row(label: str, proc: subprocess.CompletedProcess, wall: float, entries: int) -> dict:
@@ -208,6 +215,10 @@ def main() -> None:
     p.add_argument("--profile", type=Path, default=None,
                    help="a folder: cProfile each start up to its first step into <folder>/<start>.pstats (slows Python)")
     p.add_argument("--profile-to", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sample-stacks", type=Path, default=None,
+                   help="a folder: sample each start's Python stack up to its first step (benchmarks.stack_sampler, "
+                        "about 1%% overhead) into <folder>/<start>.json")
+    p.add_argument("--sample-to", default=None, help=argparse.SUPPRESS)
     p.add_argument("--starts", nargs="+", default=["cold", "warm"], choices=["cold", "warm", "parallel"])
     p.add_argument("--parts", nargs="+", default=list(COMPILED_PARTS), choices=COMPILED_PARTS, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=20)
@@ -219,7 +230,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    for folder in (args.profile, args.host_trace):
+    for folder in (args.profile, args.host_trace, args.sample_stacks):
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,44 @@ def test_cache_parts_carry_a_folder_in_parts_and_name_what_does_not_fit(tmp_path
     parts[1].unlink()
     with pytest.raises(ValueError, match="parts missing"):
         unpack(tmp_path / "out", tmp_path / "again", "inductor")
+
+
+def _spin_for(seconds: float) -> int:
+    """Pure-Python work the sampler must find on the stack."""
+    end, n = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def test_stack_sampler_finds_where_the_thread_spends_its_time():
+    from benchmarks.stack_sampler import StackSampler
+
+    sampler = StackSampler(interval_s=0.002)
+    sampler.start()
+    time.sleep(0.1)  # idle on the stack of this test, not in the spin
+    _spin_for(0.4)
+    report = sampler.stop()
+    inclusive = dict(report["inclusive"])
+    spin = "tests/test_benchmarks.py:_spin_for"
+    assert report["samples"] > 20
+    assert spin in inclusive and spin in dict(report["self"])
+    # The spin is 0.4 of the 0.5 s sampled: its scaled seconds land near that, the test function holds both.
+    assert 0.25 < inclusive[spin] < 0.55
+    assert inclusive["tests/test_benchmarks.py:test_stack_sampler_finds_where_the_thread_spends_its_time"] \
+        >= inclusive[spin]
+    with pytest.raises(RuntimeError, match="before start"):
+        StackSampler().stop()
+
+
+def test_startup_arms_name_their_settings_and_read_the_phases_of_a_stack_report():
+    from benchmarks.startup_arms import PHASES, parse_arm, phase_seconds
+
+    assert parse_arm("base=") == ("base", [])
+    assert parse_arm("both=triton.autotune_pointwise=False reorder_for_peak_memory=False") == (
+        "both", ["triton.autotune_pointwise=False", "reorder_for_peak_memory=False"])
+    with pytest.raises(ValueError, match="NAME=SETTINGS"):
+        parse_arm("triton.autotune_pointwise")
+    report = {"inclusive": [[PHASES["codegen"], 80.5], ["other.py:f", 3.0]]}
+    phases = phase_seconds(report)
+    assert phases["codegen"] == 80.5 and phases["scheduler"] == 0.0
