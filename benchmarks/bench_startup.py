@@ -25,6 +25,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 BORN = time.perf_counter()  # the child's clock starts at its first import
 
@@ -76,13 +77,14 @@ def child(args: argparse.Namespace) -> None:
     if sampler:
         sampler.start()
     imported = time.perf_counter() - BORN
+    torch.manual_seed(0)  # the same weights in every start: their first losses compare across settings
     state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode,
                             compile_losses=args.compile_losses, regions=args.regions, parts=args.parts,
                             blocks=args.blocks)
     if args.no_custom_function_cache:  # make_state allowed it; the graphs compile at the first step, after this
         functorch_config.autograd_cache_allow_custom_autograd_functions = False
     batches = [random_batch(args.batch, args.size, device, i) for i in range(4)]
-    train_step(state, batches[0], ctx)
+    first_losses = train_step(state, batches[0], ctx)
     torch.cuda.synchronize()
     first = time.perf_counter() - BORN
     if profiler:
@@ -90,6 +92,8 @@ def child(args: argparse.Namespace) -> None:
         profiler.dump_stats(args.profile_to)
     if sampler:
         Path(args.sample_to).write_text(json.dumps(sampler.stop(), indent=1))
+    peak_gib = torch.cuda.max_memory_allocated() / 2**30
+    gpu_lock = measure_alone(Path(args.barrier), args.barrier_count) if args.barrier else None
     for i in range(3 if args.steps else 0):  # cudagraph trees record on the first calls, cuDNN picks its algorithms
         train_step(state, batches[i % 4], ctx)
     torch.cuda.synchronize()
@@ -110,6 +114,8 @@ def child(args: argparse.Namespace) -> None:
         from benchmarks.common import host_profile
 
         host = host_profile(lambda: train_step(state, batches[0], ctx), 3, args.host_profile)
+    if gpu_lock:
+        gpu_lock.close()  # the next arm measures
     from torch._dynamo.utils import compilation_time_metrics, counters
 
     # Every compile timer of half a second or more: where a start's time went, past the named phases.
@@ -122,9 +128,29 @@ def child(args: argparse.Namespace) -> None:
     # for how many Dynamo graphs (a recompiled graph counts again).
     compiler = {"kernels_generated": inductor_metrics.generated_kernel_count,
                 "compile_threads": inductor_config.compile_threads, "dynamo_graphs": counters["stats"]["unique_graphs"]}
-    print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3, **compiler,
+    print(json.dumps({"imported_s": imported, "first_step_s": first, "step_ms": step_s * 1e3, "peak_gib": peak_gib,
+                      "first_losses": {k: float(v) for k, v in first_losses.items()}, **compiler,
                       "pairs_per_s": args.batch / step_s, **cache_counters(), **compile_phases(), **kernels, **host,
                       "aot_bypass_reasons": bypasses.reasons, "per_graph": per_graph, "timers": timers}), flush=True)
+
+
+def measure_alone(barrier: Path, count: int, wait_s: float = 300.0) -> IO:
+    """Wait until `count` starts beside this one have compiled (or `wait_s`), then hold the GPU's lock file.
+
+    `benchmarks.startup_arms` runs cold starts at once; their steady steps and kernel profile are timed one start at
+    a time after all have compiled, so no start's figures are taken beside another's compile. Returns the lock's
+    open file: closing it lets the next start measure.
+    """
+    import fcntl
+
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / f"compiled-{os.getpid()}").touch()
+    deadline = time.perf_counter() + wait_s
+    while sum(1 for _ in barrier.glob("compiled-*")) < count and time.perf_counter() < deadline:
+        time.sleep(1.0)
+    lock = (barrier / "gpu.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
 
 
 def _child_command(args: argparse.Namespace, label: str, parts: list[str], steps: int) -> list[str]:
@@ -141,7 +167,8 @@ def _child_command(args: argparse.Namespace, label: str, parts: list[str], steps
         + (["--host-profile", str(args.host_trace / f"{label}.json")] if args.host_trace and steps else []) \
         + (["--inductor", *args.inductor] if args.inductor else []) \
         + (["--profile-to", str(args.profile / f"{label}.pstats")] if args.profile else []) \
-        + (["--sample-to", str(args.sample_stacks / f"{label}.json")] if args.sample_stacks else [])
+        + (["--sample-to", str(args.sample_stacks / f"{label}.json")] if args.sample_stacks else []) \
+        + (["--barrier", str(args.barrier), "--barrier-count", str(args.barrier_count)] if args.barrier else [])
 
 
 def _row(label: str, proc: subprocess.CompletedProcess, wall: float, entries: int) -> dict:
@@ -219,6 +246,10 @@ def main() -> None:
                    help="a folder: sample each start's Python stack up to its first step (benchmarks.stack_sampler, "
                         "about 1%% overhead) into <folder>/<start>.json")
     p.add_argument("--sample-to", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--barrier", type=Path, default=None,
+                   help="a folder shared by starts run at once (benchmarks.startup_arms): after its first step each "
+                        "start waits for --barrier-count of them, then times its steps holding a lock there, alone")
+    p.add_argument("--barrier-count", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--starts", nargs="+", default=["cold", "warm"], choices=["cold", "warm", "parallel"])
     p.add_argument("--parts", nargs="+", default=list(COMPILED_PARTS), choices=COMPILED_PARTS, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=20)

@@ -1,9 +1,12 @@
-"""Where one thread's time goes, by sampling its Python stack: a profile of a long compile at about 1% overhead.
+"""Where a process's Python time goes, by sampling its threads' stacks: a profile of a long compile at ~1% overhead.
 
 cProfile traces every call and roughly doubles the time of Inductor's Python-heavy compile (NOTES run 30), so a
-profiled cold start no longer fits beside its baseline in one 10-minute GPU call. This samples the thread's stack
-every `interval_s` from a helper thread instead and reports, per function, the share of samples in which it was on
-the stack (inclusive) and at its top (self), scaled to seconds by the wall time sampled.
+profiled cold start no longer fits beside its baseline in one 10-minute GPU call. This samples the stacks every
+`interval_s` from a helper thread instead and reports, per function, the seconds in which it was on a stack
+(inclusive) and at a stack's top (self): each sample weighs the wall time since the one before, since a sample
+waits for the GIL and comes late while the sampled threads are busy. Every thread is sampled by
+default: autograd runs a CUDA backward, and so compiles a compiled graph's backward, on its own device thread, while
+the main thread waits in `_engine_run_backward`. Seconds are summed over threads, so idle threads' waits appear too.
 
     sampler = StackSampler()
     sampler.start()
@@ -33,32 +36,40 @@ class StackSampler:
 
     Args:
         interval_s: seconds between samples (a sample waits for the GIL, so long C calls delay it).
-        thread_id: the thread to sample; the calling thread by default.
+        thread_id: the one thread to sample; every thread but the sampler's by default.
     """
 
     def __init__(self, interval_s: float = 0.005, thread_id: int | None = None):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.interval_s = interval_s
-        self.thread_id = threading.get_ident() if thread_id is None else thread_id
-        self.inclusive: Counter[str] = Counter()
+        self.thread_id = thread_id
+        self.inclusive: Counter[str] = Counter()  # seconds
         self.self_time: Counter[str] = Counter()
-        self.samples = 0
+        self.threads: Counter[str] = Counter()  # seconds sampled per thread name
+        self.samples = 0  # ticks: one per interval, however many threads each saw
+        self._last = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
 
     def _sample_once(self) -> None:
-        frame = sys._current_frames().get(self.thread_id)
-        if frame is None:
-            return
+        frames = sys._current_frames()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        mine = threading.get_ident()
+        now = time.perf_counter()
+        weight, self._last = now - self._last, now
         self.samples += 1
-        self.self_time[function_key(frame)] += 1
-        seen: set[str] = set()  # a recursive function counts once per sample
-        while frame is not None:
-            seen.add(function_key(frame))
-            frame = frame.f_back
-        self.inclusive.update(seen)
+        for ident, frame in frames.items():
+            if ident == mine or (self.thread_id is not None and ident != self.thread_id):
+                continue
+            self.threads[names.get(ident, str(ident))] += weight
+            self.self_time[function_key(frame)] += weight
+            seen: set[str] = set()  # a recursive function counts once per sample
+            while frame is not None:
+                seen.add(function_key(frame))
+                frame = frame.f_back
+            self.inclusive.update(dict.fromkeys(seen, weight))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -68,18 +79,17 @@ class StackSampler:
         """Begin sampling (once)."""
         if self._thread is not None:
             raise RuntimeError("StackSampler.start() called twice")
-        self._started = time.perf_counter()
+        self._started = self._last = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="stack-sampler", daemon=True)
         self._thread.start()
 
-    def stop(self, top: int = 60) -> dict:
+    def stop(self, top: int = 400) -> dict:
         """End sampling; the report: samples, wall seconds, and the `top` functions by inclusive and self seconds."""
         if self._thread is None:
             raise RuntimeError("StackSampler.stop() before start()")
         self._stop.set()
         self._thread.join()
         wall = time.perf_counter() - self._started
-        per_sample = wall / self.samples if self.samples else 0.0
-        scaled = lambda counts: [[k, round(n * per_sample, 2)] for k, n in counts.most_common(top)]  # noqa: E731
+        scaled = lambda seconds: [[k, round(v, 2)] for k, v in seconds.most_common(top)]  # noqa: E731
         return {"samples": self.samples, "wall_s": round(wall, 2), "interval_s": self.interval_s,
-                "inclusive": scaled(self.inclusive), "self": scaled(self.self_time)}
+                "threads": scaled(self.threads), "inclusive": scaled(self.inclusive), "self": scaled(self.self_time)}

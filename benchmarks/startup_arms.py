@@ -10,8 +10,8 @@ sampled up to its first step (`benchmarks.stack_sampler`), so the table also say
     python -m benchmarks.startup_arms --out $OUT/arms.json --arms base= \\
         pointwise=triton.autotune_pointwise=False "both=triton.autotune_pointwise=False reorder_for_peak_memory=False"
 
-Writes one JSON (every arm's row and stack report) and prints a table. Steps after the first are timed with
-other arms still compiling beside them: read `step_ms` loosely (`--kernels` is not offered for that reason).
+Writes one JSON (every arm's row and stack report) and prints a table. Each arm's steady steps and GPU time per step
+(`bench_startup --kernels`) are timed after every arm has compiled, one arm at a time (`bench_startup --barrier`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
+NAN = float("nan")
+
 # The functions whose sampled seconds the table shows: Inductor's phases named in NOTES runs 30-38.
 PHASES = {
     "trace": "torch/_dynamo/convert_frame.py:_compile",
     "aot": "torch/_functorch/aot_autograd.py:aot_module_simplified",
+    "backward": "torch/_inductor/compile_fx.py:_compile_fx_main.<locals>.bw_compiler",
     "lowering": "torch/_inductor/graph.py:GraphLowering.run",
     "scheduler": "torch/_inductor/scheduler.py:Scheduler.__init__",
     "fusion": "torch/_inductor/scheduler.py:Scheduler.fuse_nodes",
     "peak-mem": "torch/_inductor/memory.py:reorder_for_peak_memory",
     "codegen": "torch/_inductor/scheduler.py:Scheduler.codegen",
+    "wrapper": "torch/_inductor/graph.py:GraphLowering.codegen",
     "autotune": "torch/_inductor/runtime/triton_heuristics.py:CachingAutotuner.benchmark_all_configs",
 }
 
@@ -50,7 +54,8 @@ def arm_command(name: str, settings: list[str], args: argparse.Namespace, work: 
     return [sys.executable, "-m", "benchmarks.bench_startup", "--size", str(args.size), "--batch", str(args.batch),
             "--mode", args.mode, "--steps", str(args.steps), "--starts", "cold", "--timeout", str(args.timeout),
             "--cache", str(work / f"cache-{name}"), "--out", str(work / f"{name}.json"),
-            "--sample-stacks", str(work / f"stacks-{name}")] \
+            "--sample-stacks", str(work / f"stacks-{name}"), "--barrier", str(work / "barrier"),
+            "--barrier-count", str(args.arm_count), "--kernels"] \
         + (["--compile-losses"] if args.compile_losses else []) \
         + (["--inductor", *settings] if settings else [])
 
@@ -74,17 +79,28 @@ def collect(name: str, settings: list[str], work: Path, returncode: int, wall_s:
     return result
 
 
+def loss_difference(row: dict, first: dict) -> float:
+    """The largest relative difference between two starts' first-step losses (same weights, same batch)."""
+    a, b = row.get("first_losses", {}), first.get("first_losses", {})
+    shared = set(a) & set(b)
+    if not shared:
+        return NAN
+    return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) for k in shared)
+
+
 def print_table(results: list[dict]) -> None:
-    """One line per arm: the start, the step, the kernels built and the sampled phases."""
-    print(f"{'arm':<12} {'1st step s':>10} {'step ms':>8} {'kernels':>7} "
-          + " ".join(f"{p:>9}" for p in PHASES) + "   settings")
+    """One line per arm: the start, the step, the kernels built, the sampled phases, the losses against arm one's."""
+    print(f"{'arm':<12} {'1st step s':>10} {'step ms':>8} {'GPU ms':>7} {'peak GiB':>8} {'kernels':>7} "
+          + " ".join(f"{p:>9}" for p in PHASES) + f" {'loss diff':>9}   settings")
     for r in results:
         row, phases = r["row"], r.get("phases_s", {})
         if "error" in row:
             print(f"{r['arm']:<12} {row['error']}")
             continue
-        print(f"{r['arm']:<12} {row['first_step_s']:>10.1f} {row['step_ms']:>8.1f} {row.get('kernels_generated', 0):>7} "
-              + " ".join(f"{phases.get(p, float('nan')):>9.1f}" for p in PHASES) + f"   {' '.join(r['settings'])}")
+        print(f"{r['arm']:<12} {row['first_step_s']:>10.1f} {row['step_ms']:>8.1f} {row.get('gpu_busy_ms', NAN):>7.1f} "
+              f"{row.get('peak_gib', NAN):>8.1f} {row.get('kernels_generated', 0):>7} "
+              + " ".join(f"{phases.get(p, NAN):>9.1f}" for p in PHASES)
+              + f" {loss_difference(row, results[0]['row']):>9.1e}   {' '.join(r['settings'])}")
 
 
 def main() -> None:
@@ -99,6 +115,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="the JSON written")
     args = p.parse_args()
     arms = [parse_arm(a) for a in args.arms]
+    args.arm_count = len(arms)
     if len({n for n, _ in arms}) != len(arms):
         raise SystemExit(f"--arms: names repeat: {[n for n, _ in arms]}")
     work = Path(tempfile.mkdtemp(prefix="startup-arms-"))

@@ -248,22 +248,33 @@ def _spin_for(seconds: float) -> int:
     return n
 
 
-def test_stack_sampler_finds_where_the_thread_spends_its_time():
+def _spin_in_worker(seconds: float) -> int:
+    """The same work on another thread, as autograd's device thread compiles a backward."""
+    return _spin_for(seconds)
+
+
+def test_stack_sampler_finds_where_each_thread_spends_its_time():
+    import threading
+
     from benchmarks.stack_sampler import StackSampler
 
     sampler = StackSampler(interval_s=0.002)
     sampler.start()
-    time.sleep(0.1)  # idle on the stack of this test, not in the spin
+    time.sleep(0.1)  # idle on this test's stack, in neither spin
+    worker = threading.Thread(target=_spin_in_worker, args=(0.4,), name="worker")
+    worker.start()
     _spin_for(0.4)
+    worker.join()
     report = sampler.stop()
-    inclusive = dict(report["inclusive"])
-    spin = "tests/test_benchmarks.py:_spin_for"
+    inclusive, own = dict(report["inclusive"]), dict(report["self"])
+    spin, other = "tests/test_benchmarks.py:_spin_for", "tests/test_benchmarks.py:_spin_in_worker"
     assert report["samples"] > 20
-    assert spin in inclusive and spin in dict(report["self"])
-    # The spin is 0.4 of the 0.5 s sampled: its scaled seconds land near that, the test function holds both.
-    assert 0.25 < inclusive[spin] < 0.55
-    assert inclusive["tests/test_benchmarks.py:test_stack_sampler_finds_where_the_thread_spends_its_time"] \
-        >= inclusive[spin]
+    assert spin in own and "worker" in dict(report["threads"])
+    # Each thread spun for 0.4 of the 0.5 s sampled, at once: the worker's spin ~0.4 s, _spin_for ~0.8 s (both threads).
+    assert 0.25 < inclusive[other] < 0.55
+    assert 0.55 < inclusive[spin] < 1.05
+    assert inclusive["tests/test_benchmarks.py:test_stack_sampler_finds_where_each_thread_spends_its_time"] \
+        < inclusive[spin]
     with pytest.raises(RuntimeError, match="before start"):
         StackSampler().stop()
 
@@ -279,3 +290,35 @@ def test_startup_arms_name_their_settings_and_read_the_phases_of_a_stack_report(
     report = {"inclusive": [[PHASES["codegen"], 80.5], ["other.py:f", 3.0]]}
     phases = phase_seconds(report)
     assert phases["codegen"] == 80.5 and phases["scheduler"] == 0.0
+
+
+def test_startup_arms_table_compares_each_arms_first_losses_with_the_first_arms(capsys):
+    from benchmarks.startup_arms import loss_difference, print_table
+
+    base = {"first_step_s": 250.0, "step_ms": 72.0, "gpu_busy_ms": 68.1, "peak_gib": 9.5, "kernels_generated": 1929,
+            "first_losses": {"d": 2.0, "g": 4.0}}
+    other = {**base, "first_step_s": 230.0, "first_losses": {"d": 2.0, "g": 4.02}}
+    assert loss_difference(other, base) == pytest.approx(0.005)
+    assert loss_difference({}, base) != loss_difference({}, base)  # nan: nothing to compare
+    print_table([{"arm": "base", "settings": [], "row": base, "phases_s": {"codegen": 90.0}},
+                 {"arm": "pointwise", "settings": ["triton.autotune_pointwise=False"], "row": other},
+                 {"arm": "broken", "settings": [], "row": {"error": "exit 1"}}])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("base") and "90.0" in lines[1]
+    assert "5.0e-03" in lines[2] and lines[2].endswith("triton.autotune_pointwise=False")
+    assert lines[3].split() == ["broken", "exit", "1"]
+
+
+def test_starts_run_at_once_wait_for_each_other_then_time_their_steps_one_at_a_time(tmp_path):
+    import fcntl
+
+    from benchmarks.bench_startup import measure_alone
+
+    t0 = time.perf_counter()
+    lock = measure_alone(tmp_path, count=2, wait_s=0.5)  # the other start never comes: gives up after wait_s
+    assert time.perf_counter() - t0 >= 0.5 and list(tmp_path.glob("compiled-*"))
+    with (tmp_path / "gpu.lock").open("w") as other:  # another start cannot measure while this one holds the lock
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.close()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
