@@ -20,15 +20,21 @@ import sys
 import threading
 import time
 from collections import Counter
-from types import FrameType
+from types import CodeType, FrameType
+
+
+_KEYS: dict[CodeType, str] = {}  # one key per code object: a sample then costs a dict lookup per frame
 
 
 def function_key(frame: FrameType) -> str:
     """'package/module.py:Class.function': the path after site-packages (or the file's last two parts)."""
     code = frame.f_code
+    if code in _KEYS:
+        return _KEYS[code]
     path = code.co_filename.replace("\\", "/")
     short = path.split("site-packages/")[-1] if "site-packages/" in path else "/".join(path.split("/")[-2:])
-    return f"{short}:{getattr(code, 'co_qualname', code.co_name)}"  # qualified names from Python 3.11
+    key = _KEYS[code] = f"{short}:{getattr(code, 'co_qualname', code.co_name)}"  # qualified names from 3.11
+    return key
 
 
 class StackSampler:
@@ -39,7 +45,7 @@ class StackSampler:
         thread_id: the one thread to sample; every thread but the sampler's by default.
     """
 
-    def __init__(self, interval_s: float = 0.005, thread_id: int | None = None):
+    def __init__(self, interval_s: float = 0.02, thread_id: int | None = None):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.interval_s = interval_s

@@ -5,7 +5,8 @@ starts one after the other barely fit one 10-minute call. The arms here start to
 `benchmarks.bench_startup` process on its own empty cache, so each shares the machine's cores and GPU alike.
 Each compile is mostly one Python thread, so on a 16-core host a few arms hardly slow each other; the absolute
 times are then a few percent above a start alone, but the arms compare fairly. Each start's Python stack is
-sampled up to its first step (`benchmarks.stack_sampler`), so the table also says where each arm's compile went.
+sampled up to its first step if asked (`--sample-arms`, `benchmarks.stack_sampler`): the table then also says where
+that arm's compile went.
 
     python -m benchmarks.startup_arms --out $OUT/arms.json --arms base= \\
         pointwise=triton.autotune_pointwise=False "both=triton.autotune_pointwise=False reorder_for_peak_memory=False"
@@ -54,8 +55,8 @@ def arm_command(name: str, settings: list[str], args: argparse.Namespace, work: 
     return [sys.executable, "-m", "benchmarks.bench_startup", "--size", str(args.size), "--batch", str(args.batch),
             "--mode", args.mode, "--steps", str(args.steps), "--starts", "cold", "--timeout", str(args.timeout),
             "--cache", str(work / f"cache-{name}"), "--out", str(work / f"{name}.json"),
-            "--sample-stacks", str(work / f"stacks-{name}"), "--barrier", str(work / "barrier"),
-            "--barrier-count", str(args.arm_count), "--kernels"] \
+            "--barrier", str(work / "barrier"), "--barrier-count", str(args.arm_count), "--kernels"] \
+        + (["--sample-stacks", str(work / f"stacks-{name}")] if name in args.sample_arms else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
         + (["--inductor", *settings] if settings else [])
 
@@ -106,6 +107,9 @@ def print_table(results: list[dict]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", nargs="+", required=True, metavar="NAME=SETTINGS")
+    p.add_argument("--sample-arms", nargs="*", default=[], metavar="NAME",
+                   help="arms whose stacks are sampled (benchmarks.stack_sampler): a sampled start is slower (NOTES run "
+                        "40), so compare its time only with other sampled arms")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=24)
     p.add_argument("--mode", default="default")
@@ -116,6 +120,8 @@ def main() -> None:
     args = p.parse_args()
     arms = [parse_arm(a) for a in args.arms]
     args.arm_count = len(arms)
+    if set(args.sample_arms) - {n for n, _ in arms}:
+        raise SystemExit(f"--sample-arms {args.sample_arms}: not among the arms {[n for n, _ in arms]}")
     if len({n for n, _ in arms}) != len(arms):
         raise SystemExit(f"--arms: names repeat: {[n for n, _ in arms]}")
     work = Path(tempfile.mkdtemp(prefix="startup-arms-"))
