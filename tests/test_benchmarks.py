@@ -322,3 +322,27 @@ def test_starts_run_at_once_wait_for_each_other_then_time_their_steps_one_at_a_t
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         lock.close()
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_probe_copies_names_the_operator_and_the_context_that_launched_each_copy():
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from benchmarks.probe_copies import attribute
+
+    x = torch.randn(64, 32)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with record_function("Optimizer.step#probe"):
+            x.t().contiguous()
+        with record_function("glue"):
+            x.t().contiguous()
+            x.t().contiguous()
+
+    def launched(event):  # on the CPU an operator stands in for the kernel it would launch
+        return [(event.name, 1.0)] if event.name == "aten::copy_" else []
+
+    rows = attribute(prof.events(), launched)
+    by_context = {r["within"].split(" < ")[0]: r for r in rows}
+    assert set(by_context) == {"Optimizer.step#probe", "glue"}
+    assert by_context["glue"]["calls"] == 2 and by_context["Optimizer.step#probe"]["calls"] == 1
+    assert all(r["operator"] == "aten::copy_" and "32, 64" in r["input_shapes"] for r in rows)
