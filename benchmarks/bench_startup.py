@@ -80,7 +80,7 @@ def child(args: argparse.Namespace) -> None:
     torch.manual_seed(0)  # the same weights in every start: their first losses compare across settings
     state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, args.mode,
                             compile_losses=args.compile_losses, regions=args.regions, parts=args.parts,
-                            blocks=args.blocks)
+                            blocks=args.blocks, with_levers=args.with_levers)
     if args.no_custom_function_cache:  # make_state allowed it; the graphs compile at the first step, after this
         functorch_config.autograd_cache_allow_custom_autograd_functions = False
     batches = [random_batch(args.batch, args.size, device, i) for i in range(4)]
@@ -159,6 +159,7 @@ def _child_command(args: argparse.Namespace, label: str, parts: list[str], steps
         + (["--regions"] if args.regions else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
         + (["--blocks"] if args.blocks else []) \
+        + (["--with", *args.with_levers] if args.with_levers else []) \
         + (["--no-cudnn-benchmark"] if args.no_cudnn_benchmark else []) \
         + (["--cudnn-benchmark-limit", str(args.cudnn_benchmark_limit)] if args.cudnn_benchmark_limit is not None
            else []) \
@@ -221,6 +222,8 @@ def main() -> None:
                    help="compile each sub-network alone (regional compilation), not G's cycle and D whole")
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
+    p.add_argument("--with", dest="with_levers", nargs="*", default=[], metavar="LEVER",
+                   help="kernel levers left out of the compiled kernels to turn on (TRIED_LEVERS, as bench_train --with)")
     p.add_argument("--blocks", action="store_true",
                    help="compile G's transfer and removal once each, not G's whole cycle "
                         "(build.CompiledBlocks; NOTES run 38)")

@@ -60,6 +60,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=24)
     p.add_argument("--kind", default="copies and fills", help="the kernel class (bench_train.kernel_class) to attribute")
     p.add_argument("--top", type=int, default=40)
+    p.add_argument("--with", dest="with_levers", nargs="*", default=[], metavar="LEVER",
+                   help="kernel levers left out of the compiled kernels to turn on (TRIED_LEVERS), e.g. pad_layout")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     import torch
@@ -71,7 +73,8 @@ def main() -> None:
 
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
-    state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, "default", compile_losses=True)
+    state, ctx = make_state(bench_config(variant="bf16_cl"), args.size, device, "default", compile_losses=True,
+                            with_levers=args.with_levers)
     batch = random_batch(args.batch, args.size, device, 0)
     for _ in range(4):  # the compile, cuDNN's search, then steady steps
         train_step(state, batch, ctx)

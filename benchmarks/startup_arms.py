@@ -1,4 +1,4 @@
-"""Cold starts of the compiled step under several Inductor settings, at once on one machine: an A/B inside one call.
+"""Cold starts of the compiled step under several Inductor settings or kernel levers, at once on one machine.
 
 Cold starts on fresh machines of one kind span 244-284 s (NOTES run 38), which hides a 10% lever; and two cold
 starts one after the other barely fit one 10-minute call. The arms here start together, each in its own
@@ -43,7 +43,11 @@ PHASES = {
 
 
 def parse_arm(text: str) -> tuple[str, list[str]]:
-    """'name=key=value key=value' -> (name, ['key=value', ...]); 'name=' is the default settings."""
+    """'name=key=value +lever ...' -> (name, ['key=value', '+lever', ...]); 'name=' is the default settings.
+
+    A `+lever` turns on a kernel lever that the compiled kernels leave out (`TRIED_LEVERS`, e.g. +pad_layout);
+    the other items are Inductor settings.
+    """
     name, sep, settings = text.partition("=")
     if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"--arms {text!r}: expected NAME=SETTINGS, e.g. base= or pointwise=triton.autotune_pointwise=False")
@@ -58,7 +62,9 @@ def arm_command(name: str, settings: list[str], args: argparse.Namespace, work: 
             "--barrier", str(work / "barrier"), "--barrier-count", str(args.arm_count), "--kernels"] \
         + (["--sample-stacks", str(work / f"stacks-{name}")] if name in args.sample_arms else []) \
         + (["--compile-losses"] if args.compile_losses else []) \
-        + (["--inductor", *settings] if settings else [])
+        + (["--with", *[item[1:] for item in settings if item.startswith("+")]]
+           if any(item.startswith("+") for item in settings) else []) \
+        + (["--inductor", *inductor] if (inductor := [item for item in settings if not item.startswith("+")]) else [])
 
 
 def phase_seconds(stacks: dict) -> dict[str, float]:

@@ -287,6 +287,16 @@ def test_startup_arms_name_their_settings_and_read_the_phases_of_a_stack_report(
         "both", ["triton.autotune_pointwise=False", "reorder_for_peak_memory=False"])
     with pytest.raises(ValueError, match="NAME=SETTINGS"):
         parse_arm("triton.autotune_pointwise")
+    import argparse
+
+    from benchmarks.startup_arms import arm_command
+
+    args = argparse.Namespace(size=64, batch=2, mode="default", steps=1, timeout=10, arm_count=2, sample_arms=[],
+                              compile_losses=True)
+    command = arm_command(*parse_arm("pads=+pad_layout reorder_for_peak_memory=False"), args, Path("/tmp/w"))
+    assert command[command.index("--with") + 1] == "pad_layout"
+    assert command[command.index("--inductor") + 1:] == ["reorder_for_peak_memory=False"]
+    assert "--with" not in arm_command("base", [], args, Path("/tmp/w"))
     report = {"inclusive": [[PHASES["codegen"], 80.5], ["other.py:f", 3.0]]}
     phases = phase_seconds(report)
     assert phases["codegen"] == 80.5 and phases["scheduler"] == 0.0

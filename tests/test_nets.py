@@ -251,6 +251,35 @@ def test_reflection_pad_backward_fold_equals_torchs(pad, channels_last):
     torch.testing.assert_close(torch.compile(stock, backend="aot_eager")(x), ref, rtol=0, atol=0)
 
 
+def test_pad_layout_keeps_a_cuda_graphs_padded_tensor_channels_last_with_the_same_values():
+    """With `pad_layout`, the padded tensor a compiled CUDA graph records is channels_last, as its input.
+
+    A graph's strides come from fake tensors, and reflection padding's meta function returns NCHW for
+    CUDA tensors (CPU ones keep channels_last); the compiled backward then gave cuDNN NCHW padded inputs,
+    copied back inside each conv's backward (benchmarks/NOTES.md run 42). Fake CUDA tensors need no GPU.
+    Values and gradients stay torch's.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from geogan.nets.fast_ops import reflection_pad_folded
+    from geogan.nets.layers import ReflectionPad
+
+    with FakeTensorMode():
+        x = torch.empty(2, 16, 8, 8, device="cuda").contiguous(memory_format=torch.channels_last)
+        assert reflection_pad_folded(x, 1, keep_layout=True).is_contiguous(memory_format=torch.channels_last)
+        nchw = torch.empty(2, 16, 8, 8, device="cuda")
+        assert reflection_pad_folded(nchw, 1, keep_layout=True).is_contiguous()  # an NCHW input stays NCHW
+    torch._dynamo.reset()
+    pad = ReflectionPad(1, kernels=COMPILED.with_levers(["pad_layout"]))
+    x = torch.randn(2, 4, 6, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = torch.compile(pad, backend="aot_eager", fullgraph=True)(x)
+    ref = torch.nn.ReflectionPad2d(1)(x)
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    grad = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0],
+                               rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(("in_ch", "out_ch", "kernel", "stride"), [(3, 16, 7, 1), (32, 3, 7, 1), (3, 8, 3, 2), (16, 16, 3, 1)])
 def test_channel_padded_conv_equals_nn_conv(in_ch, out_ch, kernel, stride):
     """With the compiled kernels, geogan's Conv2d zero-pads thin channel counts to 8: same values, gradients and state_dict."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 LEVERS = ("instance_norm", "fold_pad", "pad_channels", "space_to_depth", "upsample")  # what `COMPILED` runs
 # Exact rewrites measured and left out of `COMPILED`, kept to measure again (`bench_train --with`).
-TRIED_LEVERS = ("norm_bands",)
+TRIED_LEVERS = ("norm_bands", "pad_layout")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Kernels:
     instance_norm: bool = False  # mean and variance written out: stays in channels_last (run 11)
     norm_bands: bool = False  # with instance_norm: statistics per row band; 1.9% less GPU time, not kept (run 31)
     fold_pad: bool = False  # reflection padding with a backward of slices and adds (run 14)
+    # with fold_pad: the padded output keeps a channels_last input's layout in the traced graph (run 42)
+    pad_layout: bool = False
     pad_channels: bool = False  # conv channels zero-padded to multiples of 8 (run 14)
     space_to_depth: bool = False  # thin full-resolution convs on 2x2 pixel blocks (run 15)
     upsample: bool = False  # bilinear x2 written out as its stencil (run 14)
@@ -109,9 +111,15 @@ def instance_norm_banded(x: torch.Tensor, eps: float) -> torch.Tensor:
     return y.view(n, c, h, w).to(x.dtype)
 
 
-def reflection_pad_folded(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Reflection padding by `pad` on every side, whose backward folds the border back (see below)."""
-    return _ReflectionPad2dFolded.apply(x, pad)
+def reflection_pad_folded(x: torch.Tensor, pad: int, keep_layout: bool = False) -> torch.Tensor:
+    """Reflection padding by `pad` on every side, whose backward folds the border back (see below).
+
+    `keep_layout`: a channels_last input gives a channels_last output. Reflection padding's meta
+    function, which sets the strides a compiled graph records, returns NCHW; the compiled backward
+    then hands cuDNN's conv backward an NCHW padded input, which ATen copies to channels_last inside
+    every such conv's backward (benchmarks/NOTES.md run 42: 2 ms of a 256 px step). Same values.
+    """
+    return _ReflectionPad2dFolded.apply(x, pad, keep_layout)
 
 
 class _ReflectionPad2dFolded(torch.autograd.Function):
@@ -124,13 +132,14 @@ class _ReflectionPad2dFolded(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, pad: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, pad: int, keep_layout: bool) -> torch.Tensor:  # type: ignore[override]
         ctx.pad = pad
-        return F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        y = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        return _keep_layout(y, x) if keep_layout else y
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return _fold_reflected(_fold_reflected(grad, ctx.pad, dim=3), ctx.pad, dim=2), None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        return _fold_reflected(_fold_reflected(grad, ctx.pad, dim=3), ctx.pad, dim=2), None, None
 
 
 def _fold_reflected(grad: torch.Tensor, pad: int, dim: int) -> torch.Tensor:

@@ -47,7 +47,7 @@ class ReflectionPad(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernels.fold_pad:
-            return fast_ops.reflection_pad_folded(x, self.pad)
+            return fast_ops.reflection_pad_folded(x, self.pad, self.kernels.pad_layout)
         return F.pad(x, (self.pad,) * 4, mode="reflect")
 
     def extra_repr(self) -> str:
