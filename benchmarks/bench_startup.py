@@ -223,7 +223,8 @@ def main() -> None:
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
     p.add_argument("--with", dest="with_levers", nargs="*", default=[], metavar="LEVER",
-                   help="kernel levers left out of the compiled kernels to turn on (TRIED_LEVERS, as bench_train --with)")
+                   help="kernel levers left out of the compiled kernels to turn on (TRIED_LEVERS, as bench_train "
+                        "--with)")
     p.add_argument("--blocks", action="store_true",
                    help="compile G's transfer and removal once each, not G's whole cycle "
                         "(build.CompiledBlocks; NOTES run 38)")
@@ -246,8 +247,9 @@ def main() -> None:
                    help="a folder: cProfile each start up to its first step into <folder>/<start>.pstats (slows Python)")
     p.add_argument("--profile-to", default=None, help=argparse.SUPPRESS)
     p.add_argument("--sample-stacks", type=Path, default=None,
-                   help="a folder: sample each start's Python stack up to its first step (benchmarks.stack_sampler, "
-                        "about 1%% overhead) into <folder>/<start>.json")
+                   help="a folder: sample each start's Python stacks up to its first step (benchmarks.stack_sampler) "
+                        "into <folder>/<start>.json; a sampled start is slower (NOTES run 40): compare it only with "
+                        "another")
     p.add_argument("--sample-to", default=None, help=argparse.SUPPRESS)
     p.add_argument("--barrier", type=Path, default=None,
                    help="a folder shared by starts run at once (benchmarks.startup_arms): after its first step each "

@@ -1,8 +1,10 @@
-"""Where a process's Python time goes, by sampling its threads' stacks: a profile of a long compile at ~1% overhead.
+"""Where a process's Python time goes, by sampling its threads' stacks: a profile of a long compile.
 
 cProfile traces every call and roughly doubles the time of Inductor's Python-heavy compile (NOTES run 30), so a
-profiled cold start no longer fits beside its baseline in one 10-minute GPU call. This samples the stacks every
-`interval_s` from a helper thread instead and reports, per function, the seconds in which it was on a stack
+profiled cold start no longer fits beside its baseline in one 10-minute GPU call. Sampling costs less, but not
+nothing: every thread every 5 ms slowed a cold start by a third (NOTES run 40), so each code object's name is now
+looked up once and the default interval is 20 ms; compare a sampled start only with another. It samples the
+stacks every `interval_s` from a helper thread and reports, per function, the seconds in which it was on a stack
 (inclusive) and at a stack's top (self): each sample weighs the wall time since the one before, since a sample
 waits for the GIL and comes late while the sampled threads are busy. Every thread is sampled by
 default: autograd runs a CUDA backward, and so compiles a compiled graph's backward, on its own device thread, while
