@@ -29,6 +29,7 @@ from typing import IO
 
 BORN = time.perf_counter()  # the child's clock starts at its first import
 
+from benchmarks.common import add_with_levers  # noqa: E402
 from benchmarks.stack_sampler import StackSampler  # noqa: E402
 from geogan.training.build import COMPILED_PARTS  # noqa: E402 (after BORN: a child's imports count)
 
@@ -222,9 +223,7 @@ def main() -> None:
                    help="compile each sub-network alone (regional compilation), not G's cycle and D whole")
     p.add_argument("--compile-losses", action="store_true",
                    help="compile each phase's D input, D and loss terms as one graph (train.compile_losses)")
-    p.add_argument("--with", dest="with_levers", nargs="*", default=[], metavar="LEVER",
-                   help="kernel levers left out of the compiled kernels to turn on (TRIED_LEVERS, as bench_train "
-                        "--with)")
+    add_with_levers(p)
     p.add_argument("--blocks", action="store_true",
                    help="compile G's transfer and removal once each, not G's whole cycle "
                         "(build.CompiledBlocks; NOTES run 38)")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import (LEVERS, TRIED_LEVERS, VARIANTS, bench_config, kernel_events, make_state, random_batch,
-                               recipe_config)
+from benchmarks.common import (LEVERS, VARIANTS, add_with_levers, bench_config, kernel_events,
+                               make_state, random_batch, recipe_config)
 from geogan.config import Config
 from geogan.data.dataset import Batch
 from geogan.training.steps import StepContext, discriminator_phase, generator_forward, generator_phase, train_step
@@ -207,8 +207,7 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Inductor settings for the compiled rows, e.g. coordinate_descent_tuning=True")
     p.add_argument("--without", nargs="*", default=[], choices=LEVERS,
                    help="turn off compiled-kernel levers (geogan.nets.fast_ops), to measure each one's worth")
-    p.add_argument("--with", dest="with_levers", nargs="*", default=[], choices=TRIED_LEVERS,
-                   help="turn on exact rewrites left out of the compiled kernels (fast_ops.TRIED_LEVERS)")
+    add_with_levers(p)
     p.add_argument("--ngf", type=int, default=16)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--n-blocks", type=int, default=3)

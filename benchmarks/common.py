@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 from pathlib import Path
@@ -23,7 +24,7 @@ STEADY_STEP = 10**6  # past every warm-up: full loss weights, refinement on, as 
 # name -> (train.precision, train.channels_last)
 VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_cl": ("bf16", True)}
 
-__all__ = ["LEVERS", "ROOT", "TRIED_LEVERS", "VARIANTS", "bench_config", "compile_regions", "kernel_events", "make_state",
+__all__ = ["LEVERS", "ROOT", "TRIED_LEVERS", "VARIANTS", "add_with_levers", "bench_config", "compile_regions", "kernel_events", "make_state",
            "random_batch", "recipe_config"]
 
 
@@ -55,6 +56,13 @@ def compile_regions(state: TrainingState, **compile_kwargs: Any) -> None:
     local = [disc.local] if disc.local is not None else []
     for net in (gen.flow, gen.mask, gen.refine, gen.removal, *disc.scales, *local):
         net.compile(**compile_kwargs)
+
+
+def add_with_levers(parser: argparse.ArgumentParser) -> None:
+    """The `--with LEVER ...` option of every benchmark that builds the compiled step: exact rewrites left out of
+    the compiled kernels (`TRIED_LEVERS`) to turn on, into `args.with_levers`."""
+    parser.add_argument("--with", dest="with_levers", nargs="*", default=[], choices=TRIED_LEVERS,
+                        help="turn on exact rewrites left out of the compiled kernels (fast_ops.TRIED_LEVERS)")
 
 
 def make_state(cfg: Config, size: int, device: torch.device, compile_mode: str | None = None,

@@ -16,6 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable
 
+from benchmarks.common import add_with_levers
+
 # Operators worth naming in a kernel's ancestry: autograd's nodes, compiled graphs, the optimiser.
 CONTEXT_TAGS = ("autograd::engine::evaluate_function", "CompiledFxGraph", "Torch-Compiled Region", "CompiledFunction",
                 "Optimizer.step", "## Call")
@@ -60,8 +62,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=24)
     p.add_argument("--kind", default="copies and fills", help="the kernel class (bench_train.kernel_class) to attribute")
     p.add_argument("--top", type=int, default=40)
-    p.add_argument("--with", dest="with_levers", nargs="*", default=[], metavar="LEVER",
-                   help="kernel levers left out of the compiled kernels to turn on (TRIED_LEVERS), e.g. pad_layout")
+    add_with_levers(p)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     import torch

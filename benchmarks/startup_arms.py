@@ -35,7 +35,6 @@ PHASES = {
     "lowering": "torch/_inductor/graph.py:GraphLowering.run",
     "scheduler": "torch/_inductor/scheduler.py:Scheduler.__init__",
     "fusion": "torch/_inductor/scheduler.py:Scheduler.fuse_nodes",
-    "peak-mem": "torch/_inductor/memory.py:reorder_for_peak_memory",
     "codegen": "torch/_inductor/scheduler.py:Scheduler.codegen",
     "wrapper": "torch/_inductor/graph.py:GraphLowering.codegen",
     "autotune": "torch/_inductor/runtime/triton_heuristics.py:CachingAutotuner.benchmark_all_configs",
