@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from types import CodeType, FrameType
 
 
@@ -45,13 +46,16 @@ class StackSampler:
     Args:
         interval_s: seconds between samples (a sample waits for the GIL, so long C calls delay it).
         thread_id: the one thread to sample; every thread but the sampler's by default.
+        clock: seconds now; a sample weighs the clock's advance since the one before.
     """
 
-    def __init__(self, interval_s: float = 0.02, thread_id: int | None = None):
+    def __init__(self, interval_s: float = 0.02, thread_id: int | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.interval_s = interval_s
         self.thread_id = thread_id
+        self.clock = clock
         self.inclusive: Counter[str] = Counter()  # seconds
         self.self_time: Counter[str] = Counter()
         self.threads: Counter[str] = Counter()  # seconds sampled per thread name
@@ -61,11 +65,12 @@ class StackSampler:
         self._thread: threading.Thread | None = None
         self._started = 0.0
 
-    def _sample_once(self) -> None:
+    def sample_once(self) -> None:
+        """One sample of every other thread's stack now, weighed by the clock's advance; the caller is not sampled."""
         frames = sys._current_frames()
         names = {t.ident: t.name for t in threading.enumerate()}
         mine = threading.get_ident()
-        now = time.perf_counter()
+        now = self.clock()
         weight, self._last = now - self._last, now
         self.samples += 1
         for ident, frame in frames.items():
@@ -81,23 +86,27 @@ class StackSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self._sample_once()
+            self.sample_once()
 
     def start(self) -> None:
         """Begin sampling (once)."""
         if self._thread is not None:
             raise RuntimeError("StackSampler.start() called twice")
-        self._started = self._last = time.perf_counter()
+        self._started = self._last = self.clock()
         self._thread = threading.Thread(target=self._run, name="stack-sampler", daemon=True)
         self._thread.start()
 
     def stop(self, top: int = 400) -> dict:
-        """End sampling; the report: samples, wall seconds, and the `top` functions by inclusive and self seconds."""
+        """End sampling and return `report(top)`."""
         if self._thread is None:
             raise RuntimeError("StackSampler.stop() before start()")
         self._stop.set()
         self._thread.join()
-        wall = time.perf_counter() - self._started
+        return self.report(top)
+
+    def report(self, top: int = 400) -> dict:
+        """Samples, wall seconds since start, and the `top` functions by inclusive and self seconds."""
+        wall = self.clock() - self._started
         scaled = lambda seconds: [[k, round(v, 2)] for k, v in seconds.most_common(top)]  # noqa: E731
         return {"samples": self.samples, "wall_s": round(wall, 2), "interval_s": self.interval_s,
                 "threads": scaled(self.threads), "inclusive": scaled(self.inclusive), "self": scaled(self.self_time)}
